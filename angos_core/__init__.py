@@ -1,0 +1,53 @@
+"""Angos core: the public API for plugin authors.
+
+A plugin implements some of the hooks in :mod:`angos_core.hookspecs` with :data:`hookimpl`,
+returns :class:`BackendSpec` objects whose factories build objects satisfying the protocols
+below, and raises the typed errors of :mod:`angos_core.errors`.
+"""
+
+from angos_core.config import ByteSize
+from angos_core.errors import (
+    BackendError,
+    BackendUnavailable,
+    BlobNotFound,
+    KeyNotFound,
+    LockLost,
+    LockUnavailable,
+    UploadNotFound,
+    UploadOffsetMismatch,
+)
+from angos_core.hookspecs import (
+    CAP_ATOMIC_CREATE,
+    CAP_LOCAL_FILES,
+    CAP_PRESIGNED_URLS,
+    CAP_SHARED,
+    BackendSpec,
+    hookimpl,
+)
+from angos_core.protocols import BlobStore, Cache, Lease, LockProvider, MetadataStore, UploadRef
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CAP_ATOMIC_CREATE",
+    "CAP_LOCAL_FILES",
+    "CAP_PRESIGNED_URLS",
+    "CAP_SHARED",
+    "BackendError",
+    "BackendSpec",
+    "BackendUnavailable",
+    "BlobNotFound",
+    "BlobStore",
+    "ByteSize",
+    "Cache",
+    "KeyNotFound",
+    "Lease",
+    "LockLost",
+    "LockProvider",
+    "LockUnavailable",
+    "MetadataStore",
+    "UploadNotFound",
+    "UploadOffsetMismatch",
+    "UploadRef",
+    "hookimpl",
+]

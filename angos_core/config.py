@@ -1,0 +1,368 @@
+"""TOML configuration -> typed configuration.
+
+The sub-table name selects the plugin::
+
+    [blob_store.fs]             # blob store "fs"
+    [metadata_store.s3]         # optional; absent -> the blob store's backend and settings
+    [metadata_store.s3.redis]   # lock provider "redis"; absent -> "memory"
+    [cache.redis]               # absent -> cache "memory"
+
+Every backend declares a dataclass for its table; :func:`parse_table` fills it and refuses
+unknown keys and wrong types with a :class:`ConfigError` that names the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from angos_core.errors import ConfigError, PluginError
+from angos_core.hookspecs import BackendSpec
+from angos_core.plugins import BackendCatalogue, Kind
+
+T = TypeVar("T")
+
+DEFAULT_CONFIG_FILE = "config.toml"
+DEFAULT_ROOT_DIR = "./registry-data"
+
+# --------------------------------------------------------------------------- value types
+
+
+class ByteSize(int):
+    """A size in bytes. Accepts an integer or a string with an SI or binary unit.
+
+    ``"5GB"`` is 5 * 1000**3 and ``"50MiB"`` is 50 * 1024**2: units mean what they say.
+    """
+
+    _UNITS: typing.ClassVar[dict[str, int]] = {
+        "": 1,
+        "b": 1,
+        "kb": 1000,
+        "mb": 1000**2,
+        "gb": 1000**3,
+        "tb": 1000**4,
+        "kib": 1024,
+        "mib": 1024**2,
+        "gib": 1024**3,
+        "tib": 1024**4,
+    }
+    _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+    @classmethod
+    def parse(cls, value: object, key: str = "") -> ByteSize:
+        if isinstance(value, bool):
+            raise ConfigError(key, f"expected a size such as 50MiB or 5GB, got {value!r}")
+        if isinstance(value, int):
+            if value < 0:
+                raise ConfigError(key, f"a size cannot be negative, got {value}")
+            return cls(value)
+        if isinstance(value, str):
+            m = cls._RE.match(value)
+            unit = m.group(2).lower() if m else ""
+            if m and unit in cls._UNITS:
+                return cls(int(float(m.group(1)) * cls._UNITS[unit]))
+        raise ConfigError(
+            key,
+            f"expected a size such as 50MiB or 5GB (units: B, KB, MB, GB, TB, KiB, MiB, GiB, "
+            f"TiB), got {value!r}",
+        )
+
+
+# --------------------------------------------------------------------------- table parsing
+
+
+def _type_name(tp: Any) -> str:
+    if tp is ByteSize:
+        return "size"
+    if get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key)
+            except ConfigError as exc:
+                errors.append(exc.message)
+        raise ConfigError(key, "; ".join(errors))
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (item,) = get_args(tp) or (Any,)
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {type(value).__name__}")
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is ByteSize:
+        return ByteSize.parse(value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Path:
+        if isinstance(value, str):
+            return Path(value)
+    elif dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, dict):
+            return parse_table(tp, value, key)
+    else:  # pragma: no cover - a plugin declared a field type we do not know
+        raise ConfigError(key, f"unsupported field type {tp!r} in the backend's config class")
+    raise ConfigError(key, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def config_fields(cls: type[Any]) -> dict[str, Any]:
+    """The field names of a config dataclass and their resolved types."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
+    """Fill dataclass ``cls`` from a TOML table; errors name the dotted key under ``path``."""
+    known = config_fields(cls)
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"{path}.{key}",
+                f"unknown key; known keys here: {', '.join(sorted(known)) or 'none'}",
+            )
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not f.init:
+            continue
+        if f.name in table:
+            values[f.name] = _convert(known[f.name], table[f.name], f"{path}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{path}.{f.name}", "required key is missing")
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(path, str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- core sections
+
+
+@dataclass
+class ServerConfig:
+    bind_address: str = "0.0.0.0"
+    port: int = 8000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("server.port", f"must be between 0 and 65535, got {self.port}")
+
+
+@dataclass
+class GlobalConfig:
+    #: Answer blob GETs with a 307 to a presigned URL when the blob store can make one.
+    enable_redirect: bool = True
+    #: Seconds a presigned URL stays valid.
+    redirect_expiry_secs: int = 900
+    #: Manifests larger than this are refused with 413.
+    max_manifest_size: ByteSize = field(default_factory=lambda: ByteSize(4 * 1024 * 1024))
+
+
+@dataclass
+class LogConfig:
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass
+class BackendChoice:
+    """The backend selected for one kind: its spec and its parsed settings."""
+
+    kind: Kind
+    name: str
+    spec: BackendSpec[Any]
+    settings: Any
+    table: dict[str, Any]
+
+    def build(self) -> Any:
+        return self.spec.factory(self.settings)
+
+
+@dataclass
+class AngosConfig:
+    server: ServerConfig
+    global_: GlobalConfig
+    log: LogConfig
+    blob_store: BackendChoice
+    metadata_store: BackendChoice
+    lock_provider: BackendChoice
+    cache: BackendChoice
+    source: str = "<embedded default>"
+
+
+_TOP_LEVEL = ("server", "global", "log", "blob_store", "metadata_store", "cache")
+
+DEFAULT_TOML = f"""
+[server]
+bind_address = "0.0.0.0"
+port = 8000
+
+[blob_store.fs]
+root_dir = "{DEFAULT_ROOT_DIR}"
+"""
+
+
+def _single_backend(data: dict[str, Any], section: str) -> tuple[str, dict[str, Any]] | None:
+    table = data.get(section)
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(section, f"expected a table such as [{section}.fs]")
+    if len(table) != 1:
+        names = ", ".join(sorted(table)) or "none"
+        raise ConfigError(
+            section,
+            f"exactly one backend must be configured, found: {names}; keep one [{section}.<name>]",
+        )
+    ((name, settings),) = table.items()
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{section}.{name}", f"expected a table [{section}.{name}]")
+    return name, settings
+
+
+def _choose(
+    catalogue: BackendCatalogue, kind: Kind, name: str, table: dict[str, Any], path: str
+) -> BackendChoice:
+    try:
+        spec = catalogue.get(kind, name)
+    except PluginError as exc:
+        raise ConfigError(path, str(exc)) from None
+    settings = parse_table(spec.config_type, table, path)
+    return BackendChoice(kind, name, spec, settings, table)
+
+
+def parse_config(
+    data: dict[str, Any], catalogue: BackendCatalogue, source: str = "<config>"
+) -> AngosConfig:
+    for key in data:
+        if key not in _TOP_LEVEL:
+            raise ConfigError(key, f"unknown section; known sections: {', '.join(_TOP_LEVEL)}")
+
+    def section(name: str, cls: type[T]) -> T:
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(name, f"expected a table [{name}]")
+        return parse_table(cls, table, name)
+
+    server = section("server", ServerConfig)
+    global_ = section("global", GlobalConfig)
+    log = section("log", LogConfig)
+
+    blob = _single_backend(data, "blob_store")
+    if blob is None:
+        raise ConfigError("blob_store", "missing; add for example [blob_store.fs] root_dir = ...")
+    blob_name, blob_table = blob
+    blob_choice = _choose(catalogue, "blob_store", blob_name, blob_table, f"blob_store.{blob_name}")
+
+    meta = _single_backend(data, "metadata_store")
+    meta_name, meta_own = meta if meta is not None else (blob_name, {})
+    meta_path = f"metadata_store.{meta_name}"
+    try:
+        meta_spec = catalogue.get("metadata_store", meta_name)
+    except PluginError as exc:
+        raise ConfigError(meta_path, str(exc)) from None
+
+    # Sub-tables of [metadata_store.<name>] that are not settings of the store select the
+    # lock provider, as in [metadata_store.s3.redis].
+    store_fields = config_fields(meta_spec.config_type)
+    lock_tables = {
+        k: v for k, v in meta_own.items() if isinstance(v, dict) and k not in store_fields
+    }
+    if len(lock_tables) > 1:
+        raise ConfigError(
+            meta_path,
+            f"more than one lock provider configured: {', '.join(sorted(lock_tables))}; keep one",
+        )
+    own_settings = {k: v for k, v in meta_own.items() if k not in lock_tables}
+    # Same backend as the blob store: inherit its settings, override with our own.
+    meta_table = {**blob_table, **own_settings} if meta_name == blob_name else own_settings
+    meta_choice = BackendChoice(
+        "metadata_store",
+        meta_name,
+        meta_spec,
+        parse_table(meta_spec.config_type, meta_table, meta_path),
+        meta_table,
+    )
+
+    if lock_tables:
+        ((lock_name, lock_table),) = lock_tables.items()
+        if not catalogue.has("lock_provider", lock_name):
+            installed = ", ".join(catalogue.names("lock_provider")) or "none"
+            raise ConfigError(
+                f"{meta_path}.{lock_name}",
+                f"not a setting of metadata store {meta_name!r} nor an installed lock provider "
+                f"(installed: {installed}; pip install angos-{lock_name}?)",
+            )
+        lock_choice = _choose(
+            catalogue, "lock_provider", lock_name, lock_table, f"{meta_path}.{lock_name}"
+        )
+    else:
+        lock_choice = _choose(catalogue, "lock_provider", "memory", {}, f"{meta_path}.memory")
+
+    cache = _single_backend(data, "cache")
+    cache_name, cache_table = cache if cache is not None else ("memory", {})
+    cache_choice = _choose(catalogue, "cache", cache_name, cache_table, f"cache.{cache_name}")
+
+    return AngosConfig(
+        server=server,
+        global_=global_,
+        log=log,
+        blob_store=blob_choice,
+        metadata_store=meta_choice,
+        lock_provider=lock_choice,
+        cache=cache_choice,
+        source=source,
+    )
+
+
+def load_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{source} is not valid TOML: {exc}") from exc
+
+
+def load_config(path: str | Path | None, catalogue: BackendCatalogue) -> AngosConfig:
+    """Load ``path``; with None, ``./config.toml`` if present, else the embedded default."""
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is None:
+        return parse_config(load_toml(DEFAULT_TOML, "<embedded default>"), catalogue)
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {str(p)!r}: {exc.strerror}") from exc
+    return parse_config(load_toml(text, str(p)), catalogue, source=str(p))

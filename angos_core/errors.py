@@ -1,0 +1,192 @@
+"""One typed error hierarchy for the whole registry.
+
+Two families:
+
+* :class:`RegistryError` -- what a client did wrong or asked for that is not there. Each carries
+  the OCI Distribution error ``code`` and the HTTP status it maps to; the HTTP layer turns it
+  into the spec's JSON error body and nothing else.
+* :class:`BackendError` -- what a storage, lock or cache backend reports. Each carries the
+  ``backend`` name (``"fs"``, ``"s3"``, ...) so an operator reading a log knows which driver
+  failed, as CNCF Distribution's driver errors do.
+
+:class:`ConfigError` is raised at startup only and names the offending key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AngosError(Exception):
+    """Base of every error Angos raises on purpose."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+class ConfigError(AngosError):
+    """The configuration cannot be used. ``key`` is the dotted path of the offending key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+class PluginError(AngosError):
+    """Plugins could not be loaded or a named backend is not installed."""
+
+
+# --------------------------------------------------------------------------- registry
+
+
+class RegistryError(AngosError):
+    """An error reported to the client with the spec's JSON body."""
+
+    code = "UNKNOWN"
+    status = 500
+    default_message = "unknown error"
+
+    def __init__(self, message: str | None = None, detail: Any = None) -> None:
+        self.message = message or self.default_message
+        self.detail = detail
+        super().__init__(self.message)
+
+
+class BlobUnknown(RegistryError):
+    code, status, default_message = "BLOB_UNKNOWN", 404, "blob unknown to registry"
+
+
+class BlobUploadInvalid(RegistryError):
+    code, status, default_message = "BLOB_UPLOAD_INVALID", 400, "blob upload invalid"
+
+
+class RangeInvalid(BlobUploadInvalid):
+    """An upload chunk that does not start where the upload currently ends."""
+
+    status = 416
+    default_message = "chunk does not start at the current end of the upload"
+
+
+class BlobUploadUnknown(RegistryError):
+    code, status, default_message = "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"
+
+
+class DigestInvalid(RegistryError):
+    code, status, default_message = (
+        "DIGEST_INVALID",
+        400,
+        "provided digest did not match uploaded content",
+    )
+
+
+class ManifestBlobUnknown(RegistryError):
+    code, status, default_message = (
+        "MANIFEST_BLOB_UNKNOWN",
+        400,
+        "manifest references a manifest or blob unknown to registry",
+    )
+
+
+class ManifestInvalid(RegistryError):
+    code, status, default_message = "MANIFEST_INVALID", 400, "manifest invalid"
+
+
+class ManifestUnknown(RegistryError):
+    code, status, default_message = "MANIFEST_UNKNOWN", 404, "manifest unknown to registry"
+
+
+class NameInvalid(RegistryError):
+    code, status, default_message = "NAME_INVALID", 400, "invalid repository name"
+
+
+class NameUnknown(RegistryError):
+    code, status, default_message = "NAME_UNKNOWN", 404, "repository name not known to registry"
+
+
+class SizeInvalid(RegistryError):
+    code, status, default_message = (
+        "SIZE_INVALID",
+        400,
+        "provided length did not match content length",
+    )
+
+
+class TagInvalid(RegistryError):
+    # Not in the v1.1 code list; MANIFEST_INVALID is what clients understand for a bad tag.
+    code, status, default_message = "MANIFEST_INVALID", 400, "invalid tag"
+
+
+class PaginationNumberInvalid(RegistryError):
+    code, status, default_message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results"
+
+
+class RangeNotSatisfiable(RegistryError):
+    code, status, default_message = "BLOB_UNKNOWN", 416, "requested range not satisfiable"
+
+
+class Unsupported(RegistryError):
+    code, status, default_message = "UNSUPPORTED", 405, "the operation is unsupported"
+
+
+class Denied(RegistryError):
+    code, status, default_message = "DENIED", 403, "requested access to the resource is denied"
+
+
+class TooManyRequests(RegistryError):
+    code, status, default_message = "TOOMANYREQUESTS", 429, "too many requests"
+
+
+class ManifestTooLarge(RegistryError):
+    code, status, default_message = "SIZE_INVALID", 413, "manifest too large"
+
+
+class ServiceUnavailable(RegistryError):
+    """A backend or lock could not serve the request; the client may retry."""
+
+    code, status, default_message = "UNAVAILABLE", 503, "service unavailable"
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class BackendError(AngosError):
+    """A backend failed. ``backend`` names the driver (``fs``, ``s3``, ``redis``, ...)."""
+
+    def __init__(self, backend: str, message: str) -> None:
+        self.backend = backend
+        self.message = message
+        super().__init__(f"{backend}: {message}")
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached or timed out. Mapped to 503; safe to retry."""
+
+
+class BlobNotFound(BackendError):
+    """The blob store holds no committed blob with that digest."""
+
+
+class UploadNotFound(BackendError):
+    """The blob store holds no upload session with that id."""
+
+
+class UploadOffsetMismatch(BackendError):
+    """An append started somewhere other than the current end of the upload."""
+
+    def __init__(self, backend: str, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(backend, f"append at offset {actual}, upload size is {expected}")
+
+
+class KeyNotFound(BackendError):
+    """The metadata store holds no object under that key."""
+
+
+class LockUnavailable(BackendError):
+    """A lock could not be acquired within the provider's bounded retries."""
+
+
+class LockLost(BackendError):
+    """A held lock expired or could not be renewed; the holder must not commit."""

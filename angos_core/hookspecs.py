@@ -1,0 +1,80 @@
+"""Every hook a plugin can implement. All start with ``angos_``.
+
+Hooks are synchronous startup factories: they only *describe* backends. All I/O happens in
+the async methods of the objects a :class:`BackendSpec` factory returns (pluggy cannot await).
+
+Result rule for the four ``angos_*`` collection hooks: every plugin's list is collected and
+concatenated (pluggy's default collect-all); core refuses two specs with the same name for
+one kind, and selects the one the config names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import pluggy
+
+from angos_core.protocols import BlobStore, Cache, LockProvider, MetadataStore
+
+PROJECT = "angos"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+T = TypeVar("T")
+
+#: Capability names a spec may declare.
+CAP_PRESIGNED_URLS = "presigned_urls"
+CAP_LOCAL_FILES = "local_files"
+CAP_ATOMIC_CREATE = "atomic_create"
+CAP_SHARED = "shared"  # safe for several processes or replicas (with a shared lock provider)
+
+
+@dataclass(frozen=True)
+class BackendSpec(Generic[T]):
+    """How to build one named backend.
+
+    ``config_type`` is a dataclass; core parses the backend's TOML table into it (unknown
+    keys and wrong types are errors naming the key) and passes the instance to ``factory``.
+    """
+
+    name: str
+    factory: Callable[[Any], T]
+    config_type: type[Any]
+    capabilities: frozenset[str] = field(default_factory=frozenset)
+    distribution: str = ""
+    description: str = ""
+
+
+@hookspec
+def angos_blob_stores() -> list[BackendSpec[BlobStore]]:  # type: ignore[empty-body]
+    """Blob stores this plugin provides, selected by ``[blob_store.<name>]``.
+
+    Result: all lists are concatenated; names must be unique across plugins.
+    """
+
+
+@hookspec
+def angos_metadata_stores() -> list[BackendSpec[MetadataStore]]:  # type: ignore[empty-body]
+    """Metadata stores this plugin provides, selected by ``[metadata_store.<name>]``.
+
+    Result: all lists are concatenated; names must be unique across plugins.
+    """
+
+
+@hookspec
+def angos_lock_providers() -> list[BackendSpec[LockProvider]]:  # type: ignore[empty-body]
+    """Lock providers, selected by ``[metadata_store.<store>.<name>]`` (default ``memory``).
+
+    Result: all lists are concatenated; names must be unique across plugins.
+    """
+
+
+@hookspec
+def angos_caches() -> list[BackendSpec[Cache]]:  # type: ignore[empty-body]
+    """Caches this plugin provides, selected by ``[cache.<name>]`` (default ``memory``).
+
+    Result: all lists are concatenated; names must be unique across plugins.
+    """

@@ -1,0 +1,1 @@
+"""Pure OCI helpers: digests, names and references, media types, manifest parsing."""

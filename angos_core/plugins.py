@@ -1,0 +1,96 @@
+"""Finding backends: the plugin manager and the catalogue of installed backend specs.
+
+Every backend, built-in or third-party, arrives the same way: a distribution declares an
+entry point in the ``angos`` group whose object implements some ``angos_*`` hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pluggy
+
+from angos_core import hookspecs
+from angos_core.errors import PluginError
+from angos_core.hookspecs import BackendSpec
+
+Kind = Literal["blob_store", "metadata_store", "lock_provider", "cache"]
+KINDS: tuple[Kind, ...] = ("blob_store", "metadata_store", "lock_provider", "cache")
+
+_HOOK_OF_KIND: dict[Kind, str] = {
+    "blob_store": "angos_blob_stores",
+    "metadata_store": "angos_metadata_stores",
+    "lock_provider": "angos_lock_providers",
+    "cache": "angos_caches",
+}
+
+
+def make_plugin_manager(
+    extra_plugins: Iterable[object] = (), *, load_entrypoints: bool = True
+) -> pluggy.PluginManager:
+    """A plugin manager with every installed ``angos`` entry point registered.
+
+    Unknown ``angos_*`` hooks are refused (``check_pending``), so a typo in a plugin is an
+    error at startup rather than a silently ignored backend.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    if load_entrypoints:
+        try:
+            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+        except Exception as exc:  # a broken third-party plugin must say which one
+            raise PluginError(f"loading an 'angos' entry point failed: {exc!r}") from exc
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(str(exc)) from exc
+    return pm
+
+
+@dataclass
+class BackendCatalogue:
+    """Every backend spec the installed plugins declare, by kind and name."""
+
+    specs: dict[Kind, dict[str, BackendSpec[Any]]]
+
+    @classmethod
+    def from_plugin_manager(cls, pm: pluggy.PluginManager) -> BackendCatalogue:
+        specs: dict[Kind, dict[str, BackendSpec[Any]]] = {}
+        for kind in KINDS:
+            by_name: dict[str, BackendSpec[Any]] = {}
+            hook = getattr(pm.hook, _HOOK_OF_KIND[kind])
+            for impl_result in hook():
+                for spec in impl_result or ():
+                    if spec.name in by_name:
+                        raise PluginError(
+                            f"two plugins provide {kind} {spec.name!r}: "
+                            f"{by_name[spec.name].distribution or '?'} and "
+                            f"{spec.distribution or '?'}; uninstall one of them"
+                        )
+                    by_name[spec.name] = spec
+            specs[kind] = by_name
+        return cls(specs)
+
+    def names(self, kind: Kind) -> list[str]:
+        return sorted(self.specs[kind])
+
+    def has(self, kind: Kind, name: str) -> bool:
+        return name in self.specs[kind]
+
+    def get(self, kind: Kind, name: str) -> BackendSpec[Any]:
+        try:
+            return self.specs[kind][name]
+        except KeyError:
+            installed = ", ".join(self.names(kind)) or "none"
+            raise PluginError(
+                f"{kind} {name!r} not found; installed: {installed} "
+                f"(pip install angos-{name}?)"
+            ) from None
+
+
+def load_catalogue(extra_plugins: Iterable[object] = ()) -> BackendCatalogue:
+    return BackendCatalogue.from_plugin_manager(make_plugin_manager(extra_plugins))

@@ -1,0 +1,221 @@
+"""The four backend interfaces. Every method that does I/O is async.
+
+Backends stay thin: they move bytes and small objects. Registry semantics (what a tag is,
+when a blob may become visible, digest checks, locking) live once in ``angos_core.registry``.
+Every key a backend stores is built by :mod:`angos_core.layout`, so all backends hold the
+same relative keys.
+
+Errors: a backend raises the typed errors of :mod:`angos_core.errors` carrying its name
+(``BlobNotFound``, ``UploadNotFound``, ``UploadOffsetMismatch``, ``BackendUnavailable``, ...).
+Anything else it raises is wrapped by core into ``BackendError`` and answered with 503.
+The shared contract suites in :mod:`angos_core.testing` pin every edge case below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRef:
+    """An upload session: repository name plus the server-chosen upload id (a UUID4 string).
+
+    Both are validated by core before a backend sees them.
+    """
+
+    name: str
+    upload_id: str
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Content-addressed bytes plus resumable upload sessions.
+
+    Digests are ``"<algorithm>:<hex>"`` strings already validated by core. Keys come from
+    ``angos_core.layout.blob_data_key`` and ``angos_core.layout.upload_key``.
+    """
+
+    name: str
+
+    async def stat(self, digest: str) -> int | None:
+        """Size in bytes of the committed blob, or ``None`` if there is none."""
+
+    def read(
+        self, digest: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream the committed blob from ``offset``, ``length`` bytes (to the end if None).
+
+        Raises ``BlobNotFound`` (when iteration starts) if the blob does not exist. Core
+        checks the range against ``stat`` first; a backend may assume it is valid.
+        """
+
+    async def delete(self, digest: str) -> bool:
+        """Delete the committed blob. True if it existed. Idempotent."""
+
+    def list_digests(self) -> AsyncIterator[str]:
+        """Every committed blob's digest, in no particular order."""
+
+    async def presigned_url(self, digest: str, expires_secs: int) -> str | None:
+        """A URL a client can GET the blob from directly, or ``None`` if unsupported."""
+
+    def local_path(self, digest: str) -> str | None:
+        """A local file holding the committed blob (for ``sendfile``), or ``None``."""
+
+    async def upload_start(self, upload: UploadRef) -> None:
+        """Create an empty upload session. Its size is 0."""
+
+    async def upload_append(
+        self, upload: UploadRef, offset: int, chunks: AsyncIterable[bytes]
+    ) -> int:
+        """Append the stream to the session; return the new total size.
+
+        ``offset`` must equal the session's current size, else ``UploadOffsetMismatch`` and
+        nothing is appended. A stream that fails half way may leave the bytes received so far
+        appended (the returned/queried size tells the client where to resume) but never
+        corrupts earlier bytes. Raises ``UploadNotFound`` for an unknown session.
+        """
+
+    async def upload_size(self, upload: UploadRef) -> int:
+        """Bytes received so far. Raises ``UploadNotFound``."""
+
+    def upload_read(self, upload: UploadRef) -> AsyncIterator[bytes]:
+        """Stream the session's bytes from the start (core re-hashes when it must)."""
+
+    async def upload_commit(self, upload: UploadRef, digest: str) -> None:
+        """Make the session's bytes visible as blob ``digest`` atomically and end the session.
+
+        Core has verified the digest. If the blob already exists the session is simply
+        discarded. Readers never see a partial blob. Raises ``UploadNotFound``.
+        """
+
+    async def upload_abort(self, upload: UploadRef) -> None:
+        """Discard the session and everything it holds. Idempotent."""
+
+    async def open(self) -> None:
+        """Connect or check what is needed before the first request. Called once at startup."""
+
+    async def health(self) -> None:
+        """Return if the store is reachable; raise ``BackendUnavailable`` if not."""
+
+    async def aclose(self) -> None:
+        """Release connections and files. Called once at shutdown."""
+
+
+@runtime_checkable
+class MetadataStore(Protocol):
+    """Small objects (KB) by key: links, tags, manifests, referrers.
+
+    Keys are ``/``-separated relative paths built by ``angos_core.layout``. A key names an
+    object; a prefix ending in ``/`` names a "directory" of keys below it.
+    """
+
+    name: str
+
+    async def get(self, key: str) -> bytes | None:
+        """The object's bytes, or ``None`` if absent."""
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Create or replace the object atomically: readers see old or new bytes, never a mix."""
+
+    async def create(self, key: str, data: bytes) -> bool:
+        """Create the object only if absent. True if created, False if it already existed."""
+
+    async def delete(self, key: str) -> bool:
+        """Delete the object. True if it existed. Idempotent."""
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Delete every object whose key starts with ``prefix`` (a ``/``-ended directory)."""
+
+    async def list_children(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        """Names of the immediate children under the directory ``prefix`` (ending in ``/``).
+
+        A child is either an object or a directory holding objects further down; names carry
+        no slashes. Sorted by byte order, strictly after ``start_after`` when given, at most
+        ``limit`` names. An absent directory lists as empty.
+        """
+
+    async def open(self) -> None:
+        """Connect or check what is needed before the first request. Called once at startup."""
+
+    async def health(self) -> None:
+        """Return if the store is reachable; raise ``BackendUnavailable`` if not."""
+
+    async def aclose(self) -> None:
+        """Release connections and files. Called once at shutdown."""
+
+
+class Lease(Protocol):
+    """A held lock. Renewed in the background while the ``async with`` block runs."""
+
+    def check(self) -> None:
+        """Raise ``LockLost`` if the lock expired or a renewal failed.
+
+        Core calls this right before every commit, so a holder that lost its lock stops
+        before writing anything.
+        """
+
+
+@runtime_checkable
+class LockProvider(Protocol):
+    """Mutual exclusion on named keys, across every process sharing the provider."""
+
+    name: str
+
+    def acquire(self, keys: Sequence[str]) -> AbstractAsyncContextManager[Lease]:
+        """Hold every key in ``keys`` for the ``async with`` block.
+
+        Several keys are taken in sorted order, so two holders never deadlock. Each holder
+        owns its lock by a random token; only the owner releases. The lock expires after the
+        provider's ttl unless renewed; it is renewed while held. ``LockUnavailable`` if the
+        keys cannot be had within the provider's bounded retries; ``BackendUnavailable`` if
+        the provider cannot be reached.
+        """
+
+    async def open(self) -> None:
+        """Connect before the first request. Called once at startup."""
+
+    async def health(self) -> None:
+        """Return if the provider is reachable; raise ``BackendUnavailable`` if not."""
+
+    async def aclose(self) -> None:
+        """Release connections. Called once at shutdown."""
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """A best-effort key/value cache. Core treats every failure as a miss."""
+
+    name: str
+
+    async def get(self, key: str) -> bytes | None:
+        """The cached bytes, or ``None`` on a miss or after the entry's ttl."""
+
+    async def set(self, key: str, value: bytes, ttl_secs: float | None = None) -> None:
+        """Store ``value`` under ``key``, for ``ttl_secs`` seconds (forever if None)."""
+
+    async def delete(self, key: str) -> None:
+        """Forget ``key``. Idempotent. Visible to every process sharing the cache at once."""
+
+    async def open(self) -> None:
+        """Connect before the first request. Called once at startup."""
+
+    async def health(self) -> None:
+        """Return if the cache is reachable; raise ``BackendUnavailable`` if not."""
+
+    async def aclose(self) -> None:
+        """Release connections. Called once at shutdown."""
+
+
+__all__ = [
+    "BlobStore",
+    "Cache",
+    "Lease",
+    "LockProvider",
+    "MetadataStore",
+    "UploadRef",
+]
