@@ -1,0 +1,247 @@
+"""Lock provider ``redis``: mutual exclusion across every replica sharing one Redis.
+
+Each ``acquire`` gets a fresh random token. Lua scripts keep every step atomic in Redis:
+
+* acquire: all keys or none. The script refuses if any key is held under another token and
+  otherwise sets every key to our token with the ttl. Taking a set of keys in one step means
+  no holder ever sits on some keys while waiting for others, so there is no deadlock and
+  nothing to back out of. A key already holding our own token counts as free, which makes a
+  retried acquire (after a lost reply) harmless.
+* renew: extend each key's ttl only where it still holds our token (compare-and-pexpire).
+* release: delete each key only where it still holds our token (compare-and-delete), so a
+  holder whose lock expired never frees a lock someone else has since taken.
+
+While the ``async with`` block runs, a background task renews every ttl/3. If a renewal
+fails or finds a key gone, the lease is marked lost and ``Lease.check()`` raises ``LockLost``;
+core calls it before each commit. ``check()`` also refuses once the ttl measured from the last
+successful acquire/renew has run out, which protects a holder whose renewals stalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from angos_core.errors import BackendUnavailable, LockLost, LockUnavailable
+from angos_redis.client import BACKEND, call, make_client, redact
+from angos_redis.config import RedisLockConfig
+
+log = logging.getLogger(__name__)
+
+_ACQUIRE = """
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder and holder ~= ARGV[1] then return i end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+end
+return 0
+"""
+
+_RENEW = """
+local held = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    held = held + 1
+  end
+end
+return held
+"""
+
+_RELEASE = """
+local released = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+    released = released + 1
+  end
+end
+return released
+"""
+
+#: Share of the ttl kept back for clock drift between us and Redis (as Redlock does).
+_DRIFT_FACTOR = 0.01
+_DRIFT_MIN_SECS = 0.002
+
+
+class RedisLease:
+    """A held set of keys. ``check()`` raises ``LockLost`` once they may no longer be ours."""
+
+    def __init__(self, keys: tuple[str, ...], token: str, valid_until: float) -> None:
+        self.keys = keys
+        self.token = token
+        self._valid_until = valid_until
+        self._lost: str | None = None
+
+    @property
+    def lost(self) -> bool:
+        return self._lost is not None or time.monotonic() >= self._valid_until
+
+    def check(self) -> None:
+        if self._lost is not None:
+            raise LockLost(BACKEND, f"lock on {', '.join(self.keys)} lost: {self._lost}")
+        if time.monotonic() >= self._valid_until:
+            raise LockLost(
+                BACKEND, f"lock on {', '.join(self.keys)} expired before it could be renewed"
+            )
+
+    def _extend(self, valid_until: float) -> None:
+        self._valid_until = max(self._valid_until, valid_until)
+
+    def _lose(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = reason
+            log.warning("redis lock on %s lost: %s", ", ".join(self.keys), reason)
+
+
+class RedisLockProvider:
+    """``[metadata_store.<store>.redis]``: see the module docstring for the protocol."""
+
+    name = BACKEND
+
+    def __init__(self, config: RedisLockConfig) -> None:
+        self.config = config
+        self._ttl_ms = max(1, int(config.ttl * 1000))
+        self._client: aioredis.Redis | None = None
+        self._acquire_script: AsyncScript | None = None
+        self._renew_script: AsyncScript | None = None
+        self._release_script: AsyncScript | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        # A command must come back well within the renewal interval, or the lease would run
+        # out while we wait for it.
+        client = make_client(self.config.url, op_timeout_secs=min(2.0, self.config.ttl / 3))
+        # Scripts go by EVALSHA and fall back to EVAL after a Redis restart emptied its cache.
+        self._acquire_script = client.register_script(_ACQUIRE)
+        self._renew_script = client.register_script(_RENEW)
+        self._release_script = client.register_script(_RELEASE)
+        self._client = client
+
+    async def health(self) -> None:
+        await self.open()
+        assert self._client is not None
+        await call(self._client.ping(), self.config.url, "PING")
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # ------------------------------------------------------------------ locking
+
+    def _redis_key(self, key: str) -> str:
+        prefix = self.config.key_prefix
+        return f"{prefix}:{key}" if prefix else key
+
+    @asynccontextmanager
+    async def acquire(self, keys: Sequence[str]) -> AsyncIterator[RedisLease]:
+        await self.open()
+        ordered = tuple(sorted({self._redis_key(k) for k in keys}))
+        if not ordered:
+            raise ValueError("acquire() needs at least one key")
+        token = secrets.token_hex(16)
+        lease = RedisLease(ordered, token, await self._take(ordered, token))
+        renewer = asyncio.create_task(self._renew_while_held(lease), name="angos-redis-renew")
+        try:
+            yield lease
+        finally:
+            renewer.cancel()
+            try:
+                # wait() rather than awaiting the task: its CancelledError is not ours to raise.
+                await asyncio.wait([renewer])
+            finally:
+                await self._release(lease)
+
+    async def _take(self, keys: tuple[str, ...], token: str) -> float:
+        """Hold every key under ``token``; return the monotonic time the hold is valid until."""
+        assert self._acquire_script is not None
+        retries = self.config.max_retries
+        delay = self.config.retry_delay_ms / 1000
+        began = time.monotonic()
+        blocker = 0
+        for attempt in range(retries + 1):
+            sent = time.monotonic()
+            try:
+                blocker = int(
+                    await call(
+                        self._acquire_script(keys=keys, args=[token, self._ttl_ms]),
+                        self.config.url,
+                        f"acquiring lock {', '.join(keys)}",
+                    )
+                )
+            except BackendUnavailable:
+                # The script may have run before the reply was lost: do not leave our token
+                # sitting on the keys until the ttl.
+                await self._release_quietly(keys, token)
+                raise
+            if blocker == 0:
+                return self._valid_until(sent)
+            if attempt < retries:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+        raise LockUnavailable(
+            BACKEND,
+            f"lock {keys[blocker - 1]!r} is held by another request; gave up after "
+            f"{retries} retries ({time.monotonic() - began:.2f}s)",
+        )
+
+    def _valid_until(self, sent: float) -> float:
+        ttl = self.config.ttl
+        return sent + ttl - (ttl * _DRIFT_FACTOR + _DRIFT_MIN_SECS)
+
+    async def _renew_while_held(self, lease: RedisLease) -> None:
+        assert self._renew_script is not None
+        interval = self.config.ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            sent = time.monotonic()
+            try:
+                held = int(
+                    await call(
+                        self._renew_script(keys=lease.keys, args=[lease.token, self._ttl_ms]),
+                        self.config.url,
+                        f"renewing lock {', '.join(lease.keys)}",
+                    )
+                )
+            except BackendUnavailable as exc:
+                lease._lose(f"renewal failed ({exc.message})")
+                return
+            if held != len(lease.keys):
+                lease._lose("it expired and may be held by another request")
+                return
+            lease._extend(self._valid_until(sent))
+
+    async def _release(self, lease: RedisLease) -> None:
+        # A release that fails is not the request's failure: whatever it did is done, and the
+        # keys expire by themselves after the ttl.
+        await self._release_quietly(lease.keys, lease.token)
+
+    async def _release_quietly(self, keys: tuple[str, ...], token: str) -> None:
+        assert self._release_script is not None
+        try:
+            await call(
+                self._release_script(keys=keys, args=[token]),
+                self.config.url,
+                f"releasing lock {', '.join(keys)}",
+            )
+        except BackendUnavailable as exc:
+            log.warning(
+                "could not release redis lock %s at %s (it expires after %ss): %s",
+                ", ".join(keys),
+                redact(self.config.url),
+                self.config.ttl,
+                exc.message,
+            )
