@@ -1,0 +1,329 @@
+"""Blob store ``fs``: committed blobs and upload sessions as files under ``root_dir``.
+
+Uploads grow ``<upload prefix>/data`` by appending; committing renames that file onto the
+blob's key, so a blob appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import shutil
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from typing import Any
+
+from angos_core import layout
+from angos_core.errors import BlobNotFound, UploadNotFound, UploadOffsetMismatch
+from angos_core.protocols import UploadRef
+from angos_fs import files
+from angos_fs.config import FsConfig
+from angos_fs.files import BACKEND, KeyPaths, unavailable
+
+#: Bytes per read of a blob.
+READ_SIZE = 1024 * 1024
+#: Appended chunks are gathered into writes of about this size: few thread hops per GiB.
+WRITE_BATCH = 1024 * 1024
+
+
+class _Fd:
+    """A file descriptor used from the I/O pool, closed only once no call still uses it.
+
+    A task cancelled while awaiting a pool call does not stop the call; closing the fd under
+    it could let the number be reused by another file or socket.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._last: Future[Any] | None = None
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        fut = files.submit(fn, self.fd, *args)
+        self._last = fut
+        return await asyncio.wrap_future(fut)
+
+    def start(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        fut = files.submit(fn, self.fd, *args)
+        self._last = fut
+        return fut
+
+    def close(self) -> None:
+        last = self._last
+        if last is None or last.done():
+            os.close(self.fd)
+        else:
+            last.add_done_callback(lambda _f: os.close(self.fd))
+
+
+class FsBlobStore:
+    name = BACKEND
+
+    def __init__(self, config: FsConfig) -> None:
+        self.config = config
+        self.paths = KeyPaths(config.root_dir)
+        self.sync = config.sync_to_disk
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        try:
+            await files.run(files.makedirs, self.paths.root, durable=False)
+        except OSError as exc:
+            raise unavailable(exc, "cannot create root_dir") from exc
+        await self.health()
+
+    async def health(self) -> None:
+        await files.run(files.check_writable, self.paths.root)
+
+    async def aclose(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ committed blobs
+
+    def _blob_path(self, digest: str) -> str:
+        return self.paths.path(layout.blob_data_key(digest))
+
+    async def stat(self, digest: str) -> int | None:
+        path = self._blob_path(digest)
+        try:
+            st = await files.run(os.stat, path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise unavailable(exc, f"cannot stat blob {digest}") from exc
+        return st.st_size
+
+    def read(self, digest: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        return self._read_file(self._blob_path(digest), offset, length, digest, upload=None)
+
+    async def _read_file(
+        self, path: str, offset: int, length: int | None, what: str, upload: UploadRef | None
+    ) -> AsyncIterator[bytes]:
+        try:
+            fd = _Fd(await files.run(os.open, path, os.O_RDONLY))
+        except (FileNotFoundError, NotADirectoryError):
+            if upload is not None:
+                raise UploadNotFound(BACKEND, f"no upload {upload.upload_id}") from None
+            raise BlobNotFound(BACKEND, f"no blob {what}") from None
+        except OSError as exc:
+            raise unavailable(exc, f"cannot open {what}") from exc
+        try:
+            pos = offset
+            end = None if length is None else offset + length
+            while end is None or pos < end:
+                want = READ_SIZE if end is None else min(READ_SIZE, end - pos)
+                try:
+                    data: bytes = await fd.run(os.pread, want, pos)
+                except OSError as exc:
+                    raise unavailable(exc, f"cannot read {what}") from exc
+                if not data:
+                    break
+                pos += len(data)
+                yield data
+        finally:
+            fd.close()
+
+    def local_path(self, digest: str) -> str | None:
+        path = self._blob_path(digest)
+        return path if os.path.isfile(path) else None
+
+    async def presigned_url(self, digest: str, expires_secs: int) -> str | None:
+        return None
+
+    async def delete(self, digest: str) -> bool:
+        path = self._blob_path(digest)
+
+        def delete() -> bool:
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            files.prune_empty_dirs(os.path.dirname(path), self.paths.dir_path(layout.ROOT))
+            return True
+
+        try:
+            return await files.run(delete)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot delete blob {digest}") from exc
+
+    async def list_digests(self) -> AsyncIterator[str]:
+        base = self.paths.dir_path(layout.blobs_prefix())
+        try:
+            algorithms = await files.run(_subdirs, base)
+            for alg in algorithms:
+                for fanout in await files.run(_subdirs, os.path.join(base, alg)):
+                    found = await files.run(_blobs_in, os.path.join(base, alg, fanout))
+                    for hexpart in found:
+                        yield f"{alg}:{hexpart}"
+        except OSError as exc:
+            raise unavailable(exc, "cannot list blobs") from exc
+
+    # ------------------------------------------------------------------ uploads
+
+    def _upload_path(self, upload: UploadRef, part: str = "data") -> str:
+        return self.paths.path(layout.upload_key(upload, part))
+
+    async def upload_start(self, upload: UploadRef) -> None:
+        data = self._upload_path(upload)
+        started = self._upload_path(upload, "startedat")
+        sync = self.sync
+
+        def start() -> None:
+            files.makedirs(os.path.dirname(data), durable=sync)
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+            for path, content in ((data, b""), (started, stamp)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    files.write_all(fd, content)
+                    if sync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+            if sync:
+                files.fsync_dir(os.path.dirname(data))
+
+        try:
+            await files.run(files.retry_on_pruned, start)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot start upload {upload.upload_id}") from exc
+
+    async def upload_size(self, upload: UploadRef) -> int:
+        try:
+            st = await files.run(os.stat, self._upload_path(upload))
+        except (FileNotFoundError, NotADirectoryError):
+            raise UploadNotFound(BACKEND, f"no upload {upload.upload_id}") from None
+        except OSError as exc:
+            raise unavailable(exc, f"cannot stat upload {upload.upload_id}") from exc
+        return st.st_size
+
+    async def upload_append(
+        self, upload: UploadRef, offset: int, chunks: AsyncIterable[bytes]
+    ) -> int:
+        path = self._upload_path(upload)
+        try:
+            fd = _Fd(await files.run(_open_for_append, path, offset))
+        except (FileNotFoundError, NotADirectoryError):
+            raise UploadNotFound(BACKEND, f"no upload {upload.upload_id}") from None
+        except OSError as exc:
+            raise unavailable(exc, f"cannot open upload {upload.upload_id}") from exc
+        size = offset
+        try:
+            # One write in flight while the next batch is gathered: network and disk overlap,
+            # and at most two batches are in memory.
+            pending: Future[Any] | None = None
+            pending_len = 0
+            buf = bytearray()
+            try:
+                async for chunk in chunks:
+                    if not chunk:
+                        continue
+                    buf += chunk
+                    if len(buf) >= WRITE_BATCH:
+                        if pending is not None:
+                            await asyncio.wrap_future(pending)
+                            size += pending_len
+                        pending, pending_len = fd.start(files.write_all, buf), len(buf)
+                        buf = bytearray()
+            finally:
+                # Keep what arrived even if the stream broke: the size says where to resume.
+                if pending is not None:
+                    await asyncio.wrap_future(pending)
+                    size += pending_len
+                if buf:
+                    await fd.run(files.write_all, buf)
+                    size += len(buf)
+            if self.sync:
+                await fd.run(os.fsync)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot write upload {upload.upload_id}") from exc
+        finally:
+            fd.close()
+        return size
+
+    def upload_read(self, upload: UploadRef) -> AsyncIterator[bytes]:
+        return self._read_file(
+            self._upload_path(upload), 0, None, f"upload {upload.upload_id}", upload=upload
+        )
+
+    async def upload_commit(self, upload: UploadRef, digest: str) -> None:
+        source = self._upload_path(upload)
+        target = self._blob_path(digest)
+        upload_dir = os.path.dirname(source)
+        sync = self.sync
+        root = self.paths.root
+
+        def commit() -> None:
+            if not os.path.isfile(source):
+                raise UploadNotFound(BACKEND, f"no upload {upload.upload_id}")
+            if not os.path.exists(target):
+
+                def place() -> None:
+                    files.makedirs(os.path.dirname(target), durable=sync)
+                    # Content-addressed: replacing an equal blob a racing commit just placed
+                    # is harmless, and the rename is atomic for readers.
+                    os.replace(source, target)
+
+                files.retry_on_pruned(place)
+                if sync:
+                    files.fsync_dir(os.path.dirname(target))
+            shutil.rmtree(upload_dir, ignore_errors=True)
+            files.prune_empty_dirs(os.path.dirname(upload_dir), root)
+
+        try:
+            await files.run(commit)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot commit upload {upload.upload_id} as {digest}") from exc
+
+    async def upload_abort(self, upload: UploadRef) -> None:
+        upload_dir = os.path.dirname(self._upload_path(upload))
+        root = self.paths.root
+
+        def abort() -> None:
+            try:
+                shutil.rmtree(upload_dir)
+            except FileNotFoundError:
+                return
+            files.prune_empty_dirs(os.path.dirname(upload_dir), root)
+
+        try:
+            await files.run(abort)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot remove upload {upload.upload_id}") from exc
+
+
+# ---------------------------------------------------------------------- pool functions
+
+
+def _open_for_append(path: str, offset: int) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        # An exclusive flock for the whole append: a second append to the same session (in
+        # this process or another on the same host) fails instead of interleaving bytes.
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            size = os.fstat(fd).st_size
+            raise UploadOffsetMismatch(BACKEND, size, offset) from None
+        size = os.fstat(fd).st_size
+        if size != offset:
+            raise UploadOffsetMismatch(BACKEND, size, offset)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _subdirs(path: str) -> list[str]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(
+                e.name for e in it if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            )
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _blobs_in(fanout_dir: str) -> list[str]:
+    return [h for h in _subdirs(fanout_dir) if os.path.isfile(os.path.join(fanout_dir, h, "data"))]

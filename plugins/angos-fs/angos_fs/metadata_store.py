@@ -1,0 +1,212 @@
+"""Metadata store ``fs``: one small file per key under ``root_dir``.
+
+Writes go to a temporary file beside the target (named ``.tmp-*``, hidden from listings)
+and become visible with one atomic rename (``put``) or hard link (``create``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+
+from angos_core.errors import BackendError
+from angos_fs import files
+from angos_fs.config import FsConfig
+from angos_fs.files import BACKEND, KeyPaths, unavailable
+
+# Filesystems without hard links (some FUSE and SMB mounts) answer link() with these.
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+
+
+class FsMetadataStore:
+    name = BACKEND
+
+    def __init__(self, config: FsConfig) -> None:
+        self.config = config
+        self.paths = KeyPaths(config.root_dir)
+        self.sync = config.sync_to_disk
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        try:
+            await files.run(files.makedirs, self.paths.root, durable=False)
+        except OSError as exc:
+            raise unavailable(exc, "cannot create root_dir") from exc
+        await self.health()
+
+    async def health(self) -> None:
+        await files.run(files.check_writable, self.paths.root)
+
+    async def aclose(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ objects
+
+    async def get(self, key: str) -> bytes | None:
+        path = self.paths.path(key)
+        try:
+            return await files.run(_read, path)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot read {key}") from exc
+
+    async def put(self, key: str, data: bytes) -> None:
+        path = self.paths.path(key)
+        sync = self.sync
+
+        def put() -> None:
+            tmp = _write_temp(path, data, sync)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+            if sync:
+                files.fsync_dir(os.path.dirname(path))
+
+        try:
+            await files.run(files.retry_on_pruned, put)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot write {key}") from exc
+
+    async def create(self, key: str, data: bytes) -> bool:
+        path = self.paths.path(key)
+        sync = self.sync
+
+        def create() -> bool:
+            if os.path.lexists(path):
+                return False
+            tmp = _write_temp(path, data, sync)
+            try:
+                # link() fails if the target exists: the complete file appears at once, and
+                # only one of any number of racing creators wins.
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+                return _create_exclusive(path, data, sync)
+            finally:
+                _unlink_quietly(tmp)
+            if sync:
+                files.fsync_dir(os.path.dirname(path))
+            return True
+
+        try:
+            return await files.run(files.retry_on_pruned, create)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot create {key}") from exc
+
+    async def delete(self, key: str) -> bool:
+        path = self.paths.path(key)
+        root = self.paths.root
+        sync = self.sync
+
+        def delete() -> bool:
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            except IsADirectoryError:
+                return False
+            if sync:
+                files.fsync_dir(os.path.dirname(path))
+            files.prune_empty_dirs(os.path.dirname(path), root)
+            return True
+
+        try:
+            return await files.run(delete)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot delete {key}") from exc
+
+    async def delete_prefix(self, prefix: str) -> None:
+        if not prefix:
+            raise BackendError(BACKEND, "refusing to delete the whole store (empty prefix)")
+        path = self.paths.dir_path(prefix)
+        root = self.paths.root
+
+        def delete_tree() -> None:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                shutil.rmtree(path)
+            files.prune_empty_dirs(os.path.dirname(path), root)
+
+        try:
+            await files.run(delete_tree)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot delete {prefix}") from exc
+
+    async def list_children(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        path = self.paths.dir_path(prefix)
+        try:
+            names = await files.run(_children, path)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot list {prefix}") from exc
+        if start_after is not None:
+            names = [n for n in names if n > start_after]
+        if limit is not None:
+            names = names[: max(limit, 0)]
+        return names
+
+
+# ---------------------------------------------------------------------- pool functions
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def _write_temp(path: str, data: bytes, sync: bool) -> str:
+    directory = os.path.dirname(path)
+    files.makedirs(directory, durable=sync)
+    tmp = os.path.join(directory, files.temp_name())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        files.write_all(fd, data)
+        if sync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _create_exclusive(path: str, data: bytes, sync: bool) -> bool:
+    """create() where hard links are unsupported: exclusive, but not atomic for readers."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        files.write_all(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    if sync:
+        files.fsync_dir(os.path.dirname(path))
+    return True
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _children(path: str) -> list[str]:
+    # Code-point order of str is the byte order of its UTF-8 encoding.
+    try:
+        with os.scandir(path) as it:
+            return sorted(e.name for e in it if not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
