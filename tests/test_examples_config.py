@@ -52,7 +52,7 @@ def test_examples_exist() -> None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-async def test_example_config_loads(path: Path, catalogue: BackendCatalogue) -> None:
+def test_example_config_loads(path: Path, catalogue: BackendCatalogue) -> None:
     data = tomllib.loads(path.read_text())
     missing = [
         f"{kind} {name!r}"
