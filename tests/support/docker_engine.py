@@ -1,1 +1,145 @@
-"""Fixtures: see the module's owner issue."""
+"""A private Docker engine for end-to-end tests: ``docker_engine`` (session scope).
+
+It runs its own ``dockerd`` with every path (data, exec root, pid file, socket) in a fresh
+temporary directory, so it never touches a system Docker. vfs storage and no networking
+(``--iptables=false --bridge=none``): the tests only ``docker import``, ``push`` and ``pull``,
+nothing is ever ``docker run``. dockerd treats 127.0.0.0/8 as an insecure registry by
+default, so a plain-HTTP registry on 127.0.0.1 needs no flag.
+
+dockerd needs root. Outside CI a missing tool or a daemon that cannot start skips the tests;
+with CI=true both fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.tools import IN_CI, require_tool
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+INSTALL_HINT = "apt-get install docker.io (or run scripts/test, which installs it)"
+
+
+class DockerEngine:
+    """A running private dockerd and a ``docker`` client bound to it."""
+
+    def __init__(self, docker: str, root: Path) -> None:
+        self.docker = docker
+        self.root = root
+        self.socket = root / "docker.sock"
+        self.host = f"unix://{self.socket}"
+        # A private client config too: no credential helpers or contexts from the user's home.
+        self.env = {
+            **os.environ,
+            "DOCKER_HOST": self.host,
+            "DOCKER_CONFIG": str(root / "client-config"),
+        }
+        self.env.pop("DOCKER_CONTEXT", None)
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """``docker ARGS`` against this engine; on failure the error shows stdout and stderr."""
+        proc = subprocess.run(
+            [self.docker, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"docker {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+
+def _unavailable(message: str) -> None:
+    if IN_CI:
+        pytest.fail(message + " (CI=true: the Docker engine must work)")
+    pytest.skip(message)
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no dockerd log)"
+
+
+def _unmount_under(root: Path) -> None:
+    """Unmount anything dockerd left mounted below ``root`` (netns bind mounts, ...)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            points = [line.split()[1] for line in mounts]
+    except OSError:
+        return
+    prefix = f"{root}/"
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    dockerd = require_tool("dockerd", INSTALL_HINT)
+    docker = require_tool("docker", INSTALL_HINT)
+    if os.geteuid() != 0:
+        _unavailable("dockerd needs root to start; run the tests as root")
+    # Short paths under /tmp: unix socket paths (containerd's live under --exec-root) are
+    # limited to 108 bytes, which pytest's tmp_path can exceed.
+    root = Path(tempfile.mkdtemp(prefix="angos-dockerd-"))
+    engine = DockerEngine(docker, root)
+    log_path = root / "dockerd.log"
+    cmd = [
+        dockerd,
+        "--storage-driver=vfs",
+        "--iptables=false",
+        "--ip-masq=false",
+        "--bridge=none",
+        "--userland-proxy=false",
+        f"--data-root={root / 'data'}",
+        f"--exec-root={root / 'exec'}",
+        f"--pidfile={root / 'docker.pid'}",
+        f"--host={engine.host}",
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                _unavailable(
+                    f"dockerd exited with {proc.returncode} at startup:\n{_log_tail(log_path)}"
+                )
+            if engine.run("info", check=False, timeout=10).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                _unavailable(
+                    f"dockerd did not answer within {START_TIMEOUT_S}s:\n{_log_tail(log_path)}"
+                )
+            time.sleep(0.2)
+        yield engine
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                # dockerd's managed containerd is in the same session: end both.
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        _unmount_under(root)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,78 @@
+"""The registry the end-to-end tests talk to.
+
+Angos by default. ``ANGOS_E2E_REGISTRY=distribution`` points the same tests at CNCF
+Distribution (``docker-registry``, Debian package docker-registry) instead: the reference
+implementation passing them shows the tests ask only what the spec and the clients need.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from tests.support.angos_server import AngosServerFactory, free_port, fs_config
+from tests.support.tools import require_tool
+
+
+class Registry(Protocol):
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+class DistributionServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.host = f"127.0.0.1:{port}"
+        self.url = f"http://{self.host}"
+
+
+def _start_distribution(root: Path) -> Iterator[DistributionServer]:
+    binary = require_tool("docker-registry", "apt-get install docker-registry")
+    server = DistributionServer(free_port())
+    config = root / "distribution.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: {server.host}\n"
+    )
+    with open(root / "distribution.log", "wb") as log:
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{server.url}/v2/", timeout=2):
+                    break
+            except (OSError, urllib.error.URLError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "docker-registry did not start:\n"
+                        + (root / "distribution.log").read_text(errors="replace")
+                    ) from None
+                time.sleep(0.05)
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def registry(angos_server_factory: AngosServerFactory, tmp_path: Path) -> Iterator[Registry]:
+    """A running, empty registry on 127.0.0.1 (plain HTTP, no auth)."""
+    if os.environ.get("ANGOS_E2E_REGISTRY", "angos") == "distribution":
+        yield from _start_distribution(tmp_path)
+    else:
+        yield angos_server_factory(fs_config(tmp_path / "registry-data"))
