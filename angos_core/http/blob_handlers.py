@@ -1,0 +1,114 @@
+"""GET / HEAD / DELETE /v2/<name>/blobs/<digest>."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from aiohttp import web
+
+from angos_core.errors import BackendError, RangeNotSatisfiable
+from angos_core.http.context import registry
+from angos_core.registry import BlobInfo
+
+_RANGE_RE = re.compile(r"^\s*bytes=(\d*)-(\d*)\s*$")
+OCTET_STREAM = "application/octet-stream"
+log = logging.getLogger("angos.http")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(start, end_inclusive)`` for a single byte range, None to send the whole blob.
+
+    Multi-range and malformed headers are ignored (RFC 9110 allows serving the full
+    representation); a well-formed range outside the blob raises ``RangeNotSatisfiable``.
+    """
+    if not header:
+        return None
+    m = _RANGE_RE.match(header)
+    if not m or (not m.group(1) and not m.group(2)):
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first:  # suffix range: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable(detail={"range": header, "size": size})
+        return max(size - n, 0), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise RangeNotSatisfiable(detail={"range": header, "size": size})
+    return start, min(end, size - 1)
+
+
+def _headers(info: BlobInfo) -> dict[str, str]:
+    return {
+        "Docker-Content-Digest": info.digest,
+        "ETag": f'"{info.digest}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": OCTET_STREAM,
+        "Cache-Control": "max-age=31536000",
+    }
+
+
+async def head_blob(request: web.Request) -> web.StreamResponse:
+    info = await registry(request).blobs.stat(
+        request.match_info["name"], request.match_info["digest"]
+    )
+    headers = _headers(info)
+    headers["Content-Length"] = str(info.size)
+    return web.Response(status=200, headers=headers)
+
+
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    reg = registry(request)
+    info = await reg.blobs.stat(request.match_info["name"], request.match_info["digest"])
+    headers = _headers(info)
+    range_header = request.headers.get("Range")
+
+    if info.manifest_body is not None:
+        rng = parse_range(range_header, info.size)
+        if rng is None:
+            return web.Response(body=info.manifest_body, headers=headers)
+        start, end = rng
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+        return web.Response(status=206, body=info.manifest_body[start : end + 1], headers=headers)
+
+    url = await reg.blobs.redirect_url(info.digest)
+    if url:
+        raise web.HTTPTemporaryRedirect(url, headers={"Docker-Content-Digest": info.digest})
+
+    path = reg.blobs.local_path(info.digest)
+    if path is not None:
+        # sendfile, with Range / If-Range handled by aiohttp.
+        headers.pop("ETag")
+        return web.FileResponse(path, headers=headers)
+
+    rng = parse_range(range_header, info.size)
+    if rng is None:
+        start, length, status = 0, info.size, 200
+    else:
+        start, end = rng
+        length, status = end - start + 1, 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
+    await response.prepare(request)
+    try:
+        if length:
+            async for chunk in reg.blobs.read(info.digest, start, length):
+                await response.write(chunk)
+    except BackendError as exc:
+        # Headers are gone already: cut the connection so the client sees a short body
+        # rather than a silently truncated blob.
+        log.warning("GET %s: backend failed mid-stream: %s", request.path, exc)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def delete_blob(request: web.Request) -> web.StreamResponse:
+    digest = request.match_info["digest"]
+    await registry(request).blobs.delete(request.match_info["name"], digest)
+    return web.Response(status=202, headers={"Docker-Content-Digest": digest})

@@ -1,0 +1,22 @@
+"""What handlers share: the app key holding the registry, and small header helpers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from angos_core.registry import Registry
+
+REGISTRY: web.AppKey[Registry] = web.AppKey("angos_registry", Registry)
+
+
+def registry(request: web.Request) -> Registry:
+    return request.app[REGISTRY]
+
+
+def upload_location(name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"
+
+
+def upload_range(size: int) -> str:
+    # Distribution answers "0-0" for an empty session, and docker expects that.
+    return f"0-{max(size - 1, 0)}"

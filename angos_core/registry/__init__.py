@@ -1,0 +1,36 @@
+"""The registry domain: what uploads, blobs, manifests, tags and referrers mean.
+
+Written once against the wrapped backends (:mod:`angos_core.registry.wrappers`); the HTTP
+layer only translates requests into these calls.
+"""
+
+from __future__ import annotations
+
+from angos_core.registry.blobs import BlobInfo, BlobService
+from angos_core.registry.catalog import CatalogService
+from angos_core.registry.links import Links
+from angos_core.registry.manifests import ManifestService, PushResult, StoredManifest
+from angos_core.registry.referrers import ReferrerService
+from angos_core.registry.stores import Stores
+from angos_core.registry.uploads import ChunkOutOfOrder, UploadService
+
+
+class Registry:
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+        self.links = Links(stores.meta, stores.cache)
+        self.blobs = BlobService(stores, self.links)
+        self.uploads = UploadService(stores, self.links)
+        self.manifests = ManifestService(stores, self.links)
+        self.referrers = ReferrerService(stores, self.links, self.manifests)
+        self.catalog = CatalogService(stores)
+
+
+__all__ = [
+    "BlobInfo",
+    "ChunkOutOfOrder",
+    "PushResult",
+    "Registry",
+    "StoredManifest",
+    "Stores",
+]

@@ -1,0 +1,79 @@
+"""Blobs as a repository sees them: linked, readable by range, mountable, deletable."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from angos_core import layout
+from angos_core.errors import BlobUnknown
+from angos_core.oci.digest import parse_digest
+from angos_core.oci.names import validate_name
+from angos_core.registry.links import Links, repo_lock_key
+from angos_core.registry.stores import Stores
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: str
+    size: int
+    #: The bytes of a manifest fetched through /blobs/ (held in the metadata store), else None.
+    manifest_body: bytes | None = None
+
+
+class BlobService:
+    def __init__(self, stores: Stores, links: Links) -> None:
+        self.stores = stores
+        self.links = links
+
+    async def stat(self, name: str, digest: str) -> BlobInfo:
+        """The blob as repository ``name`` sees it; ``BlobUnknown`` if not linked there."""
+        validate_name(name)
+        parse_digest(digest)
+        if await self.links.has_layer(name, digest):
+            size = await self.stores.blobs.stat(digest)
+            if size is not None:
+                return BlobInfo(digest, size)
+        elif await self.links.has_revision(name, digest):
+            # Distribution serves manifests through /blobs/ too; their bytes are metadata.
+            body = await self.stores.meta.get(layout.blob_data_key(digest))
+            if body is not None:
+                return BlobInfo(digest, len(body), body)
+        raise BlobUnknown(detail={"digest": digest})
+
+    def read(self, digest: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        return self.stores.blobs.read(digest, offset, length)
+
+    def local_path(self, digest: str) -> str | None:
+        return self.stores.blobs.local_path(digest)
+
+    async def redirect_url(self, digest: str) -> str | None:
+        settings = self.stores.settings
+        if not settings.enable_redirect:
+            return None
+        return await self.stores.blobs.presigned_url(digest, settings.redirect_expiry_secs)
+
+    async def delete(self, name: str, digest: str) -> None:
+        """Unlink the blob from the repository (the bytes stay until garbage collection)."""
+        validate_name(name)
+        parse_digest(digest)
+        async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
+            if not await self.links.has_layer(name, digest):
+                raise BlobUnknown(detail={"digest": digest})
+            lease.check()
+            await self.links.delete_layer(name, digest)
+
+    async def mount(self, name: str, from_name: str, digest: str) -> int | None:
+        """Link a blob of ``from_name`` into ``name``; its size, or None if it cannot be."""
+        validate_name(name)
+        validate_name(from_name)
+        parse_digest(digest)
+        if not await self.links.has_layer(from_name, digest):
+            return None
+        size = await self.stores.blobs.stat(digest)
+        if size is None:
+            return None
+        async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
+            lease.check()
+            await self.links.put_layer(name, digest)
+        return size

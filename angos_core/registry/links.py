@@ -1,0 +1,114 @@
+"""Links: the small metadata objects that say what a repository holds.
+
+A layer link makes a blob visible in a repository, a revision link a manifest, a tag's
+``current`` link the manifest the tag points at. Positive lookups are cached (short ttl) and
+every write that changes one deletes its cache entry.
+"""
+
+from __future__ import annotations
+
+from angos_core import layout
+from angos_core.errors import DigestInvalid
+from angos_core.oci.digest import parse_digest
+from angos_core.registry.wrappers import WrappedCache, WrappedMetadataStore
+
+#: Seconds a cached link lookup lives. Short, because a reader racing a writer can put a
+#: stale value back right after the writer's invalidation.
+CACHE_TTL_SECS = 30.0
+_PRESENT = b"1"
+
+
+def repo_lock_key(name: str) -> str:
+    """The lock held while a repository's links change."""
+    return f"repo:{name}"
+
+
+def parse_link(data: bytes | None) -> str | None:
+    """The digest a link holds, or None for an absent or unreadable link."""
+    if data is None:
+        return None
+    value = data.decode("utf-8", "replace").strip()
+    try:
+        parse_digest(value)
+    except DigestInvalid:
+        return None
+    return value
+
+
+class Links:
+    def __init__(self, meta: WrappedMetadataStore, cache: WrappedCache) -> None:
+        self.meta = meta
+        self.cache = cache
+
+    async def _exists(self, key: str) -> bool:
+        cache_key = f"link:{key}"
+        if await self.cache.get(cache_key) == _PRESENT:
+            return True
+        if await self.meta.get(key) is None:
+            return False
+        await self.cache.set(cache_key, _PRESENT, CACHE_TTL_SECS)
+        return True
+
+    async def _put(self, key: str, digest: str) -> None:
+        await self.meta.put(key, layout.link_content(digest))
+
+    async def _delete(self, key: str) -> bool:
+        existed = await self.meta.delete(key)
+        await self.cache.delete(f"link:{key}")
+        return existed
+
+    # ------------------------------------------------------------------ layers (blobs)
+
+    async def has_layer(self, name: str, digest: str) -> bool:
+        return await self._exists(layout.layer_link_key(name, digest))
+
+    async def put_layer(self, name: str, digest: str) -> None:
+        await self._put(layout.layer_link_key(name, digest), digest)
+
+    async def delete_layer(self, name: str, digest: str) -> bool:
+        return await self._delete(layout.layer_link_key(name, digest))
+
+    # ------------------------------------------------------------------ manifest revisions
+
+    async def has_revision(self, name: str, digest: str) -> bool:
+        return await self._exists(layout.revision_link_key(name, digest))
+
+    async def put_revision(self, name: str, digest: str) -> None:
+        await self._put(layout.revision_link_key(name, digest), digest)
+
+    async def delete_revision(self, name: str, digest: str) -> bool:
+        return await self._delete(layout.revision_link_key(name, digest))
+
+    # ------------------------------------------------------------------ tags
+
+    def _tag_cache_key(self, name: str, tag: str) -> str:
+        return f"tag:{name}:{tag}"
+
+    async def tag_digest(self, name: str, tag: str, *, fresh: bool = False) -> str | None:
+        """The digest ``tag`` points at; ``fresh`` skips the cache (use it under the lock)."""
+        cache_key = self._tag_cache_key(name, tag)
+        if not fresh:
+            cached = parse_link(await self.cache.get(cache_key))
+            if cached is not None:
+                return cached
+        digest = parse_link(await self.meta.get(layout.tag_current_key(name, tag)))
+        if digest is not None:
+            await self.cache.set(cache_key, digest.encode(), CACHE_TTL_SECS)
+        return digest
+
+    async def set_tag(self, name: str, tag: str, digest: str) -> None:
+        # Index entry first, then the current link: the tag only moves once both exist.
+        await self._put(layout.tag_index_key(name, tag, digest), digest)
+        await self._put(layout.tag_current_key(name, tag), digest)
+        await self.cache.delete(self._tag_cache_key(name, tag))
+
+    async def delete_tag(self, name: str, tag: str) -> None:
+        await self.meta.delete(layout.tag_current_key(name, tag))
+        await self.cache.delete(self._tag_cache_key(name, tag))
+        await self.meta.delete_prefix(layout.tag_prefix(name, tag))
+
+    async def delete_tag_index(self, name: str, tag: str, digest: str) -> None:
+        await self.meta.delete(layout.tag_index_key(name, tag, digest))
+
+    async def tags(self, name: str) -> list[str]:
+        return await self.meta.list_children(layout.tags_prefix(name))

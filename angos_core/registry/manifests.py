@@ -1,0 +1,179 @@
+"""Manifests and tags: push (with reference checks), fetch, delete."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from angos_core import layout
+from angos_core.errors import DigestInvalid, ManifestBlobUnknown, ManifestTooLarge, ManifestUnknown
+from angos_core.oci import mediatypes as mt
+from angos_core.oci.digest import digest_bytes, is_digest, parse_digest
+from angos_core.oci.manifest import Manifest, parse_manifest, parse_stored, stored_media_type
+from angos_core.oci.names import validate_name, validate_tag
+from angos_core.registry.links import Links, repo_lock_key
+from angos_core.registry.stores import Stores
+
+#: Manifest bodies kept in process by digest. Safe to cache: a digest names its bytes, and
+#: every fetch first checks the repository's revision link.
+BODY_CACHE_ENTRIES = 1024
+BODY_CACHE_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    digest: str
+    body: bytes
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    digest: str
+    subject: str | None
+
+
+class ManifestService:
+    def __init__(self, stores: Stores, links: Links) -> None:
+        self.stores = stores
+        self.links = links
+        self._bodies: OrderedDict[str, bytes] = OrderedDict()
+
+    # ------------------------------------------------------------------ bodies
+
+    async def body(self, digest: str) -> bytes | None:
+        cached = self._bodies.get(digest)
+        if cached is not None:
+            self._bodies.move_to_end(digest)
+            return cached
+        body = await self.stores.meta.get(layout.blob_data_key(digest))
+        if body is not None:
+            self._keep(digest, body)
+        return body
+
+    def _keep(self, digest: str, body: bytes) -> None:
+        if len(body) > BODY_CACHE_MAX_BYTES:
+            return
+        self._bodies[digest] = body
+        self._bodies.move_to_end(digest)
+        while len(self._bodies) > BODY_CACHE_ENTRIES:
+            self._bodies.popitem(last=False)
+
+    # ------------------------------------------------------------------ push
+
+    async def put(
+        self,
+        name: str,
+        reference: str,
+        body: bytes,
+        content_type: str | None,
+        extra_tags: Iterable[str] = (),
+    ) -> PushResult:
+        validate_name(name)
+        if len(body) > self.stores.settings.max_manifest_size:
+            raise ManifestTooLarge(detail={"limit": int(self.stores.settings.max_manifest_size)})
+        tags = [validate_tag(t) for t in extra_tags]
+        if is_digest(reference) or ":" in reference:
+            parsed = parse_digest(reference)
+            digest = digest_bytes(body, parsed.algorithm)
+            if digest != reference:
+                raise DigestInvalid(
+                    "manifest digest does not match the reference",
+                    detail={"digest": reference, "computed": digest},
+                )
+        else:
+            tags.insert(0, validate_tag(reference))
+            digest = digest_bytes(body)
+        manifest = parse_manifest(body, content_type)
+        await self._check_references(name, manifest)
+
+        async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
+            # Body and revision before any tag: a crash leaves an untagged manifest at worst.
+            lease.check()
+            await self.stores.meta.put(layout.blob_data_key(digest), body)
+            await self.links.put_revision(name, digest)
+            if manifest.subject is not None:
+                await self.stores.meta.put(
+                    layout.referrer_link_key(name, manifest.subject.digest, digest),
+                    layout.link_content(digest),
+                )
+            for tag in dict.fromkeys(tags):
+                lease.check()
+                await self.links.set_tag(name, tag, digest)
+        self._keep(digest, body)
+        return PushResult(digest, manifest.subject.digest if manifest.subject else None)
+
+    async def _check_references(self, name: str, manifest: Manifest) -> None:
+        if manifest.is_index:
+            digests = [d.digest for d in manifest.manifests]
+            found = await asyncio.gather(*(self.links.has_revision(name, d) for d in digests))
+        else:
+            blobs = [manifest.config] if manifest.config is not None else []
+            blobs += [d for d in manifest.layers if not mt.is_foreign_layer(d.media_type)]
+            digests = [d.digest for d in blobs]
+            found = await asyncio.gather(*(self.links.has_layer(name, d) for d in digests))
+        missing = [d for d, ok in zip(digests, found, strict=True) if not ok]
+        if missing:
+            raise ManifestBlobUnknown(
+                f"manifest references {len(missing)} unknown blob(s) or manifest(s), "
+                f"first {missing[0]}",
+                detail={"digest": missing[0]},
+            )
+
+    # ------------------------------------------------------------------ fetch
+
+    async def resolve(self, name: str, reference: str) -> str:
+        """The digest a tag or digest reference names in ``name``; ``ManifestUnknown``."""
+        validate_name(name)
+        if ":" in reference:
+            parse_digest(reference)
+            if await self.links.has_revision(name, reference):
+                return reference
+        else:
+            validate_tag(reference)
+            digest = await self.links.tag_digest(name, reference)
+            if digest is not None:
+                return digest
+        raise ManifestUnknown(detail={"name": name, "reference": reference})
+
+    async def get(self, name: str, reference: str) -> StoredManifest:
+        digest = await self.resolve(name, reference)
+        body = await self.body(digest)
+        if body is None:
+            raise ManifestUnknown(detail={"name": name, "reference": reference})
+        return StoredManifest(digest, body, stored_media_type(body))
+
+    # ------------------------------------------------------------------ delete
+
+    async def delete(self, name: str, reference: str) -> None:
+        validate_name(name)
+        if ":" not in reference:
+            await self._delete_tag(name, validate_tag(reference))
+            return
+        parse_digest(reference)
+        async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
+            if not await self.links.has_revision(name, reference):
+                raise ManifestUnknown(detail={"name": name, "reference": reference})
+            body = await self.body(reference)
+            lease.check()
+            # Tags first (never a tag pointing at a missing manifest), the revision last.
+            for tag in await self.links.tags(name):
+                if await self.links.tag_digest(name, tag, fresh=True) == reference:
+                    await self.links.delete_tag(name, tag)
+                else:
+                    await self.links.delete_tag_index(name, tag, reference)
+            manifest = parse_stored(body) if body is not None else None
+            if manifest is not None and manifest.subject is not None:
+                await self.stores.meta.delete(
+                    layout.referrer_link_key(name, manifest.subject.digest, reference)
+                )
+            await self.links.delete_revision(name, reference)
+
+    async def _delete_tag(self, name: str, tag: str) -> None:
+        async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
+            if await self.links.tag_digest(name, tag, fresh=True) is None:
+                raise ManifestUnknown(detail={"name": name, "reference": tag})
+            lease.check()
+            await self.links.delete_tag(name, tag)

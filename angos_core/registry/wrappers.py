@@ -1,0 +1,231 @@
+"""One wrapper per backend kind, applied once in core (as CNCF Distribution's ``base.Base``).
+
+Each wrapper:
+
+* turns anything that is not an Angos error (``OSError``, a client library's exception, a
+  timeout) into :class:`BackendUnavailable` / :class:`BackendError` carrying the backend's
+  name, so the HTTP layer answers 503 and never a traceback;
+* reports every call to an :data:`Observer` (the seam for metrics: kind, backend, operation,
+  seconds, and the error class name or None);
+* for the cache only: swallows every failure and reports a miss, because a cache is
+  best-effort and must never fail a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
+
+from angos_core.errors import AngosError, BackendError, BackendUnavailable
+from angos_core.protocols import BlobStore, Cache, Lease, LockProvider, MetadataStore, UploadRef
+
+log = logging.getLogger("angos.backend")
+
+T = TypeVar("T")
+
+#: ``observer(kind, backend, operation, seconds, error_name_or_None)``; must not raise.
+Observer = Callable[[str, str, str, float, str | None], None]
+
+
+def _no_observer(kind: str, backend: str, op: str, secs: float, error: str | None) -> None:
+    return None
+
+
+def translate(backend: str, op: str, exc: BaseException) -> BaseException:
+    """The exception to raise for ``exc`` raised by backend ``backend`` during ``op``."""
+    if isinstance(exc, AngosError | asyncio.CancelledError):
+        return exc
+    if isinstance(exc, TimeoutError | ConnectionError | OSError):
+        return BackendUnavailable(backend, f"{op} failed: {type(exc).__name__}: {exc}")
+    return BackendError(backend, f"{op} failed: {type(exc).__name__}: {exc}")
+
+
+class _Wrapped:
+    kind = "backend"
+
+    def __init__(self, inner: Any, observer: Observer | None = None) -> None:
+        self.inner = inner
+        self.name: str = getattr(inner, "name", type(inner).__name__)
+        self._observe = observer or _no_observer
+
+    async def _call(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
+        start = time.perf_counter()
+        try:
+            result = await fn(*args, **kw)
+        except BaseException as exc:
+            self._observe(self.kind, self.name, op, time.perf_counter() - start, type(exc).__name__)
+            err = translate(self.name, op, exc)
+            if err is exc:
+                raise
+            log.warning("%s %s: %s", self.kind, self.name, err)
+            raise err from exc
+        self._observe(self.kind, self.name, op, time.perf_counter() - start, None)
+        return result
+
+    async def _iterate(self, op: str, it: AsyncIterable[T]) -> AsyncIterator[T]:
+        start = time.perf_counter()
+        try:
+            async for item in it:
+                yield item
+        except BaseException as exc:
+            self._observe(self.kind, self.name, op, time.perf_counter() - start, type(exc).__name__)
+            err = translate(self.name, op, exc)
+            if err is exc:
+                raise
+            log.warning("%s %s: %s", self.kind, self.name, err)
+            raise err from exc
+        self._observe(self.kind, self.name, op, time.perf_counter() - start, None)
+
+    async def open(self) -> None:
+        await self._call("open", self.inner.open)
+
+    async def health(self) -> None:
+        await self._call("health", self.inner.health)
+
+    async def aclose(self) -> None:
+        await self._call("aclose", self.inner.aclose)
+
+
+class WrappedBlobStore(_Wrapped):
+    kind = "blob_store"
+    inner: BlobStore
+
+    async def stat(self, digest: str) -> int | None:
+        return await self._call("stat", self.inner.stat, digest)
+
+    def read(self, digest: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        try:
+            it = self.inner.read(digest, offset, length)
+        except BaseException as exc:  # a non-generator implementation may fail eagerly
+            raise translate(self.name, "read", exc) from exc
+        return self._iterate("read", it)
+
+    async def delete(self, digest: str) -> bool:
+        return await self._call("delete", self.inner.delete, digest)
+
+    def list_digests(self) -> AsyncIterator[str]:
+        return self._iterate("list_digests", self.inner.list_digests())
+
+    async def presigned_url(self, digest: str, expires_secs: int) -> str | None:
+        return await self._call("presigned_url", self.inner.presigned_url, digest, expires_secs)
+
+    def local_path(self, digest: str) -> str | None:
+        try:
+            return self.inner.local_path(digest)
+        except Exception as exc:
+            raise translate(self.name, "local_path", exc) from exc
+
+    async def upload_start(self, upload: UploadRef) -> None:
+        await self._call("upload_start", self.inner.upload_start, upload)
+
+    async def upload_append(
+        self, upload: UploadRef, offset: int, chunks: AsyncIterable[bytes]
+    ) -> int:
+        return await self._call("upload_append", self.inner.upload_append, upload, offset, chunks)
+
+    async def upload_size(self, upload: UploadRef) -> int:
+        return await self._call("upload_size", self.inner.upload_size, upload)
+
+    def upload_read(self, upload: UploadRef) -> AsyncIterator[bytes]:
+        return self._iterate("upload_read", self.inner.upload_read(upload))
+
+    async def upload_commit(self, upload: UploadRef, digest: str) -> None:
+        await self._call("upload_commit", self.inner.upload_commit, upload, digest)
+
+    async def upload_abort(self, upload: UploadRef) -> None:
+        await self._call("upload_abort", self.inner.upload_abort, upload)
+
+
+class WrappedMetadataStore(_Wrapped):
+    kind = "metadata_store"
+    inner: MetadataStore
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._call("get", self.inner.get, key)
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self._call("put", self.inner.put, key, data)
+
+    async def create(self, key: str, data: bytes) -> bool:
+        return await self._call("create", self.inner.create, key, data)
+
+    async def delete(self, key: str) -> bool:
+        return await self._call("delete", self.inner.delete, key)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        await self._call("delete_prefix", self.inner.delete_prefix, prefix)
+
+    async def list_children(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        return await self._call(
+            "list_children", self.inner.list_children, prefix, start_after=start_after, limit=limit
+        )
+
+
+class WrappedLockProvider(_Wrapped):
+    kind = "lock_provider"
+    inner: LockProvider
+
+    @asynccontextmanager
+    async def _acquire(self, keys: Sequence[str]) -> AsyncIterator[Lease]:
+        start = time.perf_counter()
+        cm = self.inner.acquire(keys)
+        try:
+            lease = await cm.__aenter__()
+        except BaseException as exc:
+            self._observe(
+                self.kind, self.name, "acquire", time.perf_counter() - start, type(exc).__name__
+            )
+            err = translate(self.name, "acquire", exc)
+            if err is exc:
+                raise
+            raise err from exc
+        self._observe(self.kind, self.name, "acquire", time.perf_counter() - start, None)
+        try:
+            yield lease
+        except BaseException as exc:
+            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            try:
+                await cm.__aexit__(None, None, None)
+            except AngosError:
+                raise
+            except Exception as exc:
+                # The work is done; a failed release only delays the next holder by the ttl.
+                log.warning("lock_provider %s: release failed: %r", self.name, exc)
+
+    def acquire(self, keys: Sequence[str]) -> AbstractAsyncContextManager[Lease]:
+        return self._acquire(keys)
+
+
+class WrappedCache(_Wrapped):
+    """Best-effort: every failure is logged and reported as a miss / ignored."""
+
+    kind = "cache"
+    inner: Cache
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            return await self._call("get", self.inner.get, key)
+        except BackendError as exc:
+            log.debug("cache miss on error: %s", exc)
+            return None
+
+    async def set(self, key: str, value: bytes, ttl_secs: float | None = None) -> None:
+        try:
+            await self._call("set", self.inner.set, key, value, ttl_secs)
+        except BackendError as exc:
+            log.debug("cache set failed: %s", exc)
+
+    async def delete(self, key: str) -> None:
+        # A failed invalidation is worth a warning: a stale entry lives until its ttl.
+        try:
+            await self._call("delete", self.inner.delete, key)
+        except BackendError as exc:
+            log.warning("cache delete failed (entry stays until its ttl): %s", exc)
