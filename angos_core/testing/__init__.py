@@ -1,0 +1,43 @@
+"""Contract test suites every backend must pass, shipped for third-party plugins.
+
+Each suite is a plain pytest class of async tests (run with pytest-asyncio in auto mode).
+Subclass it in a ``Test*`` class and override its one fixture; pytest collects every
+inherited test. For a metadata store::
+
+    import pytest
+    from angos_core.testing import MetadataStoreContract
+    from angos_mything import MyMetadataStore, MyConfig
+
+    class TestMyMetadataStore(MetadataStoreContract):
+        @pytest.fixture
+        async def metadata_store(self, tmp_path):
+            store = MyMetadataStore(MyConfig(path=str(tmp_path / "db")))
+            await store.open()
+            yield store
+            await store.aclose()
+
+The fixture to override per suite:
+
+* :class:`BlobStoreContract` -- ``blob_store``: an opened, empty blob store.
+* :class:`MetadataStoreContract` -- ``metadata_store``: an opened, empty metadata store.
+* :class:`CacheContract` -- ``cache``: an opened, empty cache.
+* :class:`LockProviderContract` -- ``lock_provider_factory``: an async callable
+  ``make(ttl=..., max_retries=..., retry_delay_ms=...)`` returning an opened provider; every
+  provider it makes shares one lock space (for a networked provider: separate clients of one
+  server), and the fixture closes them at teardown.
+
+The suites need ``pytest`` and ``pytest-asyncio`` (``asyncio_mode = "auto"``).
+"""
+
+from angos_core.testing.blob_store import BlobStoreContract
+from angos_core.testing.cache import CacheContract
+from angos_core.testing.lock_provider import LockProviderContract, LockProviderFactory
+from angos_core.testing.metadata_store import MetadataStoreContract
+
+__all__ = [
+    "BlobStoreContract",
+    "CacheContract",
+    "LockProviderContract",
+    "LockProviderFactory",
+    "MetadataStoreContract",
+]

@@ -1,0 +1,48 @@
+"""The fs stores pass the shipped contracts, with and without ``sync_to_disk``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from angos_fs import FsBlobStore, FsConfig, FsMetadataStore
+
+from angos_core.protocols import BlobStore, MetadataStore
+from angos_core.testing import BlobStoreContract, MetadataStoreContract
+
+
+class TestFsBlobStore(BlobStoreContract):
+    @pytest.fixture
+    async def blob_store(self, tmp_path: Path) -> AsyncIterator[BlobStore]:
+        store = FsBlobStore(FsConfig(root_dir=str(tmp_path / "data")))
+        await store.open()
+        yield store
+        await store.aclose()
+
+
+class TestFsBlobStoreSynced(BlobStoreContract):
+    @pytest.fixture
+    async def blob_store(self, tmp_path: Path) -> AsyncIterator[BlobStore]:
+        store = FsBlobStore(FsConfig(root_dir=str(tmp_path / "data"), sync_to_disk=True))
+        await store.open()
+        yield store
+        await store.aclose()
+
+
+class TestFsMetadataStore(MetadataStoreContract):
+    @pytest.fixture
+    async def metadata_store(self, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+        store = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data")))
+        await store.open()
+        yield store
+        await store.aclose()
+
+
+class TestFsMetadataStoreSynced(MetadataStoreContract):
+    @pytest.fixture
+    async def metadata_store(self, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+        store = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data"), sync_to_disk=True))
+        await store.open()
+        yield store
+        await store.aclose()
