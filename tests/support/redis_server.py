@@ -20,6 +20,7 @@ so it does not depend on a Redis client library.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import tempfile
@@ -123,6 +124,18 @@ class RedisServer:
             yield
         finally:
             self.start()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Redis hangs (SIGSTOP) inside the block and carries on with its data after it."""
+        if self._proc is None or not self.running:
+            raise RuntimeError("redis-server is not running")
+        proc = self._proc
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGCONT)
 
     def flushall(self) -> None:
         reply = _command(self.port, "FLUSHALL")

@@ -1,14 +1,35 @@
-"""Cache ``redis``: one cache shared by every replica, so an invalidation is seen by all."""
+"""Cache ``redis``: one cache shared by every replica, so an invalidation is seen by all.
+
+Two things keep an outage from turning into wrong answers or slow requests:
+
+* An invalidation (``delete``) that fails is remembered and retried before anything else
+  once Redis answers again; until then this replica treats the key as a miss. Otherwise a
+  Redis that hung (rather than restarted empty) would come back still holding the value the
+  write meant to remove, and every replica would serve it until its ttl.
+* After a timeout, the cache stops asking Redis for a moment and fails at once: a hung Redis
+  would otherwise add a timeout to every request. A refused connection fails fast by itself
+  and does not trip this.
+"""
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
+import redis.asyncio as aioredis
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from angos_core.errors import BackendUnavailable
 from angos_redis.client import BACKEND, call, make_client
 from angos_redis.config import RedisCacheConfig
 
-#: A cache read that takes longer than this is slower than reading the store.
-_OP_TIMEOUT_SECS = 1.0
+T = TypeVar("T")
+
+#: A cache answer slower than this is slower than reading the store.
+_OP_TIMEOUT_SECS = 0.5
+#: How long to skip Redis after a timeout.
+_BACKOFF_SECS = 1.0
 
 
 class RedisCache:
@@ -19,6 +40,8 @@ class RedisCache:
     def __init__(self, config: RedisCacheConfig) -> None:
         self.config = config
         self._client: aioredis.Redis | None = None
+        self._pending_deletes: set[str] = set()
+        self._skip_until = 0.0
 
     def _key(self, key: str) -> str:
         prefix = self.config.key_prefix
@@ -29,8 +52,32 @@ class RedisCache:
             self._client = make_client(self.config.url, op_timeout_secs=_OP_TIMEOUT_SECS)
         return self._client
 
+    async def _call(self, aw: Awaitable[T], what: str) -> T:
+        try:
+            return await call(aw, self.config.url, what)
+        except BackendUnavailable as exc:
+            if isinstance(exc.__cause__, RedisTimeoutError | TimeoutError):
+                self._skip_until = time.monotonic() + _BACKOFF_SECS
+            raise
+
+    async def _ready(self, what: str) -> aioredis.Redis:
+        """The client, once earlier failed invalidations are done; else BackendUnavailable."""
+        if time.monotonic() < self._skip_until:
+            raise BackendUnavailable(
+                BACKEND, f"{what} skipped: Redis timed out less than {_BACKOFF_SECS}s ago"
+            )
+        client = self._redis()
+        if self._pending_deletes:
+            keys = sorted(self._pending_deletes)
+            await self._call(
+                client.delete(*(self._key(k) for k in keys)), "retrying cache invalidations"
+            )
+            self._pending_deletes.difference_update(keys)
+        return client
+
     async def get(self, key: str) -> bytes | None:
-        value = await call(self._redis().get(self._key(key)), self.config.url, "cache GET")
+        client = await self._ready("cache GET")
+        value = await self._call(client.get(self._key(key)), "cache GET")
         # decode_responses is off, so Redis hands back bytes.
         return value if value is None or isinstance(value, bytes) else value.encode()
 
@@ -39,17 +86,21 @@ class RedisCache:
             # Already expired: storing it would only serve it once more.
             await self.delete(key)
             return
+        client = await self._ready("cache SET")
         px = None if ttl_secs is None else max(1, int(ttl_secs * 1000))
-        await call(self._redis().set(self._key(key), value, px=px), self.config.url, "cache SET")
+        await self._call(client.set(self._key(key), value, px=px), "cache SET")
 
     async def delete(self, key: str) -> None:
-        await call(self._redis().delete(self._key(key)), self.config.url, "cache DEL")
+        # Queued with any invalidations that failed before, and sent with them: if this fails
+        # too, it stays queued for the next call.
+        self._pending_deletes.add(key)
+        await self._ready("cache DEL")
 
     async def open(self) -> None:
         self._redis()
 
     async def health(self) -> None:
-        await call(self._redis().ping(), self.config.url, "PING")
+        await self._call(self._redis().ping(), "PING")
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

@@ -95,3 +95,23 @@ async def test_outage_raises_backend_unavailable_then_recovers(
     assert await cache.get("k") is None
     await cache.set("k", b"again")
     assert await cache.get("k") == b"again"
+
+
+async def test_hung_redis_fails_fast_and_keeps_no_stale_entry(
+    make_cache: CacheFactory, redis_server: RedisServer
+) -> None:
+    writer, reader = await make_cache(), await make_cache()
+    await writer.set("tag/latest", b"sha256:old")
+    assert await reader.get("tag/latest") == b"sha256:old"
+    with redis_server.frozen():
+        # The tag moves while Redis hangs: the invalidation times out.
+        with pytest.raises(BackendUnavailable):
+            await writer.delete("tag/latest")
+        # Right after a timeout the cache does not wait on Redis again.
+        with pytest.raises(BackendUnavailable, match="skipped"):
+            await writer.get("tag/latest")
+    # Redis resumes with the old value still in it. The writer's next call sends the
+    # invalidation it owes before anything else, so no replica serves the old value after.
+    await asyncio.sleep(1.0)  # past the pause after a timeout
+    assert await writer.get("tag/latest") is None
+    assert await reader.get("tag/latest") is None
