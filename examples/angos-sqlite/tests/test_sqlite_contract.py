@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from angos_sqlite import SqliteConfig, SqliteMetadataStore
 
-from angos_core.testing.metadata_store import MetadataStoreContract
+from angos_core.testing import MetadataStoreContract
 
 
 class TestSqliteMetadataStore(MetadataStoreContract):
