@@ -1,0 +1,341 @@
+"""Blob store ``s3``: committed blobs at ``layout.blob_data_key``, uploads as multipart.
+
+An upload (see :mod:`angos_s3.state` for the objects it keeps in the bucket):
+
+* ``upload_append`` spools incoming bytes to a local temporary file and sends every full
+  ``multipart_part_size`` part to S3 as soon as it is complete; what is left (less than a
+  part) is stored as the session's tail object. Memory per upload: one small buffer.
+* ``upload_read`` (core re-hashes when the PUT lands where the PATCHes did not) needs the
+  bytes as one object: it *seals* the session, completing the multipart upload with the tail
+  as its last part (copied server-side) into ``data``.
+* ``upload_commit`` makes the bytes visible at the blob's key with a server-side copy, an
+  atomic operation in S3: ``CopyObject`` up to ``multipart_copy_threshold``, above it a
+  multipart copy in ``multipart_copy_chunk_size`` pieces, ``multipart_copy_jobs`` at a
+  time. A blob below one part never had a multipart upload: its tail object is the copy's
+  source. Then the session's objects are deleted.
+* ``upload_abort`` aborts the multipart upload and deletes the session's objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from angos_core.errors import BlobNotFound, UploadNotFound, UploadOffsetMismatch
+from angos_core.layout import blob_data_key, blobs_prefix, digest_from_blob_key, upload_prefix
+from angos_core.protocols import UploadRef
+from angos_s3.client import BACKEND, Missing, S3Client
+from angos_s3.config import S3_MAX_PART_SIZE, S3Config
+from angos_s3.spool import Spool
+from angos_s3.state import Part, UploadState, data_key, state_key, tail_key
+
+
+class S3BlobStore:
+    name = BACKEND
+
+    def __init__(self, config: S3Config) -> None:
+        self.config = config
+        self.s3 = S3Client(config)
+        self.part_size = int(config.multipart_part_size)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        await self.s3.check_bucket()
+
+    async def health(self) -> None:
+        await self.s3.check_bucket()
+
+    async def aclose(self) -> None:
+        await self.s3.aclose()
+
+    # ------------------------------------------------------------------ committed blobs
+
+    async def _size(self, key: str) -> int | None:
+        try:
+            head = await self.s3.call("head_object", key)
+        except Missing:
+            return None
+        return int(head["ContentLength"])
+
+    async def stat(self, digest: str) -> int | None:
+        return await self._size(blob_data_key(digest))
+
+    async def read(
+        self, digest: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.s3.stream(blob_data_key(digest), offset, length):
+                yield chunk
+        except Missing:
+            raise BlobNotFound(BACKEND, f"blob {digest} not found") from None
+
+    async def delete(self, digest: str) -> bool:
+        key = blob_data_key(digest)
+        if await self._size(key) is None:
+            return False
+        await self.s3.call("delete_object", key)
+        return True
+
+    async def list_digests(self) -> AsyncIterator[str]:
+        async for page in self.s3.pages(blobs_prefix()):
+            for obj in page.get("Contents", []):
+                digest = digest_from_blob_key(self.s3.rel(obj["Key"]))
+                if digest is not None:
+                    yield digest
+
+    async def presigned_url(self, digest: str, expires_secs: int) -> str | None:
+        client = await self.s3.client()
+        url: str = await client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.s3.bucket, "Key": self.s3.key(blob_data_key(digest))},
+            ExpiresIn=expires_secs,
+        )
+        return url
+
+    def local_path(self, digest: str) -> str | None:
+        return None
+
+    # ------------------------------------------------------------------ upload state
+
+    async def _load(self, upload: UploadRef) -> UploadState:
+        try:
+            resp = await self.s3.call("get_object", state_key(upload))
+            async with resp["Body"] as body:
+                raw = await body.read()
+        except Missing:
+            raise UploadNotFound(BACKEND, f"upload {upload.upload_id} not found") from None
+        return UploadState.from_json(raw)
+
+    async def _save(self, upload: UploadRef, state: UploadState, old_tail: str | None) -> None:
+        state.gen += 1
+        await self.s3.call("put_object", state_key(upload), Body=state.to_json())
+        if old_tail is not None and old_tail != state.tail_key:
+            # Garbage only: nothing refers to it any more; the session's delete sweeps it too.
+            with contextlib.suppress(Exception):
+                await self.s3.call("delete_object", old_tail)
+
+    # ------------------------------------------------------------------ uploads
+
+    async def upload_start(self, upload: UploadRef) -> None:
+        await self.s3.call("put_object", state_key(upload), Body=UploadState().to_json())
+
+    async def upload_size(self, upload: UploadRef) -> int:
+        return (await self._load(upload)).size
+
+    async def upload_append(
+        self, upload: UploadRef, offset: int, chunks: AsyncIterable[bytes]
+    ) -> int:
+        state = await self._load(upload)
+        if offset != state.size:
+            raise UploadOffsetMismatch(BACKEND, state.size, offset)
+        old_tail = state.tail_key
+        spool = Spool()
+        try:
+            if state.sealed:
+                await self._unseal(upload, state, spool)
+            elif state.tail_key is not None:
+                async for chunk in self.s3.stream(state.tail_key):
+                    await spool.write(chunk)
+            try:
+                async for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        if spool.size >= self.part_size:
+                            await self._send_part(upload, state, spool)
+                        room = self.part_size - spool.size
+                        await spool.write(view[:room])
+                        view = view[room:]
+            except BaseException:
+                # Keep what arrived: the client may resume from the size it then reads.
+                with contextlib.suppress(Exception):
+                    await self._save_tail(upload, state, spool, old_tail)
+                raise
+            await self._save_tail(upload, state, spool, old_tail)
+        finally:
+            spool.close()
+        return state.size
+
+    async def _send_part(self, upload: UploadRef, state: UploadState, spool: Spool) -> None:
+        key = data_key(upload)
+        if state.mpu_id is None:
+            resp = await self.s3.call("create_multipart_upload", key)
+            state.mpu_id = resp["UploadId"]
+            # Recorded at once so an abort can find the multipart upload even if this
+            # request dies before its end.
+            await self._save(upload, state, None)
+        body, md5 = await spool.body()
+        number = len(state.parts) + 1
+        resp = await self.s3.call(
+            "upload_part",
+            key,
+            UploadId=state.mpu_id,
+            PartNumber=number,
+            Body=body,
+            ContentLength=spool.size,
+            ContentMD5=md5,
+        )
+        part = Part(resp["ETag"], spool.size)
+        # Emptied before the part is recorded: a failure in between leaves the bytes in the
+        # spool (kept as the tail) and not in the parts, never in both.
+        await spool.reset()
+        state.parts.append(part)
+
+    async def _save_tail(
+        self, upload: UploadRef, state: UploadState, spool: Spool, old_tail: str | None
+    ) -> None:
+        if spool.size:
+            key = tail_key(upload, state.gen + 1)
+            body, md5 = await spool.body()
+            await self.s3.call(
+                "put_object", key, Body=body, ContentLength=spool.size, ContentMD5=md5
+            )
+            state.tail_key, state.tail_size = key, spool.size
+        else:
+            state.tail_key, state.tail_size = None, 0
+        state.size = state.parts_size + state.tail_size
+        await self._save(upload, state, old_tail)
+
+    async def _seal(self, upload: UploadRef, state: UploadState) -> None:
+        """Complete the multipart upload, the tail as its last part, into ``data``."""
+        assert state.mpu_id is not None
+        key = data_key(upload)
+        parts = list(state.parts)
+        try:
+            if state.tail_key is not None:
+                resp = await self.s3.call(
+                    "upload_part_copy",
+                    key,
+                    UploadId=state.mpu_id,
+                    PartNumber=len(parts) + 1,
+                    CopySource=self._source(state.tail_key),
+                )
+                parts.append(Part(resp["CopyPartResult"]["ETag"], state.tail_size))
+            await self.s3.call(
+                "complete_multipart_upload",
+                key,
+                UploadId=state.mpu_id,
+                MultipartUpload={
+                    "Parts": [{"ETag": p.etag, "PartNumber": i + 1} for i, p in enumerate(parts)]
+                },
+            )
+        except Missing:
+            # A request that completed it died before recording so: the data says.
+            if await self._size(key) != state.size:
+                raise
+        old_tail = state.tail_key
+        state.mpu_id, state.parts, state.tail_key, state.tail_size = None, [], None, 0
+        state.sealed = True
+        await self._save(upload, state, old_tail)
+
+    async def _unseal(self, upload: UploadRef, state: UploadState, spool: Spool) -> None:
+        """Reopen a sealed session for appending: full parts copied server-side into a new
+        multipart upload, the rest into ``spool``. The state is saved by the caller."""
+        key = data_key(upload)
+        resp = await self.s3.call("create_multipart_upload", key)
+        mpu_id = resp["UploadId"]
+        full = state.size // self.part_size
+        parts = []
+        for i in range(full):
+            first = i * self.part_size
+            resp = await self.s3.call(
+                "upload_part_copy",
+                key,
+                UploadId=mpu_id,
+                PartNumber=i + 1,
+                CopySource=self._source(key),
+                CopySourceRange=f"bytes={first}-{first + self.part_size - 1}",
+            )
+            parts.append(Part(resp["CopyPartResult"]["ETag"], self.part_size))
+        if state.size > full * self.part_size:
+            async for chunk in self.s3.stream(key, full * self.part_size):
+                await spool.write(chunk)
+        state.sealed, state.mpu_id, state.parts = False, mpu_id, parts
+
+    def _source(self, key: str) -> dict[str, str]:
+        return {"Bucket": self.s3.bucket, "Key": self.s3.key(key)}
+
+    async def upload_read(self, upload: UploadRef) -> AsyncIterator[bytes]:
+        state = await self._load(upload)
+        if state.mpu_id is not None and not state.sealed:
+            await self._seal(upload, state)
+        if state.sealed:
+            source: str | None = data_key(upload)
+        else:
+            source = state.tail_key
+        if source is None or state.size == 0:
+            return
+        try:
+            async for chunk in self.s3.stream(source, 0, state.size):
+                yield chunk
+        except Missing:
+            raise UploadNotFound(BACKEND, f"upload {upload.upload_id} lost its data") from None
+
+    async def upload_commit(self, upload: UploadRef, digest: str) -> None:
+        state = await self._load(upload)
+        target = blob_data_key(digest)
+        if await self._size(target) is None:
+            if state.mpu_id is not None and not state.sealed:
+                await self._seal(upload, state)
+            source = data_key(upload) if state.sealed else state.tail_key
+            if source is None:
+                await self.s3.call("put_object", target, Body=b"")
+            else:
+                await self._copy(source, target, state.size)
+        await self._discard(upload, state)
+
+    async def _copy(self, source: str, target: str, size: int) -> None:
+        """Server-side copy; the target appears whole or not at all."""
+        threshold = min(int(self.config.multipart_copy_threshold), S3_MAX_PART_SIZE)
+        if size <= threshold:
+            await self.s3.call("copy_object", target, CopySource=self._source(source))
+            return
+        resp = await self.s3.call("create_multipart_upload", target)
+        mpu_id = resp["UploadId"]
+        chunk = int(self.config.multipart_copy_chunk_size)
+        jobs = asyncio.Semaphore(self.config.multipart_copy_jobs)
+
+        async def copy_part(number: int, first: int) -> dict[str, Any]:
+            last = min(first + chunk, size) - 1
+            async with jobs:
+                r = await self.s3.call(
+                    "upload_part_copy",
+                    target,
+                    UploadId=mpu_id,
+                    PartNumber=number,
+                    CopySource=self._source(source),
+                    CopySourceRange=f"bytes={first}-{last}",
+                )
+            return {"ETag": r["CopyPartResult"]["ETag"], "PartNumber": number}
+
+        try:
+            parts = await asyncio.gather(
+                *(copy_part(i + 1, first) for i, first in enumerate(range(0, size, chunk)))
+            )
+            await self.s3.call(
+                "complete_multipart_upload",
+                target,
+                UploadId=mpu_id,
+                MultipartUpload={"Parts": list(parts)},
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.s3.call("abort_multipart_upload", target, UploadId=mpu_id)
+            raise
+
+    async def _discard(self, upload: UploadRef, state: UploadState | None) -> None:
+        if state is not None and state.mpu_id is not None and not state.sealed:
+            with contextlib.suppress(Missing):
+                await self.s3.call(
+                    "abort_multipart_upload", data_key(upload), UploadId=state.mpu_id
+                )
+        await self.s3.delete_prefix(upload_prefix(upload))
+
+    async def upload_abort(self, upload: UploadRef) -> None:
+        try:
+            state: UploadState | None = await self._load(upload)
+        except UploadNotFound:
+            state = None
+        await self._discard(upload, state)

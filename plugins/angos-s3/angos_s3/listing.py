@@ -1,0 +1,59 @@
+"""Immediate children of a "directory", in name order, from S3's key-ordered listing.
+
+S3 lists a directory child ``d`` at the position of ``d/`` and an object child ``o`` at
+``o``. Name order and key order disagree when one name extends another with a byte below
+``/`` (``-`` or ``.``): tags ``v1`` (listed as ``v1/``) and ``v1.0`` list as ``v1.0``, ``v1``.
+So names are collected, sorted, and a limited listing stops only once no name still to come
+can sort before the last one returned (:func:`safe_to_stop`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+def safe_to_stop(cutoff: str, position: str) -> bool:
+    """True if every child not yet listed sorts after ``cutoff``, the listing being at key
+    ``position`` (relative to the directory; every unseen child's key is above it).
+
+    An unseen child ``m < cutoff`` lists at ``m`` or ``m/``. If ``m`` is not a prefix of
+    ``cutoff`` both are below ``cutoff + "0"``. If it is, ``m/`` can lie above ``cutoff`` only
+    when the byte after ``m`` in ``cutoff`` is below ``/``; the shortest such ``m`` lists
+    last. Past both bounds, nothing below ``cutoff`` is left.
+    """
+    bound = cutoff + "0"  # "0" is the byte after "/"
+    for i in range(1, len(cutoff)):
+        if cutoff[i] < "/":
+            bound = max(bound, cutoff[:i] + "/")
+            break
+    return position >= bound
+
+
+async def list_children(
+    pages: AsyncIterator[dict[str, Any]],
+    full_prefix: str,
+    start_after: str | None,
+    limit: int | None,
+) -> list[str]:
+    """Names from ListObjectsV2 ``pages`` (Delimiter="/") under the absolute ``full_prefix``."""
+    names: set[str] = set()
+    async for page in pages:
+        entries = sorted(
+            [o["Key"] for o in page.get("Contents", [])]
+            + [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        )
+        for entry in entries:
+            rel = entry[len(full_prefix) :]
+            name = rel[:-1] if rel.endswith("/") else rel
+            if not name or "/" in name:
+                continue  # a "directory marker" object of the prefix itself
+            if start_after is not None and name <= start_after:
+                continue
+            names.add(name)
+        if limit is not None and len(names) >= limit and entries:
+            cutoff = sorted(names)[limit - 1]
+            if safe_to_stop(cutoff, entries[-1][len(full_prefix) :]):
+                break
+    result = sorted(names)
+    return result if limit is None else result[:limit]

@@ -1,0 +1,77 @@
+"""Metadata store ``s3``: small objects, one S3 object per key, under ``key_prefix``.
+
+S3 PUTs are atomic (readers see the old or the new object), and ``create`` is a conditional
+PUT (``If-None-Match: *``), which AWS S3, MinIO and moto honour. On a service that ignores
+the header a racing create could succeed twice; core takes its lock around every create, so
+one registry (or several sharing a Redis lock) still stays consistent.
+"""
+
+from __future__ import annotations
+
+from angos_s3.client import BACKEND, Missing, PreconditionFailed, S3Client
+from angos_s3.config import S3Config
+from angos_s3.listing import list_children
+
+
+class S3MetadataStore:
+    name = BACKEND
+
+    def __init__(self, config: S3Config) -> None:
+        self.config = config
+        self.s3 = S3Client(config)
+
+    async def open(self) -> None:
+        await self.s3.check_bucket()
+
+    async def health(self) -> None:
+        await self.s3.check_bucket()
+
+    async def aclose(self) -> None:
+        await self.s3.aclose()
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            resp = await self.s3.call("get_object", key)
+            async with resp["Body"] as body:
+                data: bytes = await body.read()
+        except Missing:
+            return None
+        return data
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self.s3.call("put_object", key, Body=data)
+
+    async def create(self, key: str, data: bytes) -> bool:
+        try:
+            await self.s3.call("put_object", key, Body=data, IfNoneMatch="*")
+        except PreconditionFailed:
+            return False
+        return True
+
+    async def delete(self, key: str) -> bool:
+        try:
+            await self.s3.call("head_object", key)
+        except Missing:
+            return False
+        await self.s3.call("delete_object", key)
+        return True
+
+    async def delete_prefix(self, prefix: str) -> None:
+        await self.s3.delete_prefix(prefix)
+
+    async def list_children(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        if limit is not None and limit <= 0:
+            return []
+        return await list_children(
+            self.s3.pages(prefix, delimiter="/", start_after=_start_key(prefix, start_after)),
+            self.s3.key(prefix),
+            start_after,
+            limit,
+        )
+
+
+def _start_key(prefix: str, start_after: str | None) -> str | None:
+    # Every child named above start_after lists above this key (see angos_s3.listing).
+    return None if start_after is None else prefix + start_after
