@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from angos_core.cli import main as angos_main
 from angos_core.config import AngosConfig, load_config
 from angos_core.plugins import BackendCatalogue, Kind, load_catalogue
 from tests.support.tools import IN_CI
@@ -51,9 +52,7 @@ def test_examples_exist() -> None:
     assert {"single-node-fs.toml", "s3-only.toml", "split-s3-blobs-fs-metadata.toml"} <= names
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_example_config_loads(path: Path, catalogue: BackendCatalogue) -> None:
-    data = tomllib.loads(path.read_text())
+def require_plugins(path: Path, data: dict[str, Any], catalogue: BackendCatalogue) -> None:
     missing = [
         f"{kind} {name!r}"
         for kind, name in backends_named(data)
@@ -64,6 +63,12 @@ def test_example_config_loads(path: Path, catalogue: BackendCatalogue) -> None:
         if IN_CI:
             pytest.fail(message + " (CI=true: the test command installs every plugin)")
         pytest.skip(message)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_example_config_loads(path: Path, catalogue: BackendCatalogue) -> None:
+    data = tomllib.loads(path.read_text())
+    require_plugins(path, data, catalogue)
 
     config = load_config(path, catalogue)
 
@@ -80,3 +85,16 @@ def test_example_config_loads(path: Path, catalogue: BackendCatalogue) -> None:
     for choice in (config.blob_store, config.metadata_store, config.lock_provider, config.cache):
         backend = choice.build()
         assert backend.name == choice.name
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_check_config_accepts_example(
+    path: Path, catalogue: BackendCatalogue, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_plugins(path, tomllib.loads(path.read_text()), catalogue)
+
+    code = angos_main(["check-config", "-c", str(path)])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.startswith(f"config OK ({path})"), out
