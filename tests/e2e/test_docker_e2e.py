@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support.angos_server import AngosServer
+
 if TYPE_CHECKING:
     from tests.e2e.conftest import Registry
     from tests.support.docker_engine import DockerEngine
@@ -81,25 +83,38 @@ def test_push_remove_pull_same_image(
     assert digest_ref.split("@", 1)[1] == manifest_digest(registry, "e2e/img", "1")
 
 
-def test_push_to_second_repository_and_pull_by_digest(
+def test_two_layer_image_shares_base_layer_across_repositories(
     docker_engine: DockerEngine, registry: Registry, tmp_path: Path
 ) -> None:
-    """A second repository gets the same layer (docker tries a cross-repository mount first)."""
+    """The base layer reaches the second repository by cross-repository mount (docker tries
+    it first, since it pushed that layer to ``e2e/base``); all survives a server restart."""
     docker = docker_engine
-    first = f"{registry.host}/e2e/base:1"
-    second = f"{registry.host}/e2e/copy/nested:latest"
+    base = f"{registry.host}/e2e/base:1"
+    app = f"{registry.host}/e2e/app/nested:latest"
     tar = write_rootfs_tar(tmp_path / "rootfs.tar", {"etc/shared": b"shared layer\n" * 1000})
-    docker.run("import", str(tar), first)
-    pushed_id = image_id(docker, first)
-    docker.run("push", first)
-    docker.run("tag", first, second)
-    docker.run("push", second)
+    docker.run("import", str(tar), base)
+    docker.run("push", base)
 
-    digest = manifest_digest(registry, "e2e/copy/nested", "latest")
-    assert digest == manifest_digest(registry, "e2e/base", "1")
+    # The legacy builder: COPY and ENV need no running container, so no network either.
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "app.txt").write_bytes(b"the app layer\n" * 500)
+    (context / "Dockerfile").write_text(f"FROM {base}\nCOPY app.txt /srv/app.txt\nENV APP=1\n")
+    docker.run("build", "--tag", app, str(context), env={"DOCKER_BUILDKIT": "0"})
+    app_id = image_id(docker, app)
+    layers = json.loads(
+        docker.run("image", "inspect", "--format", "{{json .RootFS.Layers}}", app).stdout
+    )
+    assert len(layers) == 2
+    docker.run("push", app)
+    digest = manifest_digest(registry, "e2e/app/nested", "latest")
 
-    docker.run("image", "rm", first, second)
-    by_digest = f"{registry.host}/e2e/copy/nested@{digest}"
+    if isinstance(registry, AngosServer):
+        registry.restart()
+
+    docker.run("image", "rm", app, base)
+    assert docker.run("image", "inspect", app, check=False).returncode != 0
+    by_digest = f"{registry.host}/e2e/app/nested@{digest}"
     docker.run("pull", by_digest)
-    assert image_id(docker, by_digest) == pushed_id
+    assert image_id(docker, by_digest) == app_id
     docker.run("image", "rm", by_digest)

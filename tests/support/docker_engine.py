@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -46,12 +46,16 @@ class DockerEngine:
         self.env.pop("DOCKER_CONTEXT", None)
 
     def run(
-        self, *args: str, check: bool = True, timeout: float = 300
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 300,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """``docker ARGS`` against this engine; on failure the error shows stdout and stderr."""
         proc = subprocess.run(
             [self.docker, *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
