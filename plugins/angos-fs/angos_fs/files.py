@@ -70,7 +70,7 @@ class KeyPaths:
         """The directory a ``/``-ended prefix names (the root for ``""``)."""
         if prefix and not prefix.endswith("/"):
             raise BackendError(BACKEND, f"a prefix must end with '/': {prefix!r}")
-        return os.path.join(self.root, *self._parts(prefix.rstrip("/"), allow_empty=True))
+        return os.path.join(self.root, *self._parts(prefix[:-1], allow_empty=True))
 
     @staticmethod
     def _parts(key: str, *, allow_empty: bool) -> list[str]:

@@ -6,8 +6,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from angos_core.errors import ConfigError
-
 BACKEND = "memory"
 
 
@@ -18,7 +16,7 @@ class MemoryCacheConfig:
 
     def __post_init__(self) -> None:
         if self.max_entries < 1:
-            raise ConfigError("max_entries", f"must be at least 1, got {self.max_entries}")
+            raise ValueError(f"max_entries must be at least 1, got {self.max_entries}")
 
 
 class MemoryCache:

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from angos_core.errors import ConfigError, LockLost, LockUnavailable
+from angos_core.errors import LockLost, LockUnavailable
 
 BACKEND = "memory"
 
@@ -30,11 +30,11 @@ class MemoryLockConfig:
 
     def __post_init__(self) -> None:
         if self.ttl <= 0:
-            raise ConfigError("ttl", f"must be positive, got {self.ttl}")
+            raise ValueError(f"ttl must be positive, got {self.ttl}")
         if self.max_retries < 0:
-            raise ConfigError("max_retries", f"cannot be negative, got {self.max_retries}")
+            raise ValueError(f"max_retries cannot be negative, got {self.max_retries}")
         if self.retry_delay_ms < 0:
-            raise ConfigError("retry_delay_ms", f"cannot be negative, got {self.retry_delay_ms}")
+            raise ValueError(f"retry_delay_ms cannot be negative, got {self.retry_delay_ms}")
 
 
 class LockTable:
@@ -161,7 +161,7 @@ class MemoryLockProvider:
     async def _take_all(self, keys: list[str], token: str, taken: list[str]) -> None:
         # Keys are taken one by one in sorted order, holding the earlier ones, so two holders
         # of overlapping key sets never wait on each other in a cycle.
-        delay = self.config.retry_delay_ms / 1000
+        delay = max(self.config.retry_delay_ms, 1) / 1000
         deadline = time.monotonic() + self.config.max_retries * delay
         loop = asyncio.get_running_loop()
         for key in keys:
@@ -176,7 +176,7 @@ class MemoryLockProvider:
                 fut: asyncio.Future[None] = loop.create_future()
                 self.table.add_waiter(key, fut)
                 try:
-                    await asyncio.wait_for(fut, timeout=min(delay, remaining) or None)
+                    await asyncio.wait_for(fut, timeout=min(delay, remaining))
                 except TimeoutError:
                     pass
                 finally:
