@@ -43,13 +43,16 @@ def descriptor(data: bytes, media_type: str, **extra: Any) -> dict[str, Any]:
 class Api:
     """A test client plus the storage root it serves from."""
 
-    def __init__(self, client: TestClient[web.Request, web.Application], root: Path) -> None:
+    def __init__(
+        self, client: TestClient[web.Request, web.Application], root: Path, app: web.Application
+    ) -> None:
         self.client = client
         self.root = root
+        self.app = app
 
     @property
     def registry(self) -> Registry:
-        return self.client.server.app[REGISTRY]  # type: ignore[union-attr]
+        return self.app[REGISTRY]
 
     # ------------------------------------------------------------------ raw requests
 
@@ -137,4 +140,4 @@ async def open_api(
 ) -> AsyncIterator[Api]:
     app = make_app_from_toml(fs_toml(root, extra_toml), extra_plugins)
     async with TestClient(TestServer(app)) as client:
-        yield Api(client, root)
+        yield Api(client, root, app)
