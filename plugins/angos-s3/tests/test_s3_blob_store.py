@@ -7,16 +7,18 @@ particular to S3: where the bytes are, when parts go out, what a session leaves 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from angos_s3 import S3BlobStore, S3Config
 
+from angos_core.config import parse_table
 from angos_core.errors import BlobNotFound, UploadNotFound, UploadOffsetMismatch
 from angos_core.layout import blob_data_key, upload_prefix
 from angos_core.protocols import UploadRef
-from angos_s3 import S3BlobStore, S3Config
 from tests.support.moto_server import S3Bucket, s3_client
 
 MIB = 1024 * 1024
@@ -46,11 +48,13 @@ def _open_mpus(bucket: S3Bucket) -> list[dict[str, Any]]:
     return list(resp.get("Uploads", []))
 
 
+def _config(bucket: S3Bucket, **extra: object) -> S3Config:
+    return parse_table(S3Config, {**bucket.settings, "multipart_part_size": PART, **extra}, "s3")
+
+
 @pytest.fixture
 async def store(s3_bucket: S3Bucket) -> AsyncIterator[S3BlobStore]:
-    s = S3BlobStore(
-        S3Config(**s3_bucket.settings, multipart_part_size=PART, key_prefix="reg")  # type: ignore[arg-type]
-    )
+    s = S3BlobStore(_config(s3_bucket, key_prefix="reg"))
     await s.open()
     yield s
     await s.aclose()
@@ -85,7 +89,7 @@ async def test_large_blob_goes_out_in_parts_while_it_arrives(
     await store.upload_start(ref)
     # Chunked over three PATCHes that do not line up with parts.
     cuts = [0, 3 * MIB, 3 * MIB + 1, len(data)]
-    for a, b in zip(cuts, cuts[1:], strict=False):
+    for a, b in itertools.pairwise(cuts):
         assert await store.upload_append(ref, a, _chunks(data[a:b])) == b
     (mpu,) = _open_mpus(s3_bucket)
     parts = s3_client(s3_bucket.endpoint).list_parts(
@@ -108,7 +112,7 @@ async def test_a_fresh_store_continues_the_upload_another_one_began(
     ref = _ref()
     await store.upload_start(ref)
     await store.upload_append(ref, 0, _chunks(data[:1000]))
-    other = S3BlobStore(S3Config(**s3_bucket.settings, multipart_part_size=PART, key_prefix="reg"))  # type: ignore[arg-type]
+    other = S3BlobStore(_config(s3_bucket, key_prefix="reg"))
     try:
         assert await other.upload_size(ref) == 1000
         await other.upload_append(ref, 1000, _chunks(data[1000:]))
@@ -174,9 +178,8 @@ async def test_a_failing_stream_keeps_what_arrived(store: S3BlobStore) -> None:
 async def test_above_the_copy_threshold_the_commit_is_a_multipart_copy(
     s3_bucket: S3Bucket,
 ) -> None:
-    cfg = S3Config(
-        **s3_bucket.settings,  # type: ignore[arg-type]
-        multipart_part_size=PART,
+    cfg = _config(
+        s3_bucket,
         multipart_copy_threshold=PART,
         multipart_copy_chunk_size=PART,
         multipart_copy_jobs=2,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from angos_s3.config import S3Config
 
 from angos_core.config import parse_config
 from angos_core.errors import ConfigError
 from angos_core.plugins import load_catalogue
-from angos_s3.config import S3Config
 
 
 def _parse(toml_tables: dict[str, object]) -> object:
