@@ -61,7 +61,6 @@ class _Wrapped:
             err = translate(self.name, op, exc)
             if err is exc:
                 raise
-            log.warning("%s %s: %s", self.kind, self.name, err)
             raise err from exc
         self._observe(self.kind, self.name, op, time.perf_counter() - start, None)
         return result
@@ -76,7 +75,6 @@ class _Wrapped:
             err = translate(self.name, op, exc)
             if err is exc:
                 raise
-            log.warning("%s %s: %s", self.kind, self.name, err)
             raise err from exc
         self._observe(self.kind, self.name, op, time.perf_counter() - start, None)
 
