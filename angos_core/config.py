@@ -359,7 +359,9 @@ def load_config(path: str | Path | None, catalogue: BackendCatalogue) -> AngosCo
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
         path = DEFAULT_CONFIG_FILE
     if path is None:
-        return parse_config(load_toml(DEFAULT_TOML, "<embedded default>"), catalogue)
+        return parse_config(
+            load_toml(DEFAULT_TOML, "<embedded default>"), catalogue, source="<embedded default>"
+        )
     p = Path(path)
     try:
         text = p.read_text()

@@ -6,6 +6,7 @@ entry point in the ``angos`` group whose object implements some ``angos_*`` hook
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,10 +39,7 @@ def make_plugin_manager(
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if load_entrypoints:
-        try:
-            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
-        except Exception as exc:  # a broken third-party plugin must say which one
-            raise PluginError(f"loading an 'angos' entry point failed: {exc!r}") from exc
+        _load_entrypoints(pm)
     for plugin in extra_plugins:
         pm.register(plugin)
     try:
@@ -49,6 +47,22 @@ def make_plugin_manager(
     except pluggy.PluginValidationError as exc:
         raise PluginError(str(exc)) from exc
     return pm
+
+
+def _load_entrypoints(pm: pluggy.PluginManager) -> None:
+    # pluggy's load_setuptools_entrypoints, but a broken plugin is named with its distribution.
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group != hookspecs.PROJECT or pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {ep.name!r} ({ep.value}, from distribution "
+                    f"{dist.metadata['name']!r}) failed to load: {exc!r}"
+                ) from exc
+            pm.register(plugin, name=ep.name)
 
 
 @dataclass
@@ -87,8 +101,7 @@ class BackendCatalogue:
         except KeyError:
             installed = ", ".join(self.names(kind)) or "none"
             raise PluginError(
-                f"{kind} {name!r} not found; installed: {installed} "
-                f"(pip install angos-{name}?)"
+                f"{kind} {name!r} not found; installed: {installed} (pip install angos-{name}?)"
             ) from None
 
 
