@@ -124,11 +124,12 @@ def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str) -> None:
     raise RuntimeError(f"moto server at {endpoint} did not answer within {_STARTUP_TIMEOUT_SECS}s")
 
 
-def start_moto_server() -> tuple[subprocess.Popen[bytes], str]:
+def start_moto_server(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """Start a moto server subprocess on a free loopback port; return it and its endpoint.
 
-    The caller must stop it (:func:`stop_moto_server`). Tries a few ports in case another
-    process grabs the free one first.
+    ``env`` adds environment variables (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT`` to make moto
+    check credentials after that many requests). The caller must stop it
+    (:func:`stop_moto_server`). Tries a few ports in case another process grabs the free one.
     """
     last: Exception | None = None
     for _ in range(3):
@@ -139,7 +140,7 @@ def start_moto_server() -> tuple[subprocess.Popen[bytes], str]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "AWS_DEFAULT_REGION": REGION},
+            env={**os.environ, "AWS_DEFAULT_REGION": REGION, **(env or {})},
         )
         try:
             _wait_ready(proc, endpoint)
