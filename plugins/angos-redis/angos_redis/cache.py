@@ -2,10 +2,11 @@
 
 Two things keep an outage from turning into wrong answers or slow requests:
 
-* An invalidation (``delete``) that fails is remembered and retried before anything else
-  once Redis answers again; until then this replica treats the key as a miss. Otherwise a
+* An invalidation (``delete``) that fails is remembered, retried in the background every
+  few hundred milliseconds and before any other command, until Redis takes it. Otherwise a
   Redis that hung (rather than restarted empty) would come back still holding the value the
-  write meant to remove, and every replica would serve it until its ttl.
+  write meant to remove, and every replica would serve it until its ttl. Until it is taken,
+  this replica reads the key as a miss.
 * After a timeout, the cache stops asking Redis for a moment and fails at once: a hung Redis
   would otherwise add a timeout to every request. A refused connection fails fast by itself
   and does not trip this.
@@ -13,8 +14,10 @@ Two things keep an outage from turning into wrong answers or slow requests:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
+from contextlib import suppress
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -30,6 +33,8 @@ T = TypeVar("T")
 _OP_TIMEOUT_SECS = 0.5
 #: How long to skip Redis after a timeout.
 _BACKOFF_SECS = 1.0
+#: Pause between background retries of failed invalidations.
+_RETRY_INVALIDATION_SECS = 0.2
 
 
 class RedisCache:
@@ -42,6 +47,7 @@ class RedisCache:
         self._client: aioredis.Redis | None = None
         self._pending_deletes: set[str] = set()
         self._skip_until = 0.0
+        self._retrier: asyncio.Task[None] | None = None
 
     def _key(self, key: str) -> str:
         prefix = self.config.key_prefix
@@ -94,7 +100,23 @@ class RedisCache:
         # Queued with any invalidations that failed before, and sent with them: if this fails
         # too, it stays queued for the next call.
         self._pending_deletes.add(key)
-        await self._ready("cache DEL")
+        try:
+            await self._ready("cache DEL")
+        except BackendUnavailable:
+            self._retry_invalidations_later()
+            raise
+
+    def _retry_invalidations_later(self) -> None:
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.get_running_loop().create_task(
+                self._retry_invalidations(), name="angos-redis-cache-invalidations"
+            )
+
+    async def _retry_invalidations(self) -> None:
+        while self._pending_deletes:
+            await asyncio.sleep(_RETRY_INVALIDATION_SECS)
+            with suppress(BackendUnavailable):
+                await self._ready("retrying cache invalidations")
 
     async def open(self) -> None:
         self._redis()
@@ -103,6 +125,10 @@ class RedisCache:
         await self._call(self._redis().ping(), "PING")
 
     async def aclose(self) -> None:
+        if self._retrier is not None:
+            self._retrier.cancel()
+            await asyncio.wait([self._retrier])
+            self._retrier = None
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -44,10 +45,20 @@ def redact(url: str) -> str:
 
 
 async def call(aw: Awaitable[T], url: str, what: str) -> T:
-    """Await a Redis command; any Redis or socket failure becomes ``BackendUnavailable``."""
+    """Await a Redis command; any Redis or socket failure becomes ``BackendUnavailable``.
+
+    A task cancelled while the command was in flight raises ``CancelledError`` here even if
+    the reply came back: ``asyncio.wait_for`` on Python 3.11, which redis-py uses, returns
+    the result and drops the cancellation when both land in the same loop iteration
+    (CPython gh-86296). Without this a cancelled lock waiter would go on retrying.
+    """
     try:
-        return await aw
+        result = await aw
     except (RedisError, OSError) as exc:
         raise BackendUnavailable(
             BACKEND, f"{what} failed at {redact(url)}: {type(exc).__name__}: {exc}"
         ) from exc
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return result

@@ -183,9 +183,9 @@ class RedisLockProvider:
                         f"acquiring lock {', '.join(keys)}",
                     )
                 )
-            except BackendUnavailable:
-                # The script may have run before the reply was lost: do not leave our token
-                # sitting on the keys until the ttl.
+            except (BackendUnavailable, asyncio.CancelledError):
+                # The script may have run before the reply was lost or the waiter was
+                # cancelled: do not leave our token sitting on the keys until the ttl.
                 await self._release_quietly(keys, token)
                 raise
             if blocker == 0:

@@ -268,3 +268,26 @@ async def test_hung_redis_gives_backend_unavailable(
             pytest.fail("acquired a lock with Redis hung")
     async with provider.acquire(["repo/x"]) as lease:
         lease.check()
+
+
+async def test_a_cancelled_waiter_stops_and_holds_nothing(
+    make_provider: ProviderFactory, raw: aioredis.Redis
+) -> None:
+    # Cancelling a waiter while its acquire script is in flight once went unnoticed (Python
+    # 3.11's wait_for drops a cancellation that lands with the reply), so the waiter went on
+    # retrying. Many rounds, because the race needs the two to land together.
+    provider = await make_provider(max_retries=100_000, retry_delay_ms=1)
+    for _ in range(40):
+        async with provider.acquire(["repo/held"]):
+            waiter = asyncio.create_task(_enter(provider, ["repo/free", "repo/held"]))
+            await asyncio.sleep(0.03)
+            waiter.cancel()
+            done, _ = await asyncio.wait([waiter], timeout=10)
+            assert done, "the cancelled waiter kept on retrying"
+            assert waiter.cancelled()
+        assert await raw.exists("registry-locks:repo/free", "registry-locks:repo/held") == 0
+
+
+async def _enter(provider: RedisLockProvider, keys: list[str]) -> None:
+    async with provider.acquire(keys):
+        pytest.fail("acquired a held lock")
