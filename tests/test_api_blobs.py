@@ -56,6 +56,8 @@ async def test_range_not_satisfiable(api: Api, header: str) -> None:
     digest = await api.push_blob("lib/app", DATA)
     resp = await api.get(f"/v2/lib/app/blobs/{digest}", headers={"Range": header})
     assert resp.status == 416
+    assert await error_code(resp) == "BLOB_UNKNOWN"
+    assert resp.headers["Content-Range"] == f"bytes */{len(DATA)}"
     assert (await api.get(f"/v2/lib/app/blobs/{digest}")).status == 200
 
 

@@ -61,7 +61,9 @@ async def head_blob(request: web.Request) -> web.StreamResponse:
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     reg = registry(request)
-    info = await reg.blobs.stat(request.match_info["name"], request.match_info["digest"])
+    info = await reg.blobs.stat(
+        request.match_info["name"], request.match_info["digest"], need_size=False
+    )
     headers = _headers(info)
     range_header = request.headers.get("Range")
 
@@ -79,17 +81,21 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
 
     path = reg.blobs.local_path(info.digest)
     if path is not None:
+        if range_header:
+            # Refuse an unsatisfiable range ourselves: aiohttp's 416 has no JSON body.
+            parse_range(range_header, await reg.blobs.size(info.digest))
         # sendfile, with Range / If-Range handled by aiohttp.
         headers.pop("ETag")
         return web.FileResponse(path, headers=headers)
 
-    rng = parse_range(range_header, info.size)
+    size = await reg.blobs.size(info.digest)
+    rng = parse_range(range_header, size)
     if rng is None:
-        start, length, status = 0, info.size, 200
+        start, length, status = 0, size, 200
     else:
         start, end = rng
         length, status = end - start + 1, 206
-        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     await response.prepare(request)

@@ -26,11 +26,17 @@ class BlobService:
         self.stores = stores
         self.links = links
 
-    async def stat(self, name: str, digest: str) -> BlobInfo:
-        """The blob as repository ``name`` sees it; ``BlobUnknown`` if not linked there."""
+    async def stat(self, name: str, digest: str, *, need_size: bool = True) -> BlobInfo:
+        """The blob as repository ``name`` sees it; ``BlobUnknown`` if not linked there.
+
+        With ``need_size=False`` a linked blob is not stat'ed (``size`` is -1): a GET that
+        can sendfile a local path learns the size from the file itself.
+        """
         validate_name(name)
         parse_digest(digest)
         if await self.links.has_layer(name, digest):
+            if not need_size:
+                return BlobInfo(digest, -1)
             size = await self.stores.blobs.stat(digest)
             if size is not None:
                 return BlobInfo(digest, size)
@@ -40,6 +46,12 @@ class BlobService:
             if body is not None:
                 return BlobInfo(digest, len(body), body)
         raise BlobUnknown(detail={"digest": digest})
+
+    async def size(self, digest: str) -> int:
+        size = await self.stores.blobs.stat(digest)
+        if size is None:
+            raise BlobUnknown(detail={"digest": digest})
+        return size
 
     def read(self, digest: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         return self.stores.blobs.read(digest, offset, length)
