@@ -18,8 +18,8 @@ from angos_core.registry.stores import Stores
 
 #: Manifest bodies kept in process by digest. Safe to cache: a digest names its bytes, and
 #: every fetch first checks the repository's revision link.
-BODY_CACHE_ENTRIES = 1024
-BODY_CACHE_MAX_BYTES = 64 * 1024
+BODY_CACHE_BYTES = 8 * 1024 * 1024
+BODY_CACHE_MAX_ITEM = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,7 @@ class ManifestService:
         self.stores = stores
         self.links = links
         self._bodies: OrderedDict[str, bytes] = OrderedDict()
+        self._bodies_size = 0
 
     # ------------------------------------------------------------------ bodies
 
@@ -54,12 +55,13 @@ class ManifestService:
         return body
 
     def _keep(self, digest: str, body: bytes) -> None:
-        if len(body) > BODY_CACHE_MAX_BYTES:
+        if len(body) > BODY_CACHE_MAX_ITEM or digest in self._bodies:
             return
         self._bodies[digest] = body
-        self._bodies.move_to_end(digest)
-        while len(self._bodies) > BODY_CACHE_ENTRIES:
-            self._bodies.popitem(last=False)
+        self._bodies_size += len(body)
+        while self._bodies_size > BODY_CACHE_BYTES:
+            _, dropped = self._bodies.popitem(last=False)
+            self._bodies_size -= len(dropped)
 
     # ------------------------------------------------------------------ push
 
