@@ -127,10 +127,15 @@ class FsMetadataStore:
             raise BackendError(BACKEND, "refusing to delete the whole store (empty prefix)")
         path = self.paths.dir_path(prefix)
         root = self.paths.root
+        sync = self.sync
 
         def delete_tree() -> None:
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            try:
                 shutil.rmtree(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            if sync:
+                files.fsync_dir(os.path.dirname(path))
             files.prune_empty_dirs(os.path.dirname(path), root)
 
         try:
