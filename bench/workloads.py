@@ -204,12 +204,40 @@ def image_manifest(config: tuple[str, int], layers: list[tuple[str, int]]) -> by
 
 
 async def put_manifest(
-    s: aiohttp.ClientSession, base: str, repo: str, ref: str, manifest: bytes
+    s: aiohttp.ClientSession,
+    base: str,
+    repo: str,
+    ref: str,
+    manifest: bytes,
+    retries: Retries | None = None,
 ) -> None:
+    """PUT a manifest; with ``retries``, a 503 is retried after a pause (and counted)."""
     headers = {"Content-Type": OCI_MANIFEST}
-    async with s.put(f"{base}/v2/{repo}/manifests/{ref}", data=manifest, headers=headers) as r:
-        await _expect(r, 201, what=f"PUT manifest {ref}")
-        await r.read()
+    url = f"{base}/v2/{repo}/manifests/{ref}"
+    while True:
+        async with s.put(url, data=manifest, headers=headers) as r:
+            if r.status == 503 and retries is not None and retries.take():
+                await r.read()
+                await asyncio.sleep(retries.pause)
+                continue
+            await _expect(r, 201, what=f"PUT manifest {ref}")
+            await r.read()
+            return
+
+
+@dataclass
+class Retries:
+    """A budget of retries shared by the clients of one workload; ``used`` is reported."""
+
+    budget: int
+    pause: float = 0.05
+    used: int = 0
+
+    def take(self) -> bool:
+        if self.used >= self.budget:
+            return False
+        self.used += 1
+        return True
 
 
 async def push_image(
@@ -244,9 +272,13 @@ async def run_pool(jobs: int, workers: int, job: Callable[[int], Awaitable[None]
         for i in queue:
             await job(i)
 
-    async with asyncio.TaskGroup() as tg:
-        for _ in range(workers):
-            tg.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(workers):
+                tg.create_task(worker())
+    except ExceptionGroup as group:
+        # One worker's error says what went wrong; the others were cancelled by it.
+        raise group.exceptions[0] from None
 
 
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
