@@ -3,14 +3,16 @@ bad inputs (out-of-order chunk, unknown / malformed upload id, wrong digest)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, ClientSession, web
 
-from tests.api_support import Api, digest_of, error_code, open_api
+from angos_core.http import make_app_from_toml
+from tests.api_support import Api, digest_of, error_code, fs_toml, open_api
 
 DATA = b"0123456789abcdef" * 4096  # 64 KiB
 
@@ -305,3 +307,49 @@ async def test_large_streamed_upload_hash(api: Api) -> None:
     assert resp.status == 201
     resp = await api.get(f"/v2/lib/app/blobs/{digest_of(big)}")
     assert hashlib.sha256(await resp.read()).hexdigest() == digest_of(big).split(":")[1]
+
+
+@pytest.mark.parametrize("handler_cancellation", [False, True])
+async def test_client_disconnect_mid_patch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, handler_cancellation: bool
+) -> None:
+    """Both aiohttp modes: the CLI's (body read fails) and handler cancellation."""
+    app = make_app_from_toml(fs_toml(tmp_path / "data"))
+    runner = web.AppRunner(app, handler_cancellation=handler_cancellation)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with ClientSession() as client:
+            resp = await client.post(f"{base}/v2/lib/app/blobs/uploads/")
+            loc = resp.headers["Location"]
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = f"PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(DATA)}\r\n\r\n"
+            writer.write(head.encode() + DATA[:3000])
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.sleep(0.3)
+            # Not mistaken for a storage failure, and no 500.
+            assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+            # Whatever was stored is kept; the client resumes from the reported end.
+            status = await client.get(f"{base}{loc}")
+            assert status.status == 204
+            end = int(status.headers["Range"].split("-")[1])
+            kept = end + 1 if end else 0
+            assert kept <= 3000
+            resp = await client.patch(
+                f"{base}{loc}",
+                data=DATA[kept:],
+                headers={"Content-Range": f"{kept}-{len(DATA) - 1}"},
+            )
+            assert resp.status == 202
+            resp = await client.put(f"{base}{loc}?digest={digest_of(DATA)}")
+            assert resp.status == 201
+            resp = await client.get(f"{base}/v2/lib/app/blobs/{digest_of(DATA)}")
+            assert await resp.read() == DATA
+    finally:
+        await runner.cleanup()

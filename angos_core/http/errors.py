@@ -16,6 +16,7 @@ from angos_core.errors import (
     RangeNotSatisfiable,
     RegistryError,
 )
+from angos_core.http.streams import ClientGone
 from angos_core.registry.uploads import ChunkOutOfOrder
 
 log = logging.getLogger("angos.http")
@@ -80,6 +81,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             {"backend": exc.backend},
             {"Retry-After": "1"},
         )
+    except ClientGone as exc:
+        # Usually nobody is left to read this; what was appended stays (resumable).
+        log.info("%s %s: %s", request.method, request.path, exc)
+        return error_response(400, "BLOB_UPLOAD_INVALID", str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -6,8 +6,18 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from angos_core.errors import ManifestTooLarge
+from angos_core.errors import AngosError, ManifestTooLarge
+
+
+class ClientGone(AngosError):
+    """The request body ended early (client disconnected or sent a broken body).
+
+    Deliberately not an ``OSError``: a backend consuming the stream must not mistake the
+    client's failure for its own storage failing.
+    """
+
 
 #: Bytes gathered before handing a chunk to the blob store and the hasher: fewer, larger
 #: writes and thread hops than the socket's natural 64 KiB reads.
@@ -29,6 +39,8 @@ async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
             if exc.partial:
                 yield exc.partial
             return
+        except (HttpProcessingError, ConnectionError) as exc:
+            raise ClientGone(f"request body incomplete: {exc!r}") from exc
         yield chunk
 
 
@@ -37,8 +49,11 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise ManifestTooLarge(detail={"limit": limit})
     buf = bytearray()
-    async for chunk in request.content.iter_any():
-        buf += chunk
-        if len(buf) > limit:
-            raise ManifestTooLarge(detail={"limit": limit})
+    try:
+        async for chunk in request.content.iter_any():
+            buf += chunk
+            if len(buf) > limit:
+                raise ManifestTooLarge(detail={"limit": limit})
+    except (HttpProcessingError, ConnectionError) as exc:
+        raise ClientGone(f"request body incomplete: {exc!r}") from exc
     return bytes(buf)
