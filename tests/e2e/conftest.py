@@ -11,14 +11,13 @@ import os
 import subprocess
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 
-from tests.support.angos_server import AngosServerFactory, free_port, fs_config
+from tests.support.angos_server import AngosServerFactory, free_port, fs_config, loopback
 from tests.support.tools import require_tool
 
 
@@ -54,7 +53,7 @@ def _start_distribution(root: Path) -> Iterator[DistributionServer]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"{server.url}/v2/", timeout=2):
+                with loopback.open(f"{server.url}/v2/", timeout=2):
                     break
             except (OSError, urllib.error.URLError):
                 if proc.poll() is not None or time.monotonic() > deadline:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.angos_server import AngosServer
+from tests.support.angos_server import AngosServer, loopback
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Registry
@@ -53,7 +53,7 @@ def manifest_digest(registry: Registry, repo: str, reference: str) -> str:
             "application/vnd.oci.image.manifest.v1+json"
         },
     )
-    with urllib.request.urlopen(request, timeout=10) as resp:
+    with loopback.open(request, timeout=10) as resp:
         digest: str = resp.headers["Docker-Content-Digest"]
         return digest
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support.angos_server import loopback
 from tests.support.tools import require_tool
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def fetch_manifest(registry: Registry, repo: str, reference: str) -> tuple[int, 
         headers={"Accept": f"{OCI_INDEX}, {OCI_MANIFEST}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with loopback.open(request, timeout=10) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

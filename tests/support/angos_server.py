@@ -32,6 +32,10 @@ STOP_TIMEOUT_S = 10.0
 
 _servers_key = pytest.StashKey[list["AngosServer"]]()
 
+#: urllib opener for the loopback servers of the tests. Unlike Go clients (docker, skopeo),
+#: urllib would send even 127.0.0.1 through an http_proxy set in the environment.
+loopback = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the kernel picks it)."""
@@ -156,7 +160,7 @@ class AngosServer:
                     + self.stderr_text()
                 )
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as resp:
+                with loopback.open(f"{self.url}/v2/", timeout=2) as resp:
                     if resp.status == 200:
                         return
             except urllib.error.HTTPError as exc:
