@@ -78,15 +78,14 @@ async def push_fixture_images(api: Api) -> None:
     layers = [rng(200_000), rng(5 * MIB + 1)]
     await api.push_blob("team/app", config)
     digests = [await chunked_push(api, "team/app", layer) for layer in layers]
+    layer_descs = [descriptor(x, "application/vnd.oci.image.layer.v1.tar+gzip") for x in layers]
+    assert [d["digest"] for d in layer_descs] == digests
     manifest = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_MANIFEST,
         "config": descriptor(config, "application/vnd.oci.image.config.v1+json"),
-        "layers": [
-            descriptor(layer, "application/vnd.oci.image.layer.v1.tar+gzip") for layer in layers
-        ],
+        "layers": layer_descs,
     }
-    assert [d["digest"] for d in manifest["layers"]] == digests  # type: ignore[index]
     body = json.dumps(manifest).encode()
     for tag in ("v1", "v1.0", "v1-rc"):
         assert (await api.put_manifest("team/app", tag, body)).status == 201
