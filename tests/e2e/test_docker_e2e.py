@@ -67,14 +67,15 @@ def test_push_remove_pull_same_image(
         tmp_path / "rootfs.tar",
         {"etc/hello": b"hello from angos e2e\n", "bin/data": bytes(range(256)) * 64},
     )
-    docker.run("import", str(tar), ref)
+    docker.run("import", str(tar), "angos-e2e-local:1")
+    docker.run("tag", "angos-e2e-local:1", ref)
     pushed_id = image_id(docker, ref)
 
     push = docker.run("push", ref)
     assert "digest: sha256:" in push.stdout, push.stdout
 
-    docker.run("image", "rm", ref)
-    assert docker.run("image", "inspect", ref, check=False).returncode != 0
+    docker.run("image", "rm", ref, "angos-e2e-local:1")
+    assert docker.run("image", "inspect", pushed_id, check=False).returncode != 0
 
     docker.run("pull", ref)
     assert image_id(docker, ref) == pushed_id
