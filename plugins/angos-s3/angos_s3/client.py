@@ -71,7 +71,15 @@ class Missing(Exception):
 
 
 class PreconditionFailed(Exception):
-    """A conditional request's condition did not hold (e.g. If-None-Match: *)."""
+    """A conditional request's condition did not hold (e.g. If-None-Match: *).
+
+    ``retried``: the answer came to a retry, so an earlier attempt whose answer was lost
+    may be what made the condition fail.
+    """
+
+    def __init__(self, code: str, retried: bool) -> None:
+        super().__init__(code)
+        self.retried = retried
 
 
 def _code(exc: ClientError) -> tuple[str, int]:
@@ -101,6 +109,8 @@ class S3Client:
             connect_timeout=c.operation_attempt_timeout_secs,
             read_timeout=c.operation_attempt_timeout_secs,
             retries={"max_attempts": c.max_attempts, "mode": "standard"},
+            # SigV4 everywhere, presigned URLs included (SigV2 is refused by newer regions).
+            signature_version="s3v4",
             s3={"addressing_style": "path"} if c.endpoint else None,
             # Many S3-compatible services reject the newer default checksum headers; parts
             # carry a Content-MD5 instead, which every implementation checks.
@@ -170,8 +180,9 @@ class S3Client:
                 return result
         except ClientError as exc:
             code, status = _code(exc)
-            if code in ("PreconditionFailed",) or status == 412:
-                raise PreconditionFailed(code) from exc
+            if code == "PreconditionFailed" or status == 412:
+                retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+                raise PreconditionFailed(code, bool(retries)) from exc
             if code == "NoSuchBucket":
                 raise self.unavailable(exc, op) from exc
             if code in _MISSING_CODES or status == 404:

@@ -44,8 +44,10 @@ class S3MetadataStore:
     async def create(self, key: str, data: bytes) -> bool:
         try:
             await self.s3.call("put_object", key, Body=data, IfNoneMatch="*")
-        except PreconditionFailed:
-            return False
+        except PreconditionFailed as exc:
+            # A retried create that fails its condition may have lost the answer of its own
+            # successful first attempt: the object holding our bytes says so.
+            return exc.retried and await self.get(key) == data
         return True
 
     async def delete(self, key: str) -> bool:
