@@ -7,9 +7,9 @@ Two things keep an outage from turning into wrong answers or slow requests:
   Redis that hung (rather than restarted empty) would come back still holding the value the
   write meant to remove, and every replica would serve it until its ttl. Until it is taken,
   this replica reads the key as a miss.
-* After a timeout, the cache stops asking Redis for a moment and fails at once: a hung Redis
-  would otherwise add a timeout to every request. A refused connection fails fast by itself
-  and does not trip this.
+* After a timeout, reads and fills stop asking Redis for a moment and fail at once (a miss):
+  a hung Redis would otherwise add a timeout to every request. Invalidations are always
+  sent. A refused connection fails fast by itself and does not trip this.
 """
 
 from __future__ import annotations
@@ -66,9 +66,13 @@ class RedisCache:
                 self._skip_until = time.monotonic() + _BACKOFF_SECS
             raise
 
-    async def _ready(self, what: str) -> aioredis.Redis:
-        """The client, once earlier failed invalidations are done; else BackendUnavailable."""
-        if time.monotonic() < self._skip_until:
+    async def _ready(self, what: str, *, invalidating: bool = False) -> aioredis.Redis:
+        """The client, once earlier failed invalidations are done; else BackendUnavailable.
+
+        Invalidations never skip Redis: a write's invalidation that waits out the pause would
+        let other replicas serve the old value meanwhile.
+        """
+        if not invalidating and time.monotonic() < self._skip_until:
             raise BackendUnavailable(
                 BACKEND, f"{what} skipped: Redis timed out less than {_BACKOFF_SECS}s ago"
             )
@@ -101,7 +105,7 @@ class RedisCache:
         # too, it stays queued for the next call.
         self._pending_deletes.add(key)
         try:
-            await self._ready("cache DEL")
+            await self._ready("cache DEL", invalidating=True)
         except BackendUnavailable:
             self._retry_invalidations_later()
             raise
@@ -116,7 +120,7 @@ class RedisCache:
         while self._pending_deletes:
             await asyncio.sleep(_RETRY_INVALIDATION_SECS)
             with suppress(BackendUnavailable):
-                await self._ready("retrying cache invalidations")
+                await self._ready("retrying cache invalidations", invalidating=True)
 
     async def open(self) -> None:
         self._redis()

@@ -15,6 +15,11 @@ While the ``async with`` block runs, a background task renews every ttl/3. If a 
 fails or finds a key gone, the lease is marked lost and ``Lease.check()`` raises ``LockLost``;
 core calls it before each commit. ``check()`` also refuses once the ttl measured from the last
 successful acquire/renew has run out, which protects a holder whose renewals stalled.
+
+When a command gets no answer (Redis hung or the network dropped the reply), the provider
+cannot know whether Redis ran it, or will once it resumes. It then keeps releasing the keys
+in the background until Redis answers or they would have expired anyway, so an acquire that
+was reported as failed never blocks a repository for a whole ttl.
 """
 
 from __future__ import annotations
@@ -116,6 +121,7 @@ class RedisLockProvider:
         self._acquire_script: AsyncScript | None = None
         self._renew_script: AsyncScript | None = None
         self._release_script: AsyncScript | None = None
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -137,6 +143,11 @@ class RedisLockProvider:
         await call(self._client.ping(), self.config.url, "PING")
 
     async def aclose(self) -> None:
+        cleanups = list(self._cleanups)
+        for task in cleanups:
+            task.cancel()
+        if cleanups:
+            await asyncio.wait(cleanups)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -183,9 +194,13 @@ class RedisLockProvider:
                         f"acquiring lock {', '.join(keys)}",
                     )
                 )
-            except (BackendUnavailable, asyncio.CancelledError):
-                # The script may have run before the reply was lost or the waiter was
-                # cancelled: do not leave our token sitting on the keys until the ttl.
+            except BackendUnavailable:
+                # The script may have run (or may yet run, on a Redis that hung) even though
+                # we got no reply: free the keys once Redis answers again.
+                self._release_later(keys, token)
+                raise
+            except asyncio.CancelledError:
+                # The script may have run before the waiter was cancelled.
                 await self._release_quietly(keys, token)
                 raise
             if blocker == 0:
@@ -239,9 +254,42 @@ class RedisLockProvider:
             )
         except BackendUnavailable as exc:
             log.warning(
-                "could not release redis lock %s at %s (it expires after %ss): %s",
+                "could not release redis lock %s at %s (retrying; it expires after %ss): %s",
                 ", ".join(keys),
                 redact(self.config.url),
                 self.config.ttl,
                 exc.message,
             )
+            self._release_later(keys, token)
+
+    def _release_later(self, keys: tuple[str, ...], token: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._release_until_expired(keys, token), name="angos-redis-release"
+        )
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _release_until_expired(self, keys: tuple[str, ...], token: str) -> None:
+        """Release again and again until Redis has answered twice or the keys expired anyway.
+
+        A Redis that hung executes the commands it had received once it resumes, including
+        an acquire whose reply we gave up on, possibly after a release sent in the meantime.
+        Without this, such keys would block the repository for a full ttl. Release is
+        compare-and-delete, so repeating it never frees anyone else's lock.
+        """
+        assert self._release_script is not None
+        deadline = time.monotonic() + self.config.ttl
+        tick = min(0.2, self.config.ttl / 10)
+        answered = 0
+        while answered < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(tick)
+            try:
+                await call(
+                    self._release_script(keys=keys, args=[token]),
+                    self.config.url,
+                    f"releasing lock {', '.join(keys)}",
+                )
+            except BackendUnavailable:
+                answered = 0
+            else:
+                answered += 1
