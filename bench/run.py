@@ -21,6 +21,7 @@ import shlex
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -404,11 +405,20 @@ class Bench:
         c["server"] += server
         print(f"  {reg.name}: {m.value:,.3f} {row.unit} {m.detail}", file=sys.stderr)
 
+    def measure_refs(self, when: str) -> None:
+        """Loopback and sha256, before and after the workloads; the report uses the higher
+        of each (the machine's capacity when the other tenants left it the most)."""
+        print(f"machine references ({when}) ...", file=sys.stderr)
+        loop = machine.loopback_mb_s(self.s.loopback_bytes)
+        sha = machine.sha256_mb_s(self.s.sha_bytes)
+        self.refs[f"loopback_mb_s_{when}"] = loop
+        self.refs[f"sha256_mb_s_{when}"] = sha
+        self.refs["loopback_mb_s"] = max(loop, self.refs.get("loopback_mb_s", 0.0))
+        self.refs["sha256_mb_s"] = max(sha, self.refs.get("sha256_mb_s", 0.0))
+        print(f"  loopback {loop:,.0f} MB/s, sha256 {sha:,.0f} MB/s", file=sys.stderr)
+
     async def run(self, rounds: int) -> None:
-        print("machine references ...", file=sys.stderr)
-        self.refs["loopback_mb_s"] = machine.loopback_mb_s(self.s.loopback_bytes)
-        self.refs["sha256_mb_s"] = machine.sha256_mb_s(self.s.sha_bytes)
-        print(f"  {self.refs}", file=sys.stderr)
+        self.measure_refs("before")
         for i, wl in enumerate(self.workloads()):
             if self.only and wl.key.rstrip("ab") not in self.only:
                 continue
@@ -427,6 +437,7 @@ class Bench:
             for name, values in row.samples.items():
                 if name not in row.errors:
                     row.values[name] = statistics.median(values)
+        self.measure_refs("after")
         rss = Row("7", "peak RSS of the server over the whole run (VmHWM)", "MiB", False)
         for reg in self.registries:
             rss.values[reg.name] = reg.peak_rss_kib() / 1024 or None
@@ -479,8 +490,16 @@ def render(bench: Bench, names: list[str], meta: dict[str, Any]) -> str:
     out.append("")
     refs = bench.refs
     out.append("Machine references, measured in this run:")
-    out.append(f"- loopback TCP, 1 stream between 2 processes: {refs['loopback_mb_s']:,.0f} MB/s")
-    out.append(f"- sha256 (hashlib, 1 thread): {refs['sha256_mb_s']:,.0f} MB/s")
+    out.append(
+        f"- loopback TCP, 1 stream between 2 processes: {refs['loopback_mb_s']:,.0f} MB/s "
+        f"(before {refs.get('loopback_mb_s_before', 0):,.0f}, "
+        f"after {refs.get('loopback_mb_s_after', 0):,.0f}; the higher is used)"
+    )
+    out.append(
+        f"- sha256 (hashlib, 1 thread): {refs['sha256_mb_s']:,.0f} MB/s "
+        f"(before {refs.get('sha256_mb_s_before', 0):,.0f}, "
+        f"after {refs.get('sha256_mb_s_after', 0):,.0f}; the higher is used)"
+    )
     by_key = {r.key: r for r in bench.rows}
     for key, ref, what in (
         ("3", "loopback_mb_s", "loopback"),
@@ -575,6 +594,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _git_revision() -> str:
+    """The commit the Angos under test was started from, '+dirty' with local changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "angos_core",
+                "plugins",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
 def _install_loop() -> str:
     try:
         import uvloop
@@ -605,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     started = datetime.now(UTC)
     load_before = os.getloadavg()[0]
-    bench: Bench | None = None
+    revision = _git_revision()
     try:
         for n in names:
             workdir = make_workdir(args.workdir, n)
@@ -628,6 +680,18 @@ def main(argv: list[str] | None = None) -> int:
         only = {x.strip() for x in args.only.split(",") if x.strip()}
         bench = Bench(sizes, registries, paths["wrk"], only)
         asyncio.run(bench.run(args.rounds))
+        meta = {
+            "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+            "angos commit": revision,
+            "mode": "quick" if args.quick else "full",
+            "rounds": args.rounds,
+            "client loop": loop_name,
+            "load average (1 min) before/after": f"{load_before:.2f}/{os.getloadavg()[0]:.2f}",
+            **machine.describe(),
+        }
+        # Report before the clean-up: removing two stores of 10,000 tags can take a while.
+        report(bench, names, meta, args.markdown, args.json, sizes)
+        return 1 if any(r.errors for r in bench.rows) else 0
     except KeyboardInterrupt:
         print("interrupted; stopping the registries", file=sys.stderr)
         return 130
@@ -638,34 +702,28 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"kept {reg.workdir}", file=sys.stderr)
             else:
                 shutil.rmtree(reg.workdir, ignore_errors=True)
-    desc = machine.describe()
-    meta = {
-        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "mode": "quick" if args.quick else "full",
-        "rounds": args.rounds,
-        "client loop": loop_name,
-        "load average (1 min) before/after": f"{load_before:.2f}/{os.getloadavg()[0]:.2f}",
-        **desc,
-    }
+
+
+def report(
+    bench: Bench,
+    names: list[str],
+    meta: dict[str, Any],
+    markdown: str,
+    json_path: str,
+    sizes: Sizes,
+) -> None:
     text = render(bench, names, meta)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "meta": meta,
-                    "sizes": asdict(sizes),
-                    "refs": bench.refs,
-                    "rows": [asdict(r) for r in bench.rows],
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-    failed = any(r.errors for r in bench.rows)
-    return 1 if failed else 0
+    print(text, flush=True)
+    if markdown:
+        Path(markdown).write_text(text + "\n")
+    if json_path:
+        results = {
+            "meta": meta,
+            "sizes": asdict(sizes),
+            "refs": bench.refs,
+            "rows": [asdict(r) for r in bench.rows],
+        }
+        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

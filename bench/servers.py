@@ -166,6 +166,9 @@ class Registry:
     def cpu_seconds(self) -> float:
         return sum(_cpu_seconds(p) for p in self.pids())
 
+    def stop_signal(self) -> int:
+        return signal.SIGTERM
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -173,7 +176,7 @@ class Registry:
         if self.proc is None or self.proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, self.stop_signal())
         try:
             self.proc.wait(grace)
         except subprocess.TimeoutExpired:
@@ -222,6 +225,10 @@ class Angos(Registry):
         if not os.access(exe, os.X_OK):
             exe = shutil.which("angos") or exe
         return [*self.wrap, exe, "serve", "-c", str(config)]
+
+    def stop_signal(self) -> int:
+        # A profiler writes its report on SIGINT (Ctrl-C), not on SIGTERM.
+        return signal.SIGINT if self.wrap else signal.SIGTERM
 
 
 def make_workdir(base: str | None, name: str) -> Path:
