@@ -22,6 +22,9 @@ async def test_base_endpoint(api: Api) -> None:
         assert resp.status == 200
         assert resp.headers["Docker-Distribution-API-Version"] == "registry/2.0"
         assert await resp.json() == {}
+        resp = await api.head(path)
+        assert resp.status == 200
+        assert resp.headers["Docker-Distribution-API-Version"] == "registry/2.0"
 
 
 async def test_unknown_route_is_json_404(api: Api) -> None:

@@ -16,8 +16,8 @@ NAME = "{name:.+}"
 
 def add_routes(app: web.Application) -> None:
     r = app.router
-    r.add_route("GET", "/v2/", listing.base, name="base")
-    r.add_route("GET", "/v2", listing.base)
+    r.add_get("/v2/", listing.base, name="base")  # add_get answers HEAD too
+    r.add_get("/v2", listing.base)
     r.add_route("GET", "/v2/_catalog", listing.catalog, name="catalog")
     r.add_route("GET", f"/v2/{NAME}/tags/list", listing.tags_list, name="tags")
     r.add_route(
