@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -108,15 +109,20 @@ class FaultStats:
     delayed: int = 0
     cut: int = 0
     clean: int = 0
+    #: Connections actually cut mid-stream (early cuts and end-of-lifetime cuts).
+    cut_bytes: int = 0
 
 
 @dataclass
 class FaultProxy:
     """A TCP proxy on loopback in front of ``target`` that misbehaves on a share of the
-    connections it accepts: closes some at once, delays some, and cuts some mid-stream (in
-    either direction, after a random number of bytes).
+    connections it accepts: resets some at once (``refuse``), delays some before connecting
+    (``delay``), and cuts some early, after 0-256 KiB in either direction (``cut``). Every
+    other connection is cut too, after a random 1 to ``max_lifetime_bytes`` bytes, so that
+    pooled keep-alive connections keep failing mid-request and mid-response as traffic
+    flows, not only when opened.
 
-    Bounded: it serves until :meth:`close`; the shares are fixed, chosen by a seeded RNG.
+    Bounded: it serves until :meth:`close`; the shares are fixed, drawn from a seeded RNG.
     """
 
     target_host: str
@@ -125,27 +131,46 @@ class FaultProxy:
     delay: float = 0.1
     cut: float = 0.1
     max_delay_secs: float = 1.5
+    max_lifetime_bytes: int = 8 * 1024 * 1024
     seed: int = 1
     stats: FaultStats = field(default_factory=FaultStats)
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def start(self) -> str:
+    def start(self) -> str:
+        """Serve from a thread of its own (so blocking test code does not stall it); return
+        the proxy's endpoint URL."""
         self._rng = random.Random(self.seed)
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def main() -> None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self._stopped = asyncio.Event()
+            ready.set()
+            await self._stopped.wait()
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete, args=(main(),), daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fault proxy did not start")
+        assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        if self._server is not None:
-            await self._server.wait_closed()
+    def close(self) -> None:
+        if self._server is None:
+            return
+        self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(10)
+        self._loop.close()
+        self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -181,6 +206,7 @@ class FaultProxy:
             cut_after = self._rng.randint(0, 256 * 1024)
         else:
             self.stats.clean += 1
+            cut_after = self._rng.randint(1024 * 1024, self.max_lifetime_bytes)
         up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
         budget = [cut_after]
 
@@ -194,6 +220,7 @@ class FaultProxy:
                         if len(data) >= budget[0]:
                             dst.write(data[: budget[0]])
                             await dst.drain()
+                            self.stats.cut_bytes += 1
                             raise ConnectionAbortedError("fault proxy cut the connection")
                         budget[0] -= len(data)
                     dst.write(data)
