@@ -184,10 +184,12 @@ async def test_cache_faults_are_invisible(api: Api, faults: Faults) -> None:
 
 
 async def test_busy_lock_is_503(tmp_path: Path) -> None:
+    """Another process holds the repository's lock (taken on the provider itself, as a
+    replica sharing it would) past the provider's retries."""
     extra = "[metadata_store.fs.memory]\nmax_retries = 2\nretry_delay_ms = 5\n"
     async with open_api(tmp_path / "data", extra) as api:
         digest, body = await api.push_image("lib/app", "latest")
-        async with api.registry.stores.locks.acquire(["repo:lib/app"]):
+        async with api.registry.stores.locks.inner.acquire(["repo:lib/app"]):
             for method, path in (
                 ("DELETE", "/v2/lib/app/manifests/latest"),
                 ("DELETE", f"/v2/lib/app/manifests/{digest}"),
@@ -203,3 +205,17 @@ async def test_busy_lock_is_503(tmp_path: Path) -> None:
         resp = await api.request("DELETE", "/v2/lib/app/manifests/latest")
         assert resp.status == 202
         assert (await api.get(f"/v2/lib/app/manifests/{digest}")).status == 200
+
+
+async def test_contention_inside_one_process_queues(tmp_path: Path) -> None:
+    """Many pushes to one repository at once: they queue in-process, none gets a 503, even
+    with a provider that gives up almost at once."""
+    extra = "[metadata_store.fs.memory]\nmax_retries = 1\nretry_delay_ms = 1\n"
+    async with open_api(tmp_path / "data", extra) as api:
+        _, body = await api.push_image("lib/app", "latest")
+        responses = await asyncio.gather(
+            *(api.put_manifest("lib/app", f"t{i}", body) for i in range(40))
+        )
+        assert [r.status for r in responses] == [201] * 40
+        tags = (await (await api.get("/v2/lib/app/tags/list")).json())["tags"]
+        assert len(tags) == 41

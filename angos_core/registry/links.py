@@ -52,6 +52,11 @@ class Links:
     async def _put(self, key: str, digest: str) -> None:
         await self.meta.put(key, layout.link_content(digest))
 
+    async def _ensure(self, key: str, digest: str) -> None:
+        # A link's key names its digest, so an existing link already holds these bytes:
+        # create-if-absent skips the rewrite (a cheap existence check on every backend).
+        await self.meta.create(key, layout.link_content(digest))
+
     async def _delete(self, key: str) -> bool:
         existed = await self.meta.delete(key)
         await self.cache.delete(f"link:{key}")
@@ -63,7 +68,7 @@ class Links:
         return await self._exists(layout.layer_link_key(name, digest))
 
     async def put_layer(self, name: str, digest: str) -> None:
-        await self._put(layout.layer_link_key(name, digest), digest)
+        await self._ensure(layout.layer_link_key(name, digest), digest)
 
     async def delete_layer(self, name: str, digest: str) -> bool:
         return await self._delete(layout.layer_link_key(name, digest))
@@ -74,7 +79,7 @@ class Links:
         return await self._exists(layout.revision_link_key(name, digest))
 
     async def put_revision(self, name: str, digest: str) -> None:
-        await self._put(layout.revision_link_key(name, digest), digest)
+        await self._ensure(layout.revision_link_key(name, digest), digest)
 
     async def delete_revision(self, name: str, digest: str) -> bool:
         return await self._delete(layout.revision_link_key(name, digest))
@@ -98,7 +103,7 @@ class Links:
 
     async def set_tag(self, name: str, tag: str, digest: str) -> None:
         # Index entry first, then the current link: the tag only moves once both exist.
-        await self._put(layout.tag_index_key(name, tag, digest), digest)
+        await self._ensure(layout.tag_index_key(name, tag, digest), digest)
         await self._put(layout.tag_current_key(name, tag), digest)
         await self.cache.delete(self._tag_cache_key(name, tag))
 

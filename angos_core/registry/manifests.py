@@ -91,13 +91,15 @@ class ManifestService:
         manifest = parse_manifest(body, content_type)
         await self._check_references(name, manifest)
 
+        # The body is content-addressed and core never deletes it, so it is written once
+        # and outside the lock; the lock covers only the links that make it visible.
+        await self.stores.meta.create(layout.blob_data_key(digest), body)
         async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
-            # Body and revision before any tag: a crash leaves an untagged manifest at worst.
+            # Revision before any tag: a crash leaves an untagged manifest at worst.
             lease.check()
-            await self.stores.meta.put(layout.blob_data_key(digest), body)
             await self.links.put_revision(name, digest)
             if manifest.subject is not None:
-                await self.stores.meta.put(
+                await self.stores.meta.create(
                     layout.referrer_link_key(name, manifest.subject.digest, digest),
                     layout.link_content(digest),
                 )

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, S
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
-from angos_core.errors import AngosError, BackendError, BackendUnavailable
+from angos_core.errors import AngosError, BackendError, BackendUnavailable, LockUnavailable
 from angos_core.protocols import BlobStore, Cache, Lease, LockProvider, MetadataStore, UploadRef
 
 log = logging.getLogger("angos.backend")
@@ -165,38 +165,103 @@ class WrappedMetadataStore(_Wrapped):
         )
 
 
+class _LocalLocks:
+    """Per-key asyncio locks, created on demand and dropped when nobody holds or waits."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def _enter(self, key: str) -> asyncio.Lock:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        return lock
+
+    def _leave(self, key: str) -> None:
+        lock, users = self._locks[key]
+        if users <= 1:
+            del self._locks[key]
+        else:
+            self._locks[key] = (lock, users - 1)
+
+    @asynccontextmanager
+    async def hold(
+        self, keys: Sequence[str], wait_secs: float, backend: str
+    ) -> AsyncIterator[None]:
+        entered: list[str] = []
+        acquired: list[asyncio.Lock] = []
+        try:
+            try:
+                async with asyncio.timeout(wait_secs):
+                    for key in keys:
+                        lock = self._enter(key)
+                        entered.append(key)
+                        await lock.acquire()
+                        acquired.append(lock)
+            except TimeoutError:
+                raise LockUnavailable(
+                    backend,
+                    f"waited {wait_secs:.0f}s in this process's queue for {', '.join(keys)}",
+                ) from None
+            yield
+        finally:
+            for lock in reversed(acquired):
+                lock.release()
+            for key in entered:
+                self._leave(key)
+
+
 class WrappedLockProvider(_Wrapped):
+    """The provider's lock, with a process-local queue in front of it.
+
+    Tasks of one process that want the same key wait their turn on an ``asyncio.Lock``
+    (FIFO, no polling) and only the head of the queue contends for the provider's lock. So
+    the provider's bounded retries measure contention *between* processes, and a burst of
+    pushes to one repository inside one process queues instead of failing with 503.
+    """
+
     kind = "lock_provider"
     inner: LockProvider
 
+    #: Longest wait in the local queue before ``LockUnavailable``.
+    LOCAL_WAIT_SECS = 60.0
+
+    def __init__(self, inner: Any, observer: Observer | None = None) -> None:
+        super().__init__(inner, observer)
+        self._local = _LocalLocks()
+
     @asynccontextmanager
     async def _acquire(self, keys: Sequence[str]) -> AsyncIterator[Lease]:
+        ordered = sorted(set(keys))
         start = time.perf_counter()
-        cm = self.inner.acquire(keys)
-        try:
-            lease = await cm.__aenter__()
-        except BaseException as exc:
-            self._observe(
-                self.kind, self.name, "acquire", time.perf_counter() - start, type(exc).__name__
-            )
-            err = translate(self.name, "acquire", exc)
-            if err is exc:
-                raise
-            raise err from exc
-        self._observe(self.kind, self.name, "acquire", time.perf_counter() - start, None)
-        try:
-            yield lease
-        except BaseException as exc:
-            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
+        async with self._local.hold(ordered, self.LOCAL_WAIT_SECS, self.name):
+            cm = self.inner.acquire(ordered)
             try:
-                await cm.__aexit__(None, None, None)
-            except AngosError:
-                raise
-            except Exception as exc:
-                # The work is done; a failed release only delays the next holder by the ttl.
-                log.warning("lock_provider %s: release failed: %r", self.name, exc)
+                lease = await cm.__aenter__()
+            except BaseException as exc:
+                self._observe(
+                    self.kind,
+                    self.name,
+                    "acquire",
+                    time.perf_counter() - start,
+                    type(exc).__name__,
+                )
+                err = translate(self.name, "acquire", exc)
+                if err is exc:
+                    raise
+                raise err from exc
+            self._observe(self.kind, self.name, "acquire", time.perf_counter() - start, None)
+            try:
+                yield lease
+            except BaseException as exc:
+                if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
+                    raise
+            else:
+                try:
+                    await cm.__aexit__(None, None, None)
+                except Exception as exc:
+                    # The work is done and committed: a failed release only delays the
+                    # next holder by the ttl, it must not turn a success into an error.
+                    log.warning("lock_provider %s: release failed: %r", self.name, exc)
 
     def acquire(self, keys: Sequence[str]) -> AbstractAsyncContextManager[Lease]:
         return self._acquire(keys)
