@@ -23,6 +23,7 @@ Helpers for fixtures of your own (several buckets, buckets on another endpoint):
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -81,8 +82,11 @@ def s3_settings(endpoint: str, bucket: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=8)
 def s3_client(endpoint: str) -> Any:
-    """A synchronous boto3 S3 client on ``endpoint`` (for test setup and inspection)."""
+    """A synchronous boto3 S3 client on ``endpoint`` (for test setup and inspection).
+
+    Cached per endpoint: making a client costs a noticeable fraction of a second."""
     import boto3
     from botocore.config import Config
 

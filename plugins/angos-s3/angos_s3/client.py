@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -88,6 +89,19 @@ def _code(exc: ClientError) -> tuple[str, int]:
     return str(err.get("Code", status)), status
 
 
+@functools.lru_cache(maxsize=16)
+def _session(access_key_id: str | None, secret_key: str | None, region: str) -> Any:
+    """One session per credentials: its loader caches the S3 service model, which otherwise
+    every client (two per process: blobs and metadata) would parse again."""
+    import aioboto3
+
+    return aioboto3.Session(
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+    )
+
+
 class S3Client:
     """A lazily opened aiobotocore S3 client bound to one bucket and key prefix."""
 
@@ -123,12 +137,8 @@ class S3Client:
         if self._client is None:
             async with self._open_lock:
                 if self._client is None:
-                    import aioboto3
-
-                    session = aioboto3.Session(
-                        aws_access_key_id=self.config.access_key_id,
-                        aws_secret_access_key=self.config.secret_key,
-                        region_name=self.config.region,
+                    session = _session(
+                        self.config.access_key_id, self.config.secret_key, self.config.region
                     )
                     stack = contextlib.AsyncExitStack()
                     self._client = await stack.enter_async_context(
