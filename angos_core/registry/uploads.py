@@ -155,12 +155,16 @@ class UploadService:
             raise DigestInvalid(
                 detail={"digest": digest, "computed": f"{parsed.algorithm}:{computed}"}
             )
+        # Committing makes the verified bytes a content-addressed blob, visible to no
+        # repository until linked; it is idempotent and core never deletes blob data, so it
+        # runs before the lock. A large commit (an S3 copy) then does not hold the
+        # repository's lock, where other replicas' pushes would time out behind it.
+        try:
+            await self.stores.blobs.upload_commit(upload, digest)
+        except UploadNotFound:
+            raise BlobUploadUnknown(detail={"uuid": upload.upload_id}) from None
         async with self.stores.locks.acquire([repo_lock_key(upload.name)]) as lease:
             lease.check()
-            try:
-                await self.stores.blobs.upload_commit(upload, digest)
-            except UploadNotFound:
-                raise BlobUploadUnknown(detail={"uuid": upload.upload_id}) from None
             await self.links.put_layer(upload.name, digest)
         return size
 
