@@ -70,7 +70,7 @@ class BlobService:
         validate_name(name)
         parse_digest(digest)
         async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
-            if not await self.links.has_layer(name, digest):
+            if not await self.links.has_layer(name, digest, fresh=True):
                 raise BlobUnknown(detail={"digest": digest})
             lease.check()
             await self.links.delete_layer(name, digest)

@@ -40,9 +40,9 @@ class Links:
         self.meta = meta
         self.cache = cache
 
-    async def _exists(self, key: str) -> bool:
+    async def _exists(self, key: str, fresh: bool = False) -> bool:
         cache_key = f"link:{key}"
-        if await self.cache.get(cache_key) == _PRESENT:
+        if not fresh and await self.cache.get(cache_key) == _PRESENT:
             return True
         if await self.meta.get(key) is None:
             return False
@@ -64,8 +64,9 @@ class Links:
 
     # ------------------------------------------------------------------ layers (blobs)
 
-    async def has_layer(self, name: str, digest: str) -> bool:
-        return await self._exists(layout.layer_link_key(name, digest))
+    async def has_layer(self, name: str, digest: str, *, fresh: bool = False) -> bool:
+        """Whether the blob is linked; ``fresh`` skips the cache (use it under the lock)."""
+        return await self._exists(layout.layer_link_key(name, digest), fresh)
 
     async def put_layer(self, name: str, digest: str) -> None:
         await self._ensure(layout.layer_link_key(name, digest), digest)
@@ -75,8 +76,8 @@ class Links:
 
     # ------------------------------------------------------------------ manifest revisions
 
-    async def has_revision(self, name: str, digest: str) -> bool:
-        return await self._exists(layout.revision_link_key(name, digest))
+    async def has_revision(self, name: str, digest: str, *, fresh: bool = False) -> bool:
+        return await self._exists(layout.revision_link_key(name, digest), fresh)
 
     async def put_revision(self, name: str, digest: str) -> None:
         await self._ensure(layout.revision_link_key(name, digest), digest)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from angos_core import layout
 from angos_core.errors import DigestInvalid, ManifestBlobUnknown, ManifestTooLarge, ManifestUnknown
 from angos_core.oci import mediatypes as mt
-from angos_core.oci.digest import digest_bytes, is_digest, parse_digest
+from angos_core.oci.digest import digest_bytes, parse_digest
 from angos_core.oci.manifest import Manifest, parse_manifest, parse_stored, stored_media_type
 from angos_core.oci.names import validate_name, validate_tag
 from angos_core.registry.links import Links, repo_lock_key
@@ -77,7 +77,7 @@ class ManifestService:
         if len(body) > self.stores.settings.max_manifest_size:
             raise ManifestTooLarge(detail={"limit": int(self.stores.settings.max_manifest_size)})
         tags = [validate_tag(t) for t in extra_tags]
-        if is_digest(reference) or ":" in reference:
+        if ":" in reference:
             parsed = parse_digest(reference)
             digest = digest_bytes(body, parsed.algorithm)
             if digest != reference:
@@ -158,7 +158,7 @@ class ManifestService:
             return
         parse_digest(reference)
         async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
-            if not await self.links.has_revision(name, reference):
+            if not await self.links.has_revision(name, reference, fresh=True):
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
             body = await self.body(reference)
             lease.check()
