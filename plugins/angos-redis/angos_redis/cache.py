@@ -123,7 +123,8 @@ class RedisCache:
                 await self._ready("retrying cache invalidations", invalidating=True)
 
     async def open(self) -> None:
-        self._redis()
+        # A wrong url or password shows at startup rather than as a cache that never hits.
+        await self._call(self._redis().ping(), "PING at startup")
 
     async def health(self) -> None:
         await self._call(self._redis().ping(), "PING")

@@ -126,8 +126,13 @@ class RedisLockProvider:
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
+        # Fail at startup, naming Redis, rather than at the first push (a wrong url or
+        # password would otherwise look like a Redis outage later).
+        await call(self._connect().ping(), self.config.url, "PING at startup")
+
+    def _connect(self) -> aioredis.Redis:
         if self._client is not None:
-            return
+            return self._client
         # A command must come back well within the renewal interval, or the lease would run
         # out while we wait for it.
         client = make_client(self.config.url, op_timeout_secs=min(2.0, self.config.ttl / 3))
@@ -136,11 +141,10 @@ class RedisLockProvider:
         self._renew_script = client.register_script(_RENEW)
         self._release_script = client.register_script(_RELEASE)
         self._client = client
+        return client
 
     async def health(self) -> None:
-        await self.open()
-        assert self._client is not None
-        await call(self._client.ping(), self.config.url, "PING")
+        await call(self._connect().ping(), self.config.url, "PING")
 
     async def aclose(self) -> None:
         cleanups = list(self._cleanups)
@@ -160,7 +164,7 @@ class RedisLockProvider:
 
     @asynccontextmanager
     async def acquire(self, keys: Sequence[str]) -> AsyncIterator[RedisLease]:
-        await self.open()
+        self._connect()
         ordered = tuple(sorted({self._redis_key(k) for k in keys}))
         if not ordered:
             raise ValueError("acquire() needs at least one key")

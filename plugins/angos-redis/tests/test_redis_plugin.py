@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from angos_redis import RedisCache, RedisCacheConfig, RedisLockConfig, RedisLockProvider
 
-from angos_core.errors import ConfigError
+from angos_core.errors import BackendUnavailable, ConfigError
 from angos_core.plugins import load_catalogue
+from tests.support.redis_server import RedisServer
 
 
 def test_entry_point_provides_lock_provider_and_cache() -> None:
@@ -52,3 +53,18 @@ def test_config_table_errors_name_the_key() -> None:
     with pytest.raises(ConfigError) as excinfo:
         parse_table(RedisCacheConfig, {}, "cache.redis")
     assert excinfo.value.key == "cache.redis.url"
+
+
+async def test_open_fails_naming_redis_when_it_cannot_be_reached(
+    redis_server: RedisServer,
+) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    with redis_server.down():
+        for backend in (
+            RedisLockProvider(RedisLockConfig(url=url)),
+            RedisCache(RedisCacheConfig(url=url)),
+        ):
+            with pytest.raises(BackendUnavailable, match="PING at startup") as excinfo:
+                await backend.open()
+            assert excinfo.value.backend == "redis"
+            await backend.aclose()
