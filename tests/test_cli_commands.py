@@ -130,3 +130,19 @@ def test_serve_bad_config_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "blob_store.fs.bogus" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_backend_that_cannot_open_exits_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cfg = write(tmp_path / "c.toml", f'[blob_store.fs]\nroot_dir = "{blocker}/data"\n')
+    result = subprocess.run(
+        [*ANGOS, "serve", "-c", str(cfg), "--bind", "127.0.0.1", "--port", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("angos: fs: ")
+    assert "Traceback" not in result.stderr
