@@ -62,7 +62,8 @@ async def test_range_not_satisfiable(api: Api, header: str) -> None:
 
 
 async def test_unknown_blob(api: Api) -> None:
-    await api.push_blob("lib/app", DATA)
+    stored = await api.push_blob("lib/app", DATA)
+    before = api.files()
     missing = digest_of(b"never pushed")
     for method in ("GET", "DELETE"):
         resp = await api.request(method, f"/v2/lib/app/blobs/{missing}")
@@ -70,6 +71,8 @@ async def test_unknown_blob(api: Api) -> None:
         assert await error_code(resp) == "BLOB_UNKNOWN"
     resp = await api.head(f"/v2/lib/app/blobs/{missing}")
     assert resp.status == 404
+    assert api.files() == before
+    assert await (await api.get(f"/v2/lib/app/blobs/{stored}")).read() == DATA
 
 
 async def test_blob_of_another_repository_is_not_visible(api: Api) -> None:
