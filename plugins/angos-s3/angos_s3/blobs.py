@@ -133,14 +133,17 @@ class S3BlobStore:
             raise UploadOffsetMismatch(BACKEND, state.size, offset)
         old_tail = state.tail_key
         spool = Spool()
+        primed = False
         try:
-            if state.sealed:
-                await self._unseal(upload, state, spool)
-            elif state.tail_key is not None:
-                async for chunk in self.s3.stream(state.tail_key):
-                    await spool.write(chunk)
             try:
                 async for chunk in chunks:
+                    if not chunk:
+                        continue
+                    if not primed:
+                        # Only once bytes arrive: an empty append (the body of a final PUT)
+                        # neither moves the tail through this process nor rewrites the state.
+                        await self._prime(upload, state, spool)
+                        primed = True
                     view = memoryview(chunk)
                     while view:
                         if spool.size >= self.part_size:
@@ -150,13 +153,23 @@ class S3BlobStore:
                         view = view[room:]
             except BaseException:
                 # Keep what arrived: the client may resume from the size it then reads.
-                with contextlib.suppress(Exception):
-                    await self._save_tail(upload, state, spool, old_tail)
+                if primed:
+                    with contextlib.suppress(Exception):
+                        await self._save_tail(upload, state, spool, old_tail)
                 raise
-            await self._save_tail(upload, state, spool, old_tail)
+            if primed:
+                await self._save_tail(upload, state, spool, old_tail)
         finally:
             spool.close()
         return state.size
+
+    async def _prime(self, upload: UploadRef, state: UploadState, spool: Spool) -> None:
+        """Put the bytes after the last full part (the tail) in ``spool``, to append to."""
+        if state.sealed:
+            await self._unseal(upload, state, spool)
+        elif state.tail_key is not None:
+            async for chunk in self.s3.stream(state.tail_key):
+                await spool.write(chunk)
 
     async def _send_part(self, upload: UploadRef, state: UploadState, spool: Spool) -> None:
         key = data_key(upload)

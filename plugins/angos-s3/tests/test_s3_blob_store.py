@@ -235,3 +235,17 @@ async def test_delete_list_missing_and_presigned(store: S3BlobStore) -> None:
     assert await store.stat(_digest(data)) is None
     with pytest.raises(BlobNotFound):
         await _collect(store.read(_digest(data)))
+
+
+async def test_an_empty_append_writes_nothing(store: S3BlobStore, s3_bucket: S3Bucket) -> None:
+    """The final PUT of a chunked push appends an empty body: no tail goes back and forth."""
+    ref = _ref()
+    await store.upload_start(ref)
+    await store.upload_append(ref, 0, _chunks(b"x" * 1000))
+    state = "reg/" + upload_prefix(ref) + "state"
+    client = s3_client(s3_bucket.endpoint)
+    before = client.head_object(Bucket=s3_bucket.name, Key=state)["ETag"]
+    assert await store.upload_append(ref, 1000, _chunks(b"")) == 1000
+    assert client.head_object(Bucket=s3_bucket.name, Key=state)["ETag"] == before
+    with pytest.raises(UploadOffsetMismatch):
+        await store.upload_append(ref, 999, _chunks(b""))
