@@ -26,6 +26,7 @@ from typing import Any
 from angos_core.errors import BlobNotFound, UploadNotFound, UploadOffsetMismatch
 from angos_core.layout import blob_data_key, blobs_prefix, digest_from_blob_key, upload_prefix
 from angos_core.protocols import UploadRef
+from angos_s3.append import Appender
 from angos_s3.client import BACKEND, Missing, S3Client
 from angos_s3.config import S3_MAX_PART_SIZE, S3Config
 from angos_s3.spool import Spool
@@ -131,37 +132,7 @@ class S3BlobStore:
         state = await self._load(upload)
         if offset != state.size:
             raise UploadOffsetMismatch(BACKEND, state.size, offset)
-        old_tail = state.tail_key
-        spool = Spool()
-        primed = False
-        try:
-            try:
-                async for chunk in chunks:
-                    if not chunk:
-                        continue
-                    if not primed:
-                        # Only once bytes arrive: an empty append (the body of a final PUT)
-                        # neither moves the tail through this process nor rewrites the state.
-                        await self._prime(upload, state, spool)
-                        primed = True
-                    view = memoryview(chunk)
-                    while view:
-                        if spool.size >= self.part_size:
-                            await self._send_part(upload, state, spool)
-                        room = self.part_size - spool.size
-                        await spool.write(view[:room])
-                        view = view[room:]
-            except BaseException:
-                # Keep what arrived: the client may resume from the size it then reads.
-                if primed:
-                    with contextlib.suppress(Exception):
-                        await self._save_tail(upload, state, spool, old_tail)
-                raise
-            if primed:
-                await self._save_tail(upload, state, spool, old_tail)
-        finally:
-            spool.close()
-        return state.size
+        return await Appender(self, upload, state).run(chunks)
 
     async def _prime(self, upload: UploadRef, state: UploadState, spool: Spool) -> None:
         """Put the bytes after the last full part (the tail) in ``spool``, to append to."""
@@ -171,35 +142,31 @@ class S3BlobStore:
             async for chunk in self.s3.stream(state.tail_key):
                 await spool.write(chunk)
 
-    async def _send_part(self, upload: UploadRef, state: UploadState, spool: Spool) -> None:
-        key = data_key(upload)
-        if state.mpu_id is None:
-            resp = await self.s3.call("create_multipart_upload", key)
-            state.mpu_id = resp["UploadId"]
-            # Recorded at once so an abort can find the multipart upload even if this
-            # request dies before its end.
-            await self._save(upload, state, None)
+    async def _create_multipart(self, upload: UploadRef, state: UploadState) -> None:
+        resp = await self.s3.call("create_multipart_upload", data_key(upload))
+        state.mpu_id = resp["UploadId"]
+        # Recorded at once so an abort can find the multipart upload even if this request
+        # dies before its end.
+        await self._save(upload, state, None)
+
+    async def _upload_part(self, upload: UploadRef, mpu_id: str, number: int, spool: Spool) -> Part:
         body, md5 = await spool.body()
-        number = len(state.parts) + 1
         resp = await self.s3.call(
             "upload_part",
-            key,
-            UploadId=state.mpu_id,
+            data_key(upload),
+            UploadId=mpu_id,
             PartNumber=number,
             Body=body,
             ContentLength=spool.size,
             ContentMD5=md5,
         )
-        part = Part(resp["ETag"], spool.size)
-        # Emptied before the part is recorded: a failure in between leaves the bytes in the
-        # spool (kept as the tail) and not in the parts, never in both.
-        await spool.reset()
-        state.parts.append(part)
+        return Part(resp["ETag"], spool.size)
 
     async def _save_tail(
-        self, upload: UploadRef, state: UploadState, spool: Spool, old_tail: str | None
+        self, upload: UploadRef, state: UploadState, spool: Spool | None, old_tail: str | None
     ) -> None:
-        if spool.size:
+        """Store ``spool`` as the new tail (None: no tail), then the state."""
+        if spool is not None and spool.size:
             key = tail_key(upload, state.gen + 1)
             body, md5 = await spool.body()
             await self.s3.call(

@@ -249,3 +249,40 @@ async def test_an_empty_append_writes_nothing(store: S3BlobStore, s3_bucket: S3B
     assert client.head_object(Bucket=s3_bucket.name, Key=state)["ETag"] == before
     with pytest.raises(UploadOffsetMismatch):
         await store.upload_append(ref, 999, _chunks(b""))
+
+
+class _FailingPart(S3BlobStore):
+    """Fails to send part number ``fail_at`` (once)."""
+
+    fail_at = 0
+
+    async def _upload_part(self, upload: UploadRef, mpu_id: str, number: int, spool: Any) -> Any:
+        if number == self.fail_at:
+            self.fail_at = 0
+            raise ConnectionError("S3 went away")
+        return await super()._upload_part(upload, mpu_id, number, spool)
+
+
+@pytest.mark.parametrize("fail_at", [1, 2])
+async def test_a_part_that_cannot_be_sent_leaves_a_true_size(
+    s3_bucket: S3Bucket, fail_at: int
+) -> None:
+    store = _FailingPart(_config(s3_bucket))
+    try:
+        data = os.urandom(3 * PART + 500)
+        ref = _ref()
+        await store.upload_start(ref)
+        await store.upload_append(ref, 0, _chunks(data[:1000]))  # a tail first
+        store.fail_at = fail_at
+        with pytest.raises(ConnectionError):
+            await store.upload_append(ref, 1000, _chunks(data[1000:]))
+        # Part 1 failing: nothing recorded, the old tail stands. Part 2 failing: part 1
+        # (which took in the old tail) is recorded, nothing after it.
+        size = await store.upload_size(ref)
+        assert size == (1000 if fail_at == 1 else PART)
+        assert await _collect(store.upload_read(ref)) == data[:size]
+        await store.upload_append(ref, size, _chunks(data[size:]))
+        await store.upload_commit(ref, _digest(data))
+        assert await _collect(store.read(_digest(data))) == data
+    finally:
+        await store.aclose()
