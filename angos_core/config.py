@@ -174,10 +174,28 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
 class ServerConfig:
     bind_address: str = "0.0.0.0"
     port: int = 8000
+    #: Processes serving the port (SO_REUSEPORT); more than 1 needs a shared lock and cache.
+    workers: int = 1
+    #: After SIGTERM, how long in-flight requests may run before they are cancelled.
+    shutdown_grace_secs: float = 30.0
+    #: A request body that sends nothing for this long is cut (408). 0 disables.
+    read_timeout_secs: float = 60.0
+    #: An idle connection (no request, or a request's headers stalled) is closed after this.
+    keepalive_timeout_secs: float = 75.0
+    #: How long ``GET /readyz`` waits for each backend's health check.
+    health_timeout_secs: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError("server.port", f"must be between 0 and 65535, got {self.port}")
+        if self.workers < 1:
+            raise ConfigError("server.workers", f"must be at least 1, got {self.workers}")
+        for key in ("shutdown_grace_secs", "read_timeout_secs"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"server.{key}", f"cannot be negative, got {getattr(self, key)}")
+        for key in ("keepalive_timeout_secs", "health_timeout_secs"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"server.{key}", f"must be positive, got {getattr(self, key)}")
 
 
 @dataclass

@@ -14,8 +14,16 @@ from typing import Any
 from aiohttp import web
 
 from angos_core.config import AngosConfig, load_toml, parse_config
-from angos_core.http.context import REGISTRY
+from angos_core.http.context import REGISTRY, SERVER
 from angos_core.http.errors import error_middleware
+from angos_core.http.health import add_health_routes
+from angos_core.http.metrics import METRICS, Metrics, metrics_handler
+from angos_core.http.observe import (
+    AccessLogger,
+    access_log,
+    add_request_id_header,
+    observe_middleware,
+)
 from angos_core.http.routes import add_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores
@@ -39,16 +47,33 @@ def make_app(
 ) -> web.Application:
     """The registry application for ``config``.
 
-    ``observer`` receives every backend call (the metrics seam, see
+    ``observer`` receives every backend call besides the app's own metrics (see
     :mod:`angos_core.registry.wrappers`). ``stores`` replaces the configured backends
     (tests); they are still opened and closed with the app.
     """
-    app = web.Application(middlewares=[error_middleware])
+    server = config.server
+    app = web.Application(
+        middlewares=[observe_middleware, error_middleware],
+        # Passed to aiohttp's request handler by whichever runner serves the app.
+        handler_args={
+            "access_log_class": AccessLogger,
+            "access_log": access_log,
+            "keepalive_timeout": server.keepalive_timeout_secs,
+        },
+    )
     app[CONFIG] = config
+    app[SERVER] = server
+    metrics = app[METRICS] = Metrics()
     app.on_response_prepare.append(_api_version)
+    app.on_response_prepare.append(add_request_id_header)
+
+    def observe(kind: str, backend: str, op: str, secs: float, error: str | None) -> None:
+        metrics.observe_backend(kind, backend, op, secs, error)
+        if observer is not None:
+            observer(kind, backend, op, secs, error)
 
     async def backends(app: web.Application) -> AsyncIterator[None]:
-        built = stores if stores is not None else Stores.from_config(config, observer)
+        built = stores if stores is not None else Stores.from_config(config, observe)
         await built.open()
         app[REGISTRY] = Registry(built)
         log.info("angos backends open: %s (config: %s)", built.describe(), config.source)
@@ -59,6 +84,8 @@ def make_app(
 
     app.cleanup_ctx.append(backends)
     add_routes(app)
+    add_health_routes(app, server.health_timeout_secs)
+    app.router.add_get("/metrics", metrics_handler, name="metrics")
     return app
 
 

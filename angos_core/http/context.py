@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from angos_core.config import ServerConfig
 from angos_core.registry import Registry
 
 REGISTRY: web.AppKey[Registry] = web.AppKey("angos_registry", Registry)
+#: The ``[server]`` settings (timeouts) the handlers read.
+SERVER: web.AppKey[ServerConfig] = web.AppKey("angos_server", ServerConfig)
 
 
 def registry(request: web.Request) -> Registry:

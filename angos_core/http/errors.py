@@ -16,7 +16,7 @@ from angos_core.errors import (
     RangeNotSatisfiable,
     RegistryError,
 )
-from angos_core.http.streams import ClientGone
+from angos_core.http.streams import BodyStalled, ClientGone
 from angos_core.registry.uploads import ChunkOutOfOrder
 
 log = logging.getLogger("angos.http")
@@ -84,6 +84,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except ClientGone as exc:
         # Usually nobody is left to read this; what was appended stays (resumable).
         log.info("%s %s: %s", request.method, request.path, exc)
+        if isinstance(exc, BodyStalled):
+            response = error_response(408, "BLOB_UPLOAD_INVALID", str(exc))
+            response.force_close()
+            return response
         return error_response(400, "BLOB_UPLOAD_INVALID", str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:

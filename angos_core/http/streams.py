@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from angos_core.errors import AngosError, ManifestTooLarge
+from angos_core.http.context import SERVER
 
 
 class ClientGone(AngosError):
@@ -17,6 +18,10 @@ class ClientGone(AngosError):
     Deliberately not an ``OSError``: a backend consuming the stream must not mistake the
     client's failure for its own storage failing.
     """
+
+
+class BodyStalled(ClientGone):
+    """The client stopped sending the request body for longer than the read timeout."""
 
 
 #: Bytes gathered before handing a chunk to the blob store and the hasher: fewer, larger
@@ -30,18 +35,45 @@ def has_body(request: web.Request) -> bool:
     return (request.content_length or 0) > 0
 
 
+def _idle_timeout(request: web.Request) -> float | None:
+    server = request.app.get(SERVER)
+    secs = server.read_timeout_secs if server is not None else 0
+    return secs or None
+
+
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The body in chunks of ``COALESCE_BYTES`` (the last one shorter).
+
+    ``ClientGone`` if the body ends early, ``BodyStalled`` if no byte arrives for
+    ``[server] read_timeout_secs`` (the clock restarts with every byte received).
+    """
     content = request.content
+    idle = _idle_timeout(request)
+    loop = asyncio.get_running_loop()
     while True:
+        parts: list[bytes] = []
+        size = 0
         try:
-            chunk = await content.readexactly(COALESCE_BYTES)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                yield exc.partial
-            return
+            async with asyncio.timeout(None) as deadline:
+                while size < COALESCE_BYTES:
+                    if idle is not None:
+                        deadline.reschedule(loop.time() + idle)
+                    part = await content.read(COALESCE_BYTES - size)
+                    if not part:
+                        break
+                    parts.append(part)
+                    size += len(part)
+        except TimeoutError:
+            raise BodyStalled(
+                f"request body stalled: no data for {idle:g}s after {content.total_bytes} bytes"
+            ) from None
         except (HttpProcessingError, ConnectionError) as exc:
             raise ClientGone(f"request body incomplete: {exc!r}") from exc
-        yield chunk
+        if size == 0:
+            return
+        yield parts[0] if len(parts) == 1 else b"".join(parts)
+        if size < COALESCE_BYTES:
+            return
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
@@ -49,11 +81,21 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise ManifestTooLarge(detail={"limit": limit})
     buf = bytearray()
+    idle = _idle_timeout(request)
+    loop = asyncio.get_running_loop()
     try:
-        async for chunk in request.content.iter_any():
-            buf += chunk
-            if len(buf) > limit:
-                raise ManifestTooLarge(detail={"limit": limit})
+        async with asyncio.timeout(None) as deadline:
+            while True:
+                if idle is not None:
+                    deadline.reschedule(loop.time() + idle)
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                buf += chunk
+                if len(buf) > limit:
+                    raise ManifestTooLarge(detail={"limit": limit})
+    except TimeoutError:
+        raise BodyStalled(f"request body stalled: no data for {idle:g}s") from None
     except (HttpProcessingError, ConnectionError) as exc:
         raise ClientGone(f"request body incomplete: {exc!r}") from exc
     return bytes(buf)

@@ -1,0 +1,147 @@
+"""Prometheus metrics, one :class:`CollectorRegistry` per application.
+
+A per-app registry (not prometheus-client's global one) keeps tests and several apps in one
+process apart; with ``--workers N`` each worker process serves its own numbers, and a
+scraper sees whichever worker answered (see docs/operations.md).
+
+Labels are bounded: the route is the route *template* (``/v2/{name}/manifests/{reference}``)
+never the path, methods outside the HTTP set become ``OTHER``, and backend errors are
+labelled with an exception class name.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
+)  # fmt: skip
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in _KNOWN_METHODS else "OTHER"
+
+
+class Metrics:
+    """Every metric Angos exports, registered in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.requests = Counter(
+            "angos_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ("route", "method", "status"),
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "angos_http_request_duration_seconds",
+            "Time from receiving a request to the end of its response, by route and method.",
+            ("route", "method"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bytes_received = Counter(
+            "angos_http_request_bytes",
+            "Request body bytes received, by route and method.",
+            ("route", "method"),
+            registry=r,
+        )
+        self.bytes_sent = Counter(
+            "angos_http_response_bytes",
+            "Response bytes sent (headers and body), by route and method.",
+            ("route", "method"),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "angos_http_requests_in_flight",
+            "Requests being handled right now.",
+            registry=r,
+        )
+        self.uploads_in_progress = Gauge(
+            "angos_uploads_in_progress",
+            "Upload requests (POST/PATCH/PUT on /blobs/uploads) being handled right now.",
+            registry=r,
+        )
+        self.backend_seconds = Histogram(
+            "angos_backend_operation_duration_seconds",
+            "Duration of backend calls, by backend kind, backend name and operation.",
+            ("kind", "backend", "op"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "angos_backend_operation_errors",
+            "Backend calls that raised, by kind, backend name, operation and exception class.",
+            ("kind", "backend", "op", "error"),
+            registry=r,
+        )
+        self.lock_wait = Histogram(
+            "angos_lock_wait_seconds",
+            "Time spent acquiring repository locks (local queue and provider), by provider.",
+            ("backend",),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lock_failures = Counter(
+            "angos_lock_failures",
+            "Lock acquisitions that failed, by provider and exception class.",
+            ("backend", "error"),
+            registry=r,
+        )
+
+    def observe_backend(
+        self, kind: str, backend: str, op: str, seconds: float, error: str | None
+    ) -> None:
+        """The wrappers' observer (see :mod:`angos_core.registry.wrappers`); never raises."""
+        self.backend_seconds.labels(kind, backend, op).observe(seconds)
+        if error is not None:
+            self.backend_errors.labels(kind, backend, op, error).inc()
+        if kind == "lock_provider" and op == "acquire":
+            self.lock_wait.labels(backend).observe(seconds)
+            if error is not None:
+                self.lock_failures.labels(backend, error).inc()
+
+    def observe_request(
+        self,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float,
+        received: int,
+        sent: int,
+    ) -> None:
+        method = method_label(method)
+        self.requests.labels(route, method, str(status)).inc()
+        self.request_seconds.labels(route, method).observe(seconds)
+        if received:
+            self.bytes_received.labels(route, method).inc(received)
+        if sent:
+            self.bytes_sent.labels(route, method).inc(sent)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+METRICS: web.AppKey[Metrics] = web.AppKey("angos_metrics", Metrics)
+
+
+async def metrics_handler(request: web.Request) -> web.StreamResponse:
+    body = request.app[METRICS].render()
+    response = web.Response(body=body)
+    # CONTENT_TYPE_LATEST carries its own charset/version parameters.
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response

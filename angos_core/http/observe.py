@@ -1,0 +1,177 @@
+"""Per-request observation: the request id, in-flight gauges, the access log and the request
+metrics.
+
+The access log line and the request metrics are written by :class:`AccessLogger`, which
+aiohttp calls once the response has been completely written (or the client went away), so
+the duration and byte counts cover the whole transfer, ``sendfile`` included. It is
+installed through the application's ``handler_args``, so every runner (``angos serve``,
+aiohttp's test server) uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+
+from angos_core.http.metrics import METRICS, Metrics
+from angos_core.logs import REDACTED, request_id_var
+
+access_log = logging.getLogger("angos.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID: web.RequestKey[str] = web.RequestKey("angos_request_id", str)
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:+=/-]{1,128}$")
+
+#: Probe and scrape endpoints: not in the request metrics, access-logged at debug level only.
+OPS_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+UNMATCHED = "unmatched"
+
+_SECRET_PARAM = re.compile(r"(signature|sig|token|credential|secret|password)", re.I)
+
+
+def request_id(request: BaseRequest) -> str:
+    """The request's id: the client's ``X-Request-ID`` if sane, else a new one."""
+    rid = request.get(_REQUEST_ID)
+    if isinstance(rid, str):
+        return rid
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    rid = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+    request[_REQUEST_ID] = rid
+    return rid
+
+
+def route_template(request: BaseRequest) -> str:
+    """The matched route's template (bounded label), or ``unmatched``."""
+    match_info = getattr(request, "_match_info", None)
+    route = getattr(match_info, "route", None)
+    resource = getattr(route, "resource", None)
+    if resource is None:
+        return UNMATCHED
+    canonical: str = resource.canonical
+    return canonical
+
+
+def _is_upload(request: web.Request, route: str) -> bool:
+    return "/blobs/uploads" in route and request.method in ("POST", "PATCH", "PUT")
+
+
+def _query_for_log(request: BaseRequest) -> str:
+    if not request.query_string:
+        return ""
+    parts = []
+    for key, value in request.query.items():
+        parts.append(f"{key}={REDACTED if _SECRET_PARAM.search(key) else value}")
+    return "&".join(parts)
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Outermost middleware: fixes the request id for every log line of the request and keeps
+    the in-flight gauges."""
+    rid = request_id(request)
+    token = request_id_var.set(rid)
+    route = route_template(request)
+    metrics = request.app.get(METRICS)
+    counted = metrics is not None and route not in OPS_ROUTES
+    upload = counted and _is_upload(request, route)
+    if counted:
+        assert metrics is not None
+        metrics.in_flight.inc()
+        if upload:
+            metrics.uploads_in_progress.inc()
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    finally:
+        if counted:
+            assert metrics is not None
+            metrics.in_flight.dec()
+            if upload:
+                metrics.uploads_in_progress.dec()
+        request_id_var.reset(token)
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response, streamed ones too, carries the id."""
+    response.headers[REQUEST_ID_HEADER] = request_id(request)
+
+
+def _bytes_sent(request: BaseRequest, response: web.StreamResponse) -> int:
+    sent = response.body_length
+    # A file sent with sendfile bypasses the writer that body_length counts.
+    if (
+        isinstance(response, web.FileResponse)
+        and request.method != "HEAD"
+        and response.content_length
+        and sent < response.content_length
+    ):
+        sent += response.content_length
+    return sent
+
+
+def _metrics(request: BaseRequest) -> Metrics | None:
+    # A request aiohttp rejected before routing (malformed HTTP) has no app.
+    match_info = getattr(request, "_match_info", None)
+    apps = getattr(match_info, "apps", ()) if match_info is not None else ()
+    return apps[0].get(METRICS) if apps else None
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request (JSON fields under ``[log] format = "json"``) plus the request
+    metrics. Authorization headers are never read; secret query values are masked."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        try:
+            self._log(request, response, time)
+        except Exception:  # an access log must never break a response
+            logging.getLogger("angos.http").exception("access log failed")
+
+    def _log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        route = route_template(request)
+        content = request.content
+        received = int(getattr(content, "total_bytes", 0) or 0)
+        sent = _bytes_sent(request, response)
+        ops = route in OPS_ROUTES
+        metrics = _metrics(request)
+        if metrics is not None and not ops:
+            metrics.observe_request(route, request.method, response.status, time, received, sent)
+        level = logging.DEBUG if ops else logging.INFO
+        if not self.logger.isEnabledFor(level):
+            return
+        query = _query_for_log(request)
+        path = request.path + (f"?{query}" if query else "")
+        rid = request_id(request)
+        fields = {
+            "method": request.method,
+            "path": path,
+            "route": route,
+            "status": response.status,
+            "duration_ms": round(time * 1000, 3),
+            "bytes_in": received,
+            "bytes_out": sent,
+            "remote": request.remote,
+            "user_agent": request.headers.get("User-Agent", ""),
+        }
+        self.logger.log(
+            level,
+            '%s "%s %s" %s %.3fs in=%d out=%d',
+            request.remote,
+            request.method,
+            path,
+            response.status,
+            time,
+            received,
+            sent,
+            extra={"request_id": rid, "fields": fields},
+        )
+
+    @property
+    def enabled(self) -> bool:
+        # Always: the metrics ride on this call even when the log level hides the line.
+        return True

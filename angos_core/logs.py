@@ -1,0 +1,151 @@
+"""Logging: text (default) or JSON lines, a request id on every record, secrets redacted.
+
+Every record passes through :func:`redact` when it is formatted, so a secret that reaches a
+message by accident (a Redis URL with a password inside a backend's error, a presigned URL,
+an Authorization header) is still not written. The startup config summary is built by
+:func:`config_summary`, which drops secret settings before anything is formatted.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from angos_core.config import AngosConfig, BackendChoice, LogConfig
+
+#: The request being handled by the current task ("-" outside a request).
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "angos_request_id", default="-"
+)
+
+REDACTED = "***"
+
+#: Setting names whose values are secrets, in any backend's table.
+_SECRET_KEY_RE = re.compile(r"(secret|password|passwd|token|credential|access_key|private)", re.I)
+#: ``scheme://user:password@host`` -> ``scheme://user:***@host``.
+_URL_PASSWORD_RE = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
+#: Query parameters of presigned URLs and tokens.
+_QUERY_SECRET_RE = re.compile(
+    r"(?P<head>[?&](?:[\w.-]*(?:signature|sig|token|credential|secret|password|security-token)"
+    r"[\w.-]*)=)[^&\s\"']*",
+    re.I,
+)
+_AUTH_HEADER_RE = re.compile(
+    r"(?P<head>\b(?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?)[^\"'\n]+", re.I
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with URL passwords, signed query parameters and Authorization values masked."""
+    if "://" in text:
+        text = _URL_PASSWORD_RE.sub(rf"\g<head>{REDACTED}@", text)
+    if "=" in text:
+        text = _QUERY_SECRET_RE.sub(rf"\g<head>{REDACTED}", text)
+    if "uthorization" in text:
+        text = _AUTH_HEADER_RE.sub(rf"\g<head>{REDACTED}", text)
+    return text
+
+
+def is_secret_setting(name: str) -> bool:
+    return bool(_SECRET_KEY_RE.search(name))
+
+
+def _redact_value(name: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _redact_value(k, v) for k, v in value.items()}
+    if value is None:
+        return None
+    if is_secret_setting(name):
+        return REDACTED
+    if isinstance(value, str) and "://" in value:
+        parts = urlsplit(value)
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if parts.port is not None:
+                host = f"{host}:{parts.port}"
+            user = parts.username or ""
+            parts = parts._replace(netloc=f"{user}:{REDACTED}@{host}")
+            return urlunsplit(parts)
+    return value
+
+
+def _backend(choice: BackendChoice) -> dict[str, Any]:
+    return {"name": choice.name, **{k: _redact_value(k, v) for k, v in choice.table.items()}}
+
+
+def config_summary(config: AngosConfig) -> dict[str, Any]:
+    """The effective configuration with every secret replaced by ``***`` (for the startup log)."""
+    return {
+        "source": config.source,
+        "server": dict(vars(config.server)),
+        "global": {k: v for k, v in vars(config.global_).items()},
+        "log": dict(vars(config.log)),
+        "blob_store": _backend(config.blob_store),
+        "metadata_store": _backend(config.metadata_store),
+        "lock_provider": _backend(config.lock_provider),
+        "cache": _backend(config.cache),
+    }
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    millis = int(record.msecs)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{millis:03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, then the record's
+    structured ``fields`` (the access log puts method, route, status, ... there)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        rid = getattr(record, "request_id", "-")
+        if rid != "-":
+            entry["request_id"] = rid
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update({k: redact(v) if isinstance(v, str) else v for k, v in fields.items()})
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger [request id]: message`` (the id only inside a request)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        rid = getattr(record, "request_id", "-")
+        where = f"{record.name} [{rid}]" if rid != "-" else record.name
+        line = f"{_timestamp(record)} {record.levelname} {where}: {redact(record.getMessage())}"
+        if record.exc_info:
+            line += "\n" + redact(self.formatException(record.exc_info))
+        return line
+
+
+def setup_logging(config: LogConfig) -> None:
+    """Route every logger to stderr in the configured format and level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.level.upper())
+    # aiohttp's own access logger would duplicate ours (angos.access).
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
