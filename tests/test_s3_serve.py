@@ -172,14 +172,20 @@ async def test_503_while_running_when_the_bucket_is_deleted(
     angos_server_factory: AngosServerFactory, s3_bucket: S3Bucket
 ) -> None:
     server = angos_server_factory(s3_serve_toml(s3_bucket))
-    s3_client(s3_bucket.endpoint).delete_bucket(Bucket=s3_bucket.name)
-    async with (
-        client_session() as http,
-        http.post(URL(server.url) / "v2/lib/app/blobs/uploads/") as resp,
-    ):
-        assert resp.status == 503
-        message = await _error(resp)
-        assert s3_bucket.name in message and "does not exist" in message
+    async with client_session() as http:
+        async with http.get(URL(server.url) / "readyz") as resp:
+            assert resp.status == 200
+        s3_client(s3_bucket.endpoint).delete_bucket(Bucket=s3_bucket.name)
+        async with http.post(URL(server.url) / "v2/lib/app/blobs/uploads/") as resp:
+            assert resp.status == 503
+            message = await _error(resp)
+            assert s3_bucket.name in message and "does not exist" in message
+        # Readiness says which stores fail and why.
+        async with http.get(URL(server.url) / "readyz") as resp:
+            assert resp.status == 503
+            body = await resp.json()
+            assert set(body["failing"]) == {"blob_store (s3)", "metadata_store (s3)"}
+            assert s3_bucket.name in body["backends"]["blob_store"]["error"]
 
 
 # --------------------------------------------------------------------------- crashes
