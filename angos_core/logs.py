@@ -106,7 +106,7 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id, then the record's
+    """One JSON object per line: time, level, logger, message, pid, request_id, then the record's
     structured ``fields`` (the access log puts method, route, status, ... there)."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -115,6 +115,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": redact(record.getMessage()),
+            "pid": record.process,
         }
         rid = getattr(record, "request_id", "-")
         if rid != "-":

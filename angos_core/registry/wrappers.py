@@ -14,6 +14,7 @@ Each wrapper:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
@@ -233,9 +234,19 @@ class WrappedLockProvider(_Wrapped):
     async def _acquire(self, keys: Sequence[str]) -> AsyncIterator[Lease]:
         ordered = sorted(set(keys))
         start = time.perf_counter()
-        async with self._local.hold(ordered, self.LOCAL_WAIT_SECS, self.name):
-            cm = self.inner.acquire(ordered)
+        local = self._local.hold(ordered, self.LOCAL_WAIT_SECS, self.name)
+        try:
+            await local.__aenter__()
+        except LockUnavailable:
+            # Waited out the local queue: a lock failure like the provider's own.
+            elapsed = time.perf_counter() - start
+            self._observe(self.kind, self.name, "acquire", elapsed, "LockUnavailable")
+            raise
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_exit(local)
             try:
+                # Inside the try: a provider may also fail eagerly, before awaiting.
+                cm = self.inner.acquire(ordered)
                 lease = await cm.__aenter__()
             except BaseException as exc:
                 self._observe(
