@@ -27,7 +27,7 @@ from tests.api_support import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of,
 from tests.support.redis_server import RedisServer
 
 
-class SickCache(MemoryCache):
+class SickCache(MemoryCache):  # type: ignore[misc]
     """A working memory cache whose health check fails or never answers."""
 
     name = "sick"
@@ -44,7 +44,7 @@ class HangingCache(SickCache):
     hang = True
 
 
-class StuckLocks(MemoryLockProvider):
+class StuckLocks(MemoryLockProvider):  # type: ignore[misc]
     name = "stuck"
 
     def acquire(self, keys: Any) -> Any:
@@ -174,7 +174,7 @@ async def test_readyz_with_redis_down(tmp_path: Path, redis_server: RedisServer)
 
 async def test_metrics_count_requests_bytes_and_backends(tmp_path: Path) -> None:
     async with serving(fs_toml(tmp_path / "d")) as client:
-        api = Api(client, tmp_path / "d", client.server.app)  # type: ignore[arg-type]
+        api = Api(client, tmp_path / "d", client.app)
         layer = b"L" * 300_000
         config = b'{"architecture":"amd64","os":"linux"}'
         for name in ("team/one", "team/two"):
