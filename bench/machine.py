@@ -1,9 +1,10 @@
 """The machine's own limits, measured in the same run as the registries.
 
-- loopback TCP: a separate process blasts bytes with ``sendall`` from a 1 MiB buffer over one
-  127.0.0.1 connection; this process drains them with ``recv_into``. Neither side parses
-  anything, so this is what the kernel and two cores allow one stream, an upper bound for a
-  blob pull.
+- loopback TCP: a separate process blasts bytes with ``sendall`` from a 1 MiB buffer over
+  127.0.0.1 connections; this process drains them with ``recv_into``. Neither side parses
+  anything, so this is what the kernel and the cores allow: an upper bound for a blob pull.
+  Measured with one stream, and with as many streams (one receiving thread each) as the
+  pull row has clients.
 - sha256: :mod:`hashlib` (OpenSSL) over the same pseudo-random stream the pushes send,
   single-threaded, which is the cost every registry pays per pushed byte.
 """
@@ -16,52 +17,70 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from bench.datagen import BlobStream
 
 _SENDER = """
-import socket, sys
-port, total = int(sys.argv[1]), int(sys.argv[2])
+import socket, sys, threading
+port, total, streams = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 buf = bytes(1 << 20)
-s = socket.create_connection(("127.0.0.1", port))
-left = total
-while left > 0:
-    n = min(left, len(buf))
-    s.sendall(buf[:n] if n < len(buf) else buf)
-    left -= n
-s.close()
+
+def send():
+    s = socket.create_connection(("127.0.0.1", port))
+    left = total
+    while left > 0:
+        n = min(left, len(buf))
+        s.sendall(buf[:n] if n < len(buf) else buf)
+        left -= n
+    s.close()
+
+threads = [threading.Thread(target=send) for _ in range(streams)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
 """
 
 
-def loopback_mb_s(total: int, timeout: float = 120.0) -> float:
-    """MB/s (10^6 bytes) of one loopback TCP stream between two processes."""
+def _drain(conn: socket.socket, timeout: float) -> int:
+    conn.settimeout(timeout)
+    buf = bytearray(1 << 20)
+    got = 0
+    with conn:
+        while True:
+            n = conn.recv_into(buf)
+            if not n:
+                return got
+            got += n
+
+
+def loopback_mb_s(total: int, streams: int = 1, timeout: float = 120.0) -> float:
+    """MB/s (10^6 bytes) of ``streams`` loopback TCP connections between two processes,
+    ``total`` bytes each; with several streams, one receiving thread per stream (the pull
+    row's client shape)."""
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
-        srv.listen(1)
+        srv.listen(streams)
         srv.settimeout(timeout)
         port = srv.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-c", _SENDER, str(port), str(total)])
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SENDER, str(port), str(total), str(streams)]
+        )
         try:
-            conn, _ = srv.accept()
-            with conn:
-                conn.settimeout(timeout)
-                buf = bytearray(1 << 20)
-                got = 0
-                t0 = time.perf_counter()
-                while True:
-                    n = conn.recv_into(buf)
-                    if not n:
-                        break
-                    got += n
-                elapsed = time.perf_counter() - t0
+            conns = [srv.accept()[0] for _ in range(streams)]
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(streams) as pool:
+                got = sum(pool.map(lambda c: _drain(c, timeout), conns))
+            elapsed = time.perf_counter() - t0
             proc.wait(timeout)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    if got != total:
-        raise RuntimeError(f"loopback reference received {got} of {total} bytes")
-    return total / elapsed / 1e6
+    if got != total * streams:
+        raise RuntimeError(f"loopback reference received {got} of {total * streams} bytes")
+    return got / elapsed / 1e6
 
 
 def sha256_mb_s(size: int) -> float:
