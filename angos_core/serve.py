@@ -103,13 +103,49 @@ def check_shared_backends(config: AngosConfig, workers: int) -> None:
 # --------------------------------------------------------------------------- one process
 
 
-def _in_flight(app: web.Application) -> int:
-    from angos_core.http.metrics import METRICS
+#: Seconds aiohttp's own clean-up may take once the drain has ended (cancelled requests
+#: unwinding, connections closing).
+CLEANUP_SECS = 5.0
 
-    metrics = app.get(METRICS)
-    if metrics is None:
-        return 0
-    return int(sum(s.value for m in metrics.in_flight.collect() for s in m.samples))
+
+async def drain(runner: web.AppRunner, app: web.Application, grace: float) -> int:
+    """Stop accepting, close idle connections, and give in-flight requests up to ``grace``
+    seconds; cancel what is left. Returns the number of requests cancelled.
+
+    Unlike ``AppRunner.cleanup`` alone, a connection whose request is still receiving its
+    body is not closed (aiohttp drops the data of a closing connection), so an upload in
+    progress can complete; it closes after its response.
+    """
+    from angos_core.http.health import SHUTTING_DOWN
+    from angos_core.http.observe import REQUEST_TASKS
+
+    app[SHUTTING_DOWN][0] = True
+    for site in list(runner.sites):
+        await site.stop()
+    tasks = app[REQUEST_TASKS]
+    log.info(
+        "shutting down: listening stopped; %d request(s) in flight get up to %gs",
+        len(tasks),
+        grace,
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while True:
+        server = runner.server
+        for conn in server.connections if server is not None else []:
+            if not getattr(conn, "_request_in_progress", False):
+                conn.close()
+        remaining = deadline - loop.time()
+        if not tasks or remaining <= 0:
+            break
+        await asyncio.wait(set(tasks), timeout=min(remaining, 0.2))
+    left = list(tasks)
+    if left:
+        log.warning("grace period over: cancelling %d request(s) still in flight", len(left))
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=CLEANUP_SECS)
+    return len(left)
 
 
 async def serve_app(
@@ -125,7 +161,7 @@ async def serve_app(
 
     app = make_app(config)
     grace = config.server.shutdown_grace_secs
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=CLEANUP_SECS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -138,18 +174,16 @@ async def serve_app(
         if on_ready is not None:
             on_ready(addresses)
         await stop.wait()
-        log.info(
-            "shutting down: listening stopped; %d request(s) in flight get up to %gs",
-            _in_flight(app),
-            grace,
-        )
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         # A second signal during the grace period is ignored (SIGKILL forces).
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: None)
+        await drain(runner, app, grace)
+    finally:
         await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            # Stopping already: a late signal must not turn the exit 0 into a kill.
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def serve_one(config: AngosConfig, bind: str, port: int) -> int:
@@ -285,7 +319,8 @@ class Master:
             os.close(worker.ready_fd)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
-                if code != 0:
+                # -SIGTERM: a worker still starting, before its own handler was installed.
+                if code not in (0, -signal.SIGTERM):
                     log.warning("worker %d (pid %d) exited with %d", worker.index, pid, code)
                     self.failed_code = self.failed_code or 1
                 continue

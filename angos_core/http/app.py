@@ -19,6 +19,7 @@ from angos_core.http.errors import error_middleware
 from angos_core.http.health import add_health_routes
 from angos_core.http.metrics import METRICS, Metrics, metrics_handler
 from angos_core.http.observe import (
+    REQUEST_TASKS,
     AccessLogger,
     access_log,
     add_request_id_header,
@@ -64,6 +65,7 @@ def make_app(
     app[CONFIG] = config
     app[SERVER] = server
     metrics = app[METRICS] = Metrics()
+    app[REQUEST_TASKS] = set()
     app.on_response_prepare.append(_api_version)
     app.on_response_prepare.append(add_request_id_header)
 

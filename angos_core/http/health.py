@@ -73,6 +73,7 @@ def add_health_routes(app: web.Application, timeout: float) -> None:
     async def _mark_shutdown(app: web.Application) -> None:
         app[SHUTTING_DOWN][0] = True
 
+    # ``angos serve`` sets the flag when its drain starts; this covers other runners.
     app.on_shutdown.append(_mark_shutdown)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")

@@ -10,6 +10,7 @@ aiohttp's test server) uses it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -19,6 +20,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
+from angos_core.http.health import SHUTTING_DOWN
 from angos_core.http.metrics import METRICS, Metrics
 from angos_core.logs import REDACTED, request_id_var
 
@@ -31,6 +33,10 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:+=/-]{1,128}$")
 #: Probe and scrape endpoints: not in the request metrics, access-logged at debug level only.
 OPS_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 UNMATCHED = "unmatched"
+
+#: The tasks of the requests being handled (a graceful shutdown waits for them). A task
+#: ends after its response is written, so a file still being sent counts as in flight.
+REQUEST_TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("angos_request_tasks", set)
 
 _SECRET_PARAM = re.compile(r"(signature|sig|token|credential|secret|password)", re.I)
 
@@ -76,6 +82,11 @@ async def observe_middleware(request: web.Request, handler: Any) -> web.StreamRe
     the in-flight gauges."""
     rid = request_id(request)
     token = request_id_var.set(rid)
+    tasks = request.app.get(REQUEST_TASKS)
+    task = asyncio.current_task()
+    if tasks is not None and task is not None and task not in tasks:
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
     route = route_template(request)
     metrics = request.app.get(METRICS)
     counted = metrics is not None and route not in OPS_ROUTES
@@ -87,6 +98,9 @@ async def observe_middleware(request: web.Request, handler: Any) -> web.StreamRe
             metrics.uploads_in_progress.inc()
     try:
         response: web.StreamResponse = await handler(request)
+        if request.app.get(SHUTTING_DOWN, [False])[0]:
+            # Shutting down: this connection closes after its response.
+            response.force_close()
         return response
     finally:
         if counted:
