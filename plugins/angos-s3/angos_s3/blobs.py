@@ -2,9 +2,10 @@
 
 An upload (see :mod:`angos_s3.state` for the objects it keeps in the bucket):
 
-* ``upload_append`` spools incoming bytes to a local temporary file and sends every full
-  ``multipart_part_size`` part to S3 as soon as it is complete; what is left (less than a
-  part) is stored as the session's tail object. Memory per upload: one small buffer.
+* ``upload_append`` (:mod:`angos_s3.append`) spools incoming bytes to a local temporary
+  file and sends every full ``multipart_part_size`` part to S3 as soon as it is complete,
+  in the background while the next one spools; what is left (less than a part) is stored
+  as the session's tail object. Memory per upload: two small buffers.
 * ``upload_read`` (core re-hashes when the PUT lands where the PATCHes did not) needs the
   bytes as one object: it *seals* the session, completing the multipart upload with the tail
   as its last part (copied server-side) into ``data``.
