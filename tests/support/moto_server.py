@@ -37,6 +37,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
+# Tests talk to loopback only: a config without credentials must never make botocore look
+# for an EC2 instance role at the link-local metadata address. Inherited by every
+# subprocess the tests start (angos serve included).
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
 ACCESS_KEY_ID = "angos-test-key"
 SECRET_KEY = "angos-test-secret"
 REGION = "us-east-1"

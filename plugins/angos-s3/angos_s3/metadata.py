@@ -21,7 +21,12 @@ class S3MetadataStore:
         self.s3 = S3Client(config)
 
     async def open(self) -> None:
-        await self.s3.check_bucket()
+        try:
+            await self.s3.check_bucket()
+        except BaseException:
+            # Core closes only what opened: do not leave the connection pool behind.
+            await self.s3.aclose()
+            raise
 
     async def health(self) -> None:
         await self.s3.check_bucket()
