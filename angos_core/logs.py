@@ -93,6 +93,11 @@ def config_summary(config: AngosConfig) -> dict[str, Any]:
     }
 
 
+def _message(record: logging.LogRecord) -> str:
+    message = record.getMessage()
+    return message if getattr(record, "redacted", False) else redact(message)
+
+
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
@@ -114,7 +119,7 @@ class JsonFormatter(logging.Formatter):
             "time": _timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": _message(record),
             "pid": record.process,
         }
         rid = getattr(record, "request_id", "-")
@@ -122,7 +127,10 @@ class JsonFormatter(logging.Formatter):
             entry["request_id"] = rid
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            entry.update({k: redact(v) if isinstance(v, str) else v for k, v in fields.items()})
+            if getattr(record, "redacted", False):
+                entry.update(fields)
+            else:
+                entry.update({k: redact(v) if isinstance(v, str) else v for k, v in fields.items()})
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
@@ -134,7 +142,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rid = getattr(record, "request_id", "-")
         where = f"{record.name} [{rid}]" if rid != "-" else record.name
-        line = f"{_timestamp(record)} {record.levelname} {where}: {redact(record.getMessage())}"
+        line = f"{_timestamp(record)} {record.levelname} {where}: {_message(record)}"
         if record.exc_info:
             line += "\n" + redact(self.formatException(record.exc_info))
         return line

@@ -11,6 +11,8 @@ labelled with an exception class name.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,6 +41,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._backend_children: dict[tuple[str, str, str], Any] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}
         r = self.registry
         ProcessCollector(registry=r)
         self.requests = Counter(
@@ -107,7 +111,11 @@ class Metrics:
         self, kind: str, backend: str, op: str, seconds: float, error: str | None
     ) -> None:
         """The wrappers' observer (see :mod:`angos_core.registry.wrappers`); never raises."""
-        self.backend_seconds.labels(kind, backend, op).observe(seconds)
+        key = (kind, backend, op)
+        child = self._backend_children.get(key)
+        if child is None:
+            child = self._backend_children[key] = self.backend_seconds.labels(*key)
+        child.observe(seconds)
         if error is not None:
             self.backend_errors.labels(kind, backend, op, error).inc()
         if kind == "lock_provider" and op == "acquire":
@@ -124,13 +132,25 @@ class Metrics:
         received: int,
         sent: int,
     ) -> None:
-        method = method_label(method)
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_seconds.labels(route, method).observe(seconds)
+        # The label children are cached: ``labels()`` validates and locks on every call,
+        # which showed in profiles of small requests.
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            m = method_label(method)
+            children = self._request_children[key] = (
+                self.requests.labels(route, m, str(status)),
+                self.request_seconds.labels(route, m),
+                self.bytes_received.labels(route, m),
+                self.bytes_sent.labels(route, m),
+            )
+        count, latency, received_bytes, sent_bytes = children
+        count.inc()
+        latency.observe(seconds)
         if received:
-            self.bytes_received.labels(route, method).inc(received)
+            received_bytes.inc(received)
         if sent:
-            self.bytes_sent.labels(route, method).inc(sent)
+            sent_bytes.inc(sent)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
