@@ -141,7 +141,7 @@ class Bench:
         self.wrk = wrk
         self.only = only
         self.rows: list[Row] = []
-        self.refs: dict[str, float] = {}
+        self.refs: dict[str, Any] = {}
         self.blobs: dict[str, BlobStream] = {}
         self.round = 0
 
@@ -431,6 +431,14 @@ class Bench:
             n = 1 if wl.key in ("6a", "6") else rounds
             for r in range(n):
                 self.round = r
+                if wl.key == "3":
+                    # The machine is shared: measure the limit right beside the row it judges.
+                    self.refs.setdefault("loopback_n_mb_s_at_row3", []).append(
+                        machine.loopback_mb_s(
+                            self.s.loopback_bytes // self.s.pull_clients,
+                            streams=self.s.pull_clients,
+                        )
+                    )
                 # Alternate who goes first, so neither always meets a warmer page cache or
                 # a quieter machine.
                 order = self.registries if (i + r) % 2 == 0 else list(reversed(self.registries))
@@ -511,6 +519,20 @@ def render(bench: Bench, names: list[str], meta: dict[str, Any]) -> str:
         f"after {refs.get('sha256_mb_s_after', 0):,.0f}; the higher is used)"
     )
     by_key = {r.key: r for r in bench.rows}
+    beside = refs.get("loopback_n_mb_s_at_row3")
+    if beside:
+        med = statistics.median(beside)
+        out.append(
+            f"- loopback TCP, {clients} streams, measured right before each round of row 3: "
+            f"median {med:,.0f} MB/s"
+        )
+        for n in names:
+            v = by_key["3"].values.get(n) if "3" in by_key else None
+            if v:
+                out.append(
+                    f"- row 3, {COLUMNS[n]}: {100 * v / med:.0f}% of the loopback measured "
+                    "beside it (the issue's target: >= 80%)"
+                )
     for key, ref, what in (
         ("3", "loopback_mb_s", "loopback (1 stream)"),
         ("3", "loopback_n_mb_s", f"loopback ({clients} streams)"),
