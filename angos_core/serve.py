@@ -23,9 +23,11 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -246,6 +248,7 @@ class Master:
         self.stopping = False
         self.stop_started = 0.0
         self.failed_code = 0
+        self.metrics_dir = ""
 
     # ------------------------------------------------------------------ child side
 
@@ -318,6 +321,7 @@ class Master:
                 continue
             os.close(worker.ready_fd)
             code = os.waitstatus_to_exitcode(status)
+            self._forget_metrics(pid)
             if self.stopping:
                 # -SIGTERM: a worker still starting, before its own handler was installed.
                 if code not in (0, -signal.SIGTERM):
@@ -340,6 +344,13 @@ class Master:
             )
             self._spawn(worker.index)
 
+    def _forget_metrics(self, pid: int) -> None:
+        """Drop a dead worker's live gauges (its counters keep counting in the sums)."""
+        with contextlib.suppress(Exception):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+
     def _check_ready(self, timeout: float) -> None:
         waiting = {w.ready_fd: w for w in self.workers.values() if not w.ready}
         if not waiting:
@@ -352,9 +363,14 @@ class Master:
                     waiting[fd].ready = True
 
     def run(self) -> int:
+        from angos_core.http.metrics import MULTIPROC_ENV
+
         holder = None
         if self.port == 0:
             holder, self.port = _port_holder(self.bind)
+        # The workers' metric files: /metrics on any worker sums over all of them.
+        self.metrics_dir = tempfile.mkdtemp(prefix="angos-metrics-")
+        os.environ[MULTIPROC_ENV] = self.metrics_dir
         try:
             for index in range(self.count):
                 self._spawn(index)
@@ -395,6 +411,7 @@ class Master:
         finally:
             if holder is not None:
                 holder.close()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
         log.info("angos stopped")
         return self.failed_code
 

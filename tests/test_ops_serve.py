@@ -5,9 +5,10 @@
   stored intact. Past ``shutdown_grace_secs`` the in-flight request is cancelled instead and
   nothing half-written becomes visible.
 * ``--workers 2`` with Redis locks and cache: both worker processes answer requests on one
-  port; SIGTERM to the master stops both and exits 0; a worker that dies is replaced; a
-  killed master takes its workers with it. ``--workers 2`` with the memory lock or the
-  memory cache refuses to start (exit 2) and says what to configure.
+  port, and ``/metrics`` on either sums over both; SIGTERM to the master stops both and
+  exits 0; a worker that dies is replaced; a killed master takes its workers with it.
+  ``--workers 2`` with the memory lock or the memory cache refuses to start (exit 2) and
+  says what to configure.
 """
 
 from __future__ import annotations
@@ -201,6 +202,12 @@ def test_two_workers_share_the_port(
             assert resp.status == 200
     _wait_for(lambda: _access_pids(server) == workers)
 
+    # /metrics on either worker answers the sum over both (multiprocess files): every
+    # scrape, whichever worker takes it, sees all 60 requests (+ the fixture's readiness GET).
+    counts = {_base_requests(server) for _ in range(8)}
+    assert len(counts) == 1
+    assert counts.pop() >= 61
+
     # A push through one worker is seen by the other (shared lock, cache and store).
     data = b"shared" * 1000
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -217,6 +224,19 @@ def test_two_workers_share_the_port(
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
     assert _refused(server.port)
+
+
+def _base_requests(server: AngosServer) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with loopback.open(f"{server.url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "angos_http_requests_total" and s.labels.get("route") == "/v2/"
+    )
 
 
 def _is_zombie(pid: int) -> bool:
@@ -249,7 +269,9 @@ def test_a_killed_master_takes_its_workers(
     angos_server_factory: AngosServerFactory, tmp_path: Path, redis_url: str
 ) -> None:
     server = angos_server_factory(
-        _fs(tmp_path / "data", _redis(redis_url)), extra_args=["--workers", "2"]
+        _fs(tmp_path / "data", _redis(redis_url)),
+        extra_args=["--workers", "2"],
+        env={"TMPDIR": str(tmp_path)},  # a killed master cannot remove its metrics dir
     )
     _wait_for(lambda: "with 2 workers" in server.stderr_text())
     workers = _children(server.pid)

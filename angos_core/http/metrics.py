@@ -1,8 +1,10 @@
 """Prometheus metrics, one :class:`CollectorRegistry` per application.
 
 A per-app registry (not prometheus-client's global one) keeps tests and several apps in one
-process apart; with ``--workers N`` each worker process serves its own numbers, and a
-scraper sees whichever worker answered (see docs/operations.md).
+process apart. With ``--workers N`` the master sets :data:`MULTIPROC_ENV` to a fresh
+directory before it forks: every worker then keeps its values in prometheus-client's
+multiprocess files there, and ``/metrics`` on any worker answers the sum over all workers
+(see docs/operations.md).
 
 Labels are bounded: the route is the route *template* (``/v2/{name}/manifests/{reference}``)
 never the path, methods outside the HTTP set become ``OTHER``, and backend errors are
@@ -11,6 +13,7 @@ labelled with an exception class name.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aiohttp import web
@@ -22,12 +25,17 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     generate_latest,
+    values,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     120.0, 300.0,
 )  # fmt: skip
+
+#: Set by ``angos serve --workers N`` (N > 1): the directory of the workers' metric files.
+MULTIPROC_ENV = "ANGOS_METRICS_MULTIPROC_DIR"
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 
@@ -39,12 +47,22 @@ def method_label(method: str) -> str:
 class Metrics:
     """Every metric Angos exports, registered in its own registry."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        """``multiprocess_dir``: share values with sibling workers through files there
+        (default: :data:`MULTIPROC_ENV` from the environment, unset for one process)."""
+        self.multiprocess_dir = multiprocess_dir or os.environ.get(MULTIPROC_ENV) or None
+        if self.multiprocess_dir is not None:
+            # prometheus-client picks its value storage from this variable when it is
+            # imported; re-pick in case it was imported before the master set it.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.multiprocess_dir
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self._backend_children: dict[tuple[str, str, str], Any] = {}
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}
         r = self.registry
-        ProcessCollector(registry=r)
+        if self.multiprocess_dir is None:
+            # Per-process figures; meaningless summed over workers.
+            ProcessCollector(registry=r)
         self.requests = Counter(
             "angos_http_requests",
             "HTTP requests answered, by route template, method and status.",
@@ -74,11 +92,13 @@ class Metrics:
             "angos_http_requests_in_flight",
             "Requests being handled right now.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.uploads_in_progress = Gauge(
             "angos_uploads_in_progress",
             "Upload requests (POST/PATCH/PUT on /blobs/uploads) being handled right now.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.backend_seconds = Histogram(
             "angos_backend_operation_duration_seconds",
@@ -153,7 +173,11 @@ class Metrics:
             sent_bytes.inc(sent)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("angos_metrics", Metrics)
