@@ -134,8 +134,8 @@ class FaultProxy:
     max_lifetime_bytes: int = 8 * 1024 * 1024
     seed: int = 1
     stats: FaultStats = field(default_factory=FaultStats)
-    _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _server: asyncio.Server | None = field(default=None, init=False, repr=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def start(self) -> str:
         """Serve from a thread of its own (so blocking test code does not stall it); return

@@ -114,9 +114,13 @@ async def test_pushes_and_pulls_survive_a_faulty_endpoint(
     # Checked straight on moto, not through the proxy.
     assert corrupt_blobs(s3_bucket) == []
     stats = proxy.stats
+    log = server.stderr_text()
+    resumed = log.count("resuming with a ranged GET")
+    retried = log.count("succeeded after")
     summary = (
         f"fault proxy: {stats.connections} connections, {stats.refused} reset at once, "
         f"{stats.delayed} delayed, {stats.cut_bytes} cut mid-stream; "
+        f"{retried} S3 requests succeeded on a retry, {resumed} blob reads resumed mid-body; "
         f"{len(BLOBS) + 1} blobs and 2 tags pushed and pulled intact"
     )
     record_property("s3_fault_proxy", summary)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,6 +38,7 @@ from angos_core.errors import BackendError, BackendUnavailable
 from angos_s3.config import S3Config
 
 BACKEND = "s3"
+log = logging.getLogger("angos.s3")
 
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchUpload", "NotFound", "404"})
 _AUTH_CODES = frozenset(
@@ -187,7 +189,10 @@ class S3Client:
         try:
             async with asyncio.timeout(self.config.operation_timeout_secs):
                 result: dict[str, Any] = await getattr(client, op)(Bucket=self.bucket, **params)
-                return result
+            retries = result.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+            if retries:
+                log.info("s3: %s %s succeeded after %d retries", op, params.get("Key", ""), retries)
+            return result
         except ClientError as exc:
             code, status = _code(exc)
             if code == "PreconditionFailed" or status == 412:
@@ -284,6 +289,12 @@ class S3Client:
                         failures += 1
                         if failures >= self.config.max_attempts:
                             raise self.translate(exc, "get_object (body)") from exc
+                        log.warning(
+                            "s3: reading %s broke at byte %d (%s); resuming with a ranged GET",
+                            key,
+                            pos,
+                            exc,
+                        )
                         break  # resume from pos with a new ranged GET
                     if not chunk:
                         return
