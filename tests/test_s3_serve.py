@@ -69,6 +69,7 @@ async def test_blob_get_redirects_to_a_presigned_url(
         async with http.get(blob_url) as resp:
             assert resp.status == 200
             assert resp.url.port != server.port
+            assert resp.headers["Content-Type"] == "application/octet-stream"
             assert "sha256:" + hashlib.sha256(await resp.read()).hexdigest() == digest
         async with http.head(blob_url, allow_redirects=False) as resp:
             assert resp.status == 200

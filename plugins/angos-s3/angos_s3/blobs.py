@@ -33,6 +33,9 @@ from angos_s3.config import S3_MAX_PART_SIZE, S3Config
 from angos_s3.spool import Spool
 from angos_s3.state import Part, UploadState, data_key, state_key, tail_key
 
+#: What S3 answers a presigned GET of a blob with, as the registry itself would.
+BLOB_TYPE = "application/octet-stream"
+
 
 class S3BlobStore:
     name = BACKEND
@@ -267,7 +270,7 @@ class S3BlobStore:
                 await self._seal(upload, state)
             source = data_key(upload) if state.sealed else state.tail_key
             if source is None:
-                await self.s3.call("put_object", target, Body=b"")
+                await self.s3.call("put_object", target, Body=b"", ContentType=BLOB_TYPE)
             else:
                 await self._copy(source, target, state.size)
         await self._discard(upload, state)
@@ -276,9 +279,15 @@ class S3BlobStore:
         """Server-side copy; the target appears whole or not at all."""
         threshold = min(int(self.config.multipart_copy_threshold), S3_MAX_PART_SIZE)
         if size <= threshold:
-            await self.s3.call("copy_object", target, CopySource=self._source(source))
+            await self.s3.call(
+                "copy_object",
+                target,
+                CopySource=self._source(source),
+                MetadataDirective="REPLACE",
+                ContentType=BLOB_TYPE,
+            )
             return
-        resp = await self.s3.call("create_multipart_upload", target)
+        resp = await self.s3.call("create_multipart_upload", target, ContentType=BLOB_TYPE)
         mpu_id = resp["UploadId"]
         chunk = int(self.config.multipart_copy_chunk_size)
         jobs = asyncio.Semaphore(self.config.multipart_copy_jobs)
