@@ -18,8 +18,8 @@ successful acquire/renew has run out, which protects a holder whose renewals sta
 
 When a command gets no answer (Redis hung or the network dropped the reply), the provider
 cannot know whether Redis ran it, or will once it resumes. It then keeps releasing the keys
-in the background until Redis answers or they would have expired anyway, so an acquire that
-was reported as failed never blocks a repository for a whole ttl.
+in the background until Redis has answered, so an acquire that was reported as failed does
+not block a repository for a whole ttl after the outage.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -73,6 +74,18 @@ for _, key in ipairs(KEYS) do
 end
 return released
 """
+
+#: Pause between attempts to release keys an unanswered command may have taken.
+_ORPHAN_TICK_SECS = 0.2
+#: Such keys remembered at most (a long outage with many requests); the oldest go first.
+_MAX_ORPHANS = 10_000
+
+
+@dataclass
+class _Orphan:
+    keys: tuple[str, ...]
+    answers: int = 0
+
 
 #: Share of the ttl kept back for clock drift between us and Redis (as Redlock does).
 _DRIFT_FACTOR = 0.01
@@ -121,7 +134,9 @@ class RedisLockProvider:
         self._acquire_script: AsyncScript | None = None
         self._renew_script: AsyncScript | None = None
         self._release_script: AsyncScript | None = None
-        self._cleanups: set[asyncio.Task[None]] = set()
+        #: Keys an unanswered command may have taken (or may yet take), by token.
+        self._orphans: dict[str, _Orphan] = {}
+        self._releaser: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,11 +162,10 @@ class RedisLockProvider:
         await call(self._connect().ping(), self.config.url, "PING")
 
     async def aclose(self) -> None:
-        cleanups = list(self._cleanups)
-        for task in cleanups:
-            task.cancel()
-        if cleanups:
-            await asyncio.wait(cleanups)
+        if self._releaser is not None:
+            self._releaser.cancel()
+            await asyncio.wait([self._releaser])
+            self._releaser = None
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -267,33 +281,36 @@ class RedisLockProvider:
             self._release_later(keys, token)
 
     def _release_later(self, keys: tuple[str, ...], token: str) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._release_until_expired(keys, token), name="angos-redis-release"
-        )
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        self._orphans[token] = _Orphan(keys)
+        while len(self._orphans) > _MAX_ORPHANS:
+            del self._orphans[next(iter(self._orphans))]  # the oldest; it expires by itself
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.get_running_loop().create_task(
+                self._release_orphans(), name="angos-redis-release"
+            )
 
-    async def _release_until_expired(self, keys: tuple[str, ...], token: str) -> None:
-        """Release again and again until Redis has answered twice or the keys expired anyway.
+    async def _release_orphans(self) -> None:
+        """Release unanswered keys until Redis has answered twice for each.
 
-        A Redis that hung executes the commands it had received once it resumes, including
-        an acquire whose reply we gave up on, possibly after a release sent in the meantime.
-        Without this, such keys would block the repository for a full ttl. Release is
-        compare-and-delete, so repeating it never frees anyone else's lock.
+        A Redis that hung executes the commands it had received once it resumes, however
+        long after, including an acquire whose reply we gave up on, possibly after a release
+        sent meanwhile. Until Redis answers again we cannot know, so no deadline applies;
+        the second answer comes a tick after the first, when whatever Redis had buffered has
+        run. Release is compare-and-delete, so repeating it never frees anyone else's lock.
         """
         assert self._release_script is not None
-        deadline = time.monotonic() + self.config.ttl
-        tick = min(0.2, self.config.ttl / 10)
-        answered = 0
-        while answered < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(tick)
-            try:
-                await call(
-                    self._release_script(keys=keys, args=[token]),
-                    self.config.url,
-                    f"releasing lock {', '.join(keys)}",
-                )
-            except BackendUnavailable:
-                answered = 0
-            else:
-                answered += 1
+        while self._orphans:
+            await asyncio.sleep(_ORPHAN_TICK_SECS)
+            for token, orphan in list(self._orphans.items()):
+                try:
+                    await call(
+                        self._release_script(keys=orphan.keys, args=[token]),
+                        self.config.url,
+                        f"releasing lock {', '.join(orphan.keys)}",
+                    )
+                except BackendUnavailable:
+                    orphan.answers = 0
+                    break  # still unreachable: one command in flight per tick is enough
+                orphan.answers += 1
+                if orphan.answers >= 2:
+                    self._orphans.pop(token, None)

@@ -259,17 +259,20 @@ async def test_cancelled_holder_releases(
     assert await raw.exists("registry-locks:repo/x") == 0
 
 
+@pytest.mark.parametrize("hang_secs", [0.0, 4.0])
 async def test_hung_redis_gives_backend_unavailable_and_leaves_no_lock_behind(
-    make_provider: ProviderFactory, redis_server: RedisServer
+    make_provider: ProviderFactory, redis_server: RedisServer, hang_secs: float
 ) -> None:
-    # A long ttl, so that only an explicit release (not expiry) can free the key in time.
-    provider = await make_provider(ttl=30)
-    with redis_server.frozen(), pytest.raises(BackendUnavailable):
-        async with provider.acquire(["repo/x"]):
-            pytest.fail("acquired a lock with Redis hung")
-    # Redis resumes and runs the acquire it had received: the key is ours for 30 s unless
-    # the provider releases it, which it keeps trying to do once Redis answers.
-    other = await make_provider(ttl=30, max_retries=300, retry_delay_ms=10)
+    provider = await make_provider(ttl=3)  # commands time out after 1 s
+    with redis_server.frozen():
+        with pytest.raises(BackendUnavailable):
+            async with provider.acquire(["repo/x"]):
+                pytest.fail("acquired a lock with Redis hung")
+        await asyncio.sleep(hang_secs)  # the hang may outlast the ttl
+    # Redis resumes and runs the acquire it had received, which takes the key for a ttl
+    # from now unless the provider releases it; it keeps trying until Redis answers. The
+    # other provider waits less than the ttl.
+    other = await make_provider(ttl=3, max_retries=150, retry_delay_ms=10)
     async with other.acquire(["repo/x"]) as lease:
         lease.check()
 
