@@ -235,7 +235,12 @@ class Bench:
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
-        out = (await proc.communicate())[0].decode(errors="replace")
+        try:
+            out = (await proc.communicate())[0].decode(errors="replace")
+        finally:
+            if proc.returncode is None:  # cancelled (timeout, Ctrl-C): stop our wrk
+                proc.kill()
+                await proc.wait()
         if proc.returncode != 0:
             raise w.BenchError(f"wrk failed ({proc.returncode}): {out}")
         rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
