@@ -43,9 +43,7 @@ class BlobStore(Protocol):
     async def stat(self, digest: str) -> int | None:
         """Size in bytes of the committed blob, or ``None`` if there is none."""
 
-    def read(
-        self, digest: str, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    def read(self, digest: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """Stream the committed blob from ``offset``, ``length`` bytes (to the end if None).
 
         Raises ``BlobNotFound`` (when iteration starts) if the blob does not exist. Core
