@@ -16,9 +16,10 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 def require_tool(name: str, install_hint: str) -> str:
     """Absolute path of ``name``; skip (or fail under CI=true) when it is not installed."""
+    # root's PATH may lack the sbin directories where dockerd lives
+    sbin = ("/usr/sbin", "/sbin", "/usr/local/sbin")
     path = shutil.which(name) or next(
-        (p for d in ("/usr/sbin", "/sbin", "/usr/local/sbin") if os.path.exists(p := f"{d}/{name}")),
-        None,
+        (p for d in sbin if os.path.exists(p := f"{d}/{name}")), None
     )
     if path:
         return path
