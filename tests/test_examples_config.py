@@ -54,9 +54,7 @@ def test_examples_exist() -> None:
 
 def require_plugins(path: Path, data: dict[str, Any], catalogue: BackendCatalogue) -> None:
     missing = [
-        f"{kind} {name!r}"
-        for kind, name in backends_named(data)
-        if not catalogue.has(kind, name)
+        f"{kind} {name!r}" for kind, name in backends_named(data) if not catalogue.has(kind, name)
     ]
     if missing:
         message = f"{path.name} needs {', '.join(missing)}, not installed"

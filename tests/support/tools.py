@@ -18,9 +18,7 @@ def require_tool(name: str, install_hint: str) -> str:
     """Absolute path of ``name``; skip (or fail under CI=true) when it is not installed."""
     # root's PATH may lack the sbin directories where dockerd lives
     sbin = ("/usr/sbin", "/sbin", "/usr/local/sbin")
-    path = shutil.which(name) or next(
-        (p for d in sbin if os.path.exists(p := f"{d}/{name}")), None
-    )
+    path = shutil.which(name) or next((p for d in sbin if os.path.exists(p := f"{d}/{name}")), None)
     if path:
         return path
     message = f"{name} is not installed; {install_hint}"

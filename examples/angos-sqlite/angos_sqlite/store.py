@@ -176,9 +176,7 @@ class SqliteMetadataStore:
             if upper is None:
                 c.execute("DELETE FROM objects")
             else:
-                c.execute(
-                    "DELETE FROM objects WHERE key >= ? AND key < ?", (row_prefix, upper)
-                )
+                c.execute("DELETE FROM objects WHERE key >= ? AND key < ?", (row_prefix, upper))
 
         await self._run(delete_prefix)
 
@@ -205,8 +203,7 @@ class SqliteMetadataStore:
                     ).fetchone()
                 else:
                     row = c.execute(
-                        "SELECT key FROM objects WHERE key >= ? AND key < ?"
-                        " ORDER BY key LIMIT 1",
+                        "SELECT key FROM objects WHERE key >= ? AND key < ? ORDER BY key LIMIT 1",
                         (seek, upper),
                     ).fetchone()
                 if row is None:
