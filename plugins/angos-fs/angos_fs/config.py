@@ -14,3 +14,7 @@ class FsConfig:
     root_dir: str = DEFAULT_ROOT_DIR
     #: fsync every written file and its directory before a write is acknowledged.
     sync_to_disk: bool = False
+    #: Reuse a directory's sorted listing while its (inode, mtime, link count) are unchanged,
+    #: so paging through 10,000 tags scans the directory once. Turn off on network
+    #: filesystems (NFS) whose attribute cache can report an old mtime.
+    cache_listings: bool = True

@@ -6,10 +6,14 @@ and become visible with one atomic rename (``put``) or hard link (``create``).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import os
 import shutil
+import threading
+import time
+from collections import OrderedDict
 
 from angos_core.errors import BackendError
 from angos_fs import files
@@ -148,14 +152,11 @@ class FsMetadataStore:
     ) -> list[str]:
         path = self.paths.dir_path(prefix)
         try:
-            names = await files.run(_children, path)
+            if self.config.cache_listings:
+                return await files.run(_LISTINGS.page, path, start_after, limit)
+            return await files.run(_uncached_page, path, start_after, limit)
         except OSError as exc:
             raise unavailable(exc, f"cannot list {prefix}") from exc
-        if start_after is not None:
-            names = [n for n in names if n > start_after]
-        if limit is not None:
-            names = names[: max(limit, 0)]
-        return names
 
 
 # ---------------------------------------------------------------------- pool functions
@@ -206,6 +207,59 @@ def _create_exclusive(path: str, data: bytes, sync: bool) -> bool:
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+class _Listings:
+    """Sorted directory listings, reused while the directory is unchanged.
+
+    A paginated listing (10 pages of 1,000 tags) would otherwise scan and sort the whole
+    directory once per page. An entry is valid while the directory's (inode, mtime, link
+    count) are unchanged; it is only kept when the mtime was already older than
+    ``SETTLED_NS`` when the scan ended, so a change in the same timestamp tick as the scan
+    (mtime comes from a coarse clock) can never hide behind an unchanged mtime.
+    """
+
+    SETTLED_NS = 50_000_000
+    MAX_ENTRIES = 256
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._entries: OrderedDict[str, tuple[tuple[int, int, int], list[str]]] = OrderedDict()
+
+    def page(self, path: str, start_after: str | None, limit: int | None) -> list[str]:
+        return _page(self.names(path), start_after, limit)
+
+    def names(self, path: str) -> list[str]:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_nlink)
+        with self._mutex:
+            hit = self._entries.get(path)
+            if hit is not None and hit[0] == stamp:
+                self._entries.move_to_end(path)
+                return hit[1]
+        names = _children(path)
+        if time.time_ns() - st.st_mtime_ns > self.SETTLED_NS:
+            with self._mutex:
+                self._entries[path] = (stamp, names)
+                self._entries.move_to_end(path)
+                while len(self._entries) > self.MAX_ENTRIES:
+                    self._entries.popitem(last=False)
+        return names
+
+
+_LISTINGS = _Listings()
+
+
+def _uncached_page(path: str, start_after: str | None, limit: int | None) -> list[str]:
+    return _page(_children(path), start_after, limit)
+
+
+def _page(names: list[str], start_after: str | None, limit: int | None) -> list[str]:
+    i = bisect.bisect_right(names, start_after) if start_after is not None else 0
+    return names[i:] if limit is None else names[i : i + max(limit, 0)]
 
 
 def _children(path: str) -> list[str]:

@@ -399,3 +399,23 @@ async def test_cancelled_append_leaves_a_usable_session(blobs: FsBlobStore) -> N
     assert await blobs.upload_append(upload, size, chunks(b"end")) == size + 3
     data = b"".join([c async for c in blobs.upload_read(upload)])
     assert data == b"z" * size + b"end"
+
+
+async def test_cached_listing_sees_every_later_change(meta: FsMetadataStore) -> None:
+    """A listing kept in the cache is dropped as soon as the directory changes."""
+    prefix = "v2/repositories/r/_manifests/tags/"
+    for tag in ("a", "c"):
+        await meta.put(f"{prefix}{tag}/current/link", b"x")
+    await asyncio.sleep(0.1)  # old enough for the listing to be cached
+    assert await meta.list_children(prefix) == ["a", "c"]
+    assert await meta.list_children(prefix, start_after="a", limit=1) == ["c"]
+
+    await meta.put(f"{prefix}b/current/link", b"x")
+    assert await meta.list_children(prefix) == ["a", "b", "c"]
+    await asyncio.sleep(0.1)
+    assert await meta.list_children(prefix) == ["a", "b", "c"]
+
+    await meta.delete_prefix(f"{prefix}a/")
+    assert await meta.list_children(prefix) == ["b", "c"]
+    await meta.delete(f"{prefix}c/current/link")
+    assert await meta.list_children(prefix) == ["b"]

@@ -46,3 +46,12 @@ class TestFsMetadataStoreSynced(MetadataStoreContract):
         await store.open()
         yield store
         await store.aclose()
+
+
+class TestFsMetadataStoreUncachedListings(MetadataStoreContract):
+    @pytest.fixture
+    async def metadata_store(self, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+        store = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data"), cache_listings=False))
+        await store.open()
+        yield store
+        await store.aclose()
