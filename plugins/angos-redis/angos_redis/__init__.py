@@ -5,9 +5,16 @@ one Redis: locks keep concurrent writes to a repository apart, and the cache is 
 write on one replica invalidates what every replica has cached.
 """
 
-from angos_redis.cache import RedisCache
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from angos_redis.config import RedisCacheConfig, RedisLockConfig
-from angos_redis.lock import RedisLease, RedisLockProvider
+
+if TYPE_CHECKING:
+    from angos_redis.cache import RedisCache
+    from angos_redis.lock import RedisLease, RedisLockProvider
 
 __all__ = [
     "RedisCache",
@@ -16,3 +23,16 @@ __all__ = [
     "RedisLockConfig",
     "RedisLockProvider",
 ]
+
+# Loaded on first use, so that finding the plugin does not import redis-py.
+_LAZY = {
+    "RedisCache": "angos_redis.cache",
+    "RedisLease": "angos_redis.lock",
+    "RedisLockProvider": "angos_redis.lock",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'angos_redis' has no attribute {name!r}")
