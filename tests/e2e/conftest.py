@@ -18,6 +18,7 @@ from typing import Protocol
 import pytest
 
 from tests.support.angos_server import AngosServerFactory, free_port, fs_config, loopback
+from tests.support.moto_server import S3Bucket
 from tests.support.tools import require_tool
 
 
@@ -68,10 +69,42 @@ def _start_distribution(root: Path) -> Iterator[DistributionServer]:
         proc.wait(timeout=10)
 
 
+#: Storage shapes the Angos end-to-end tests run on: the same clients must work on each.
+STORAGES = ("fs", "s3", "s3-blobs+fs-metadata", "fs-blobs+s3-metadata")
+_MODE = os.environ.get("ANGOS_E2E_REGISTRY", "angos")
+
+
+def angos_config(storage: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The Angos config for one storage shape; S3 shapes get a fresh bucket on moto."""
+    fs_root = tmp_path / "registry-data"
+    if storage == "fs":
+        return fs_config(fs_root)
+    bucket: S3Bucket = request.getfixturevalue("s3_bucket")
+    fs_table = f'root_dir = "{fs_root}"\n'
+    if storage == "s3":
+        return bucket.toml("blob_store")
+    if storage == "s3-blobs+fs-metadata":
+        return bucket.toml("blob_store") + "[metadata_store.fs]\n" + fs_table
+    if storage == "fs-blobs+s3-metadata":
+        return "[blob_store.fs]\n" + fs_table + bucket.toml("metadata_store")
+    raise ValueError(f"unknown storage shape {storage!r}")
+
+
+@pytest.fixture(params=("distribution",) if _MODE == "distribution" else STORAGES)
+def registry(
+    request: pytest.FixtureRequest, angos_server_factory: AngosServerFactory, tmp_path: Path
+) -> Iterator[Registry]:
+    """A running, empty registry on 127.0.0.1 (plain HTTP, no auth), on each storage shape."""
+    if request.param == "distribution":
+        yield from _start_distribution(tmp_path)
+    else:
+        yield angos_server_factory(angos_config(request.param, tmp_path, request))
+
+
 @pytest.fixture
-def registry(angos_server_factory: AngosServerFactory, tmp_path: Path) -> Iterator[Registry]:
-    """A running, empty registry on 127.0.0.1 (plain HTTP, no auth)."""
-    if os.environ.get("ANGOS_E2E_REGISTRY", "angos") == "distribution":
+def fs_registry(angos_server_factory: AngosServerFactory, tmp_path: Path) -> Iterator[Registry]:
+    """One registry on local disk, for tests whose subject is the server, not the storage."""
+    if _MODE == "distribution":
         yield from _start_distribution(tmp_path)
     else:
         yield angos_server_factory(fs_config(tmp_path / "registry-data"))

@@ -42,13 +42,13 @@ async def blob_body(block: bytes, hasher: hashlib._Hash) -> AsyncIterator[bytes]
 
 
 async def test_one_gib_blob_streamed_push_and_pull(
-    registry: Registry,
+    fs_registry: Registry,
     tmp_path: Path,
     record_property: Callable[[str, object], None],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     try:
-        await round_trip(registry, record_property, capsys)
+        await round_trip(fs_registry, record_property, capsys)
     finally:
         # 1 GiB on disk: do not leave it in the temp directories pytest keeps.
         for data_dir in ("registry-data", "data"):
