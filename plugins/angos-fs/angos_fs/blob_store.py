@@ -19,8 +19,7 @@ from angos_core import layout
 from angos_core.errors import BlobNotFound, UploadNotFound, UploadOffsetMismatch
 from angos_core.protocols import UploadRef
 from angos_fs import files
-from angos_fs.config import FsConfig
-from angos_fs.files import BACKEND, KeyPaths, unavailable
+from angos_fs.files import BACKEND, FsBackend, unavailable
 
 #: Bytes per read of a blob.
 READ_SIZE = 1024 * 1024
@@ -57,29 +56,7 @@ class _Fd:
             last.add_done_callback(lambda _f: os.close(self.fd))
 
 
-class FsBlobStore:
-    name = BACKEND
-
-    def __init__(self, config: FsConfig) -> None:
-        self.config = config
-        self.paths = KeyPaths(config.root_dir)
-        self.sync = config.sync_to_disk
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def open(self) -> None:
-        try:
-            await files.run(files.makedirs, self.paths.root, durable=False)
-        except OSError as exc:
-            raise unavailable(exc, "cannot create root_dir") from exc
-        await self.health()
-
-    async def health(self) -> None:
-        await files.run(files.check_writable, self.paths.root)
-
-    async def aclose(self) -> None:
-        return None
-
+class FsBlobStore(FsBackend):
     # ------------------------------------------------------------------ committed blobs
 
     def _blob_path(self, digest: str) -> str:

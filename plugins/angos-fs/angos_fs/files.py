@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 from angos_core.errors import BackendError, BackendUnavailable
+from angos_fs.config import FsConfig
 
 BACKEND = "fs"
 
@@ -166,3 +167,27 @@ def check_writable(root: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise unavailable(exc, f"root_dir {root} is not writable") from exc
+
+
+class FsBackend:
+    """What both fs stores share: the key paths under ``root_dir`` and their lifecycle."""
+
+    name = BACKEND
+
+    def __init__(self, config: FsConfig) -> None:
+        self.config = config
+        self.paths = KeyPaths(config.root_dir)
+        self.sync = config.sync_to_disk
+
+    async def open(self) -> None:
+        try:
+            await run(makedirs, self.paths.root, durable=False)
+        except OSError as exc:
+            raise unavailable(exc, "cannot create root_dir") from exc
+        await self.health()
+
+    async def health(self) -> None:
+        await run(check_writable, self.paths.root)
+
+    async def aclose(self) -> None:
+        return None

@@ -17,36 +17,13 @@ from collections import OrderedDict
 
 from angos_core.errors import BackendError
 from angos_fs import files
-from angos_fs.config import FsConfig
-from angos_fs.files import BACKEND, KeyPaths, unavailable
+from angos_fs.files import BACKEND, FsBackend, unavailable
 
 # Filesystems without hard links (some FUSE and SMB mounts) answer link() with these.
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
 
 
-class FsMetadataStore:
-    name = BACKEND
-
-    def __init__(self, config: FsConfig) -> None:
-        self.config = config
-        self.paths = KeyPaths(config.root_dir)
-        self.sync = config.sync_to_disk
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def open(self) -> None:
-        try:
-            await files.run(files.makedirs, self.paths.root, durable=False)
-        except OSError as exc:
-            raise unavailable(exc, "cannot create root_dir") from exc
-        await self.health()
-
-    async def health(self) -> None:
-        await files.run(files.check_writable, self.paths.root)
-
-    async def aclose(self) -> None:
-        return None
-
+class FsMetadataStore(FsBackend):
     # ------------------------------------------------------------------ objects
 
     async def get(self, key: str) -> bytes | None:

@@ -28,7 +28,7 @@ from angos_core.errors import BlobNotFound, UploadNotFound, UploadOffsetMismatch
 from angos_core.layout import blob_data_key, blobs_prefix, digest_from_blob_key, upload_prefix
 from angos_core.protocols import UploadRef
 from angos_s3.append import Appender
-from angos_s3.client import BACKEND, Missing, S3Client
+from angos_s3.client import BACKEND, Missing, S3Backend
 from angos_s3.config import S3_MAX_PART_SIZE, S3Config
 from angos_s3.spool import Spool
 from angos_s3.state import Part, UploadState, data_key, state_key, tail_key
@@ -37,29 +37,10 @@ from angos_s3.state import Part, UploadState, data_key, state_key, tail_key
 BLOB_TYPE = "application/octet-stream"
 
 
-class S3BlobStore:
-    name = BACKEND
-
+class S3BlobStore(S3Backend):
     def __init__(self, config: S3Config) -> None:
-        self.config = config
-        self.s3 = S3Client(config)
+        super().__init__(config)
         self.part_size = int(config.multipart_part_size)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def open(self) -> None:
-        try:
-            await self.s3.check_bucket()
-        except BaseException:
-            # Core closes only what opened: do not leave the connection pool behind.
-            await self.s3.aclose()
-            raise
-
-    async def health(self) -> None:
-        await self.s3.check_bucket()
-
-    async def aclose(self) -> None:
-        await self.s3.aclose()
 
     # ------------------------------------------------------------------ committed blobs
 

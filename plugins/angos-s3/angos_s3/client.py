@@ -340,3 +340,27 @@ class S3Client:
         """Delete every object under the relative ``prefix``, one listed page at a time."""
         async for page in self.pages(prefix):
             await self.delete_keys([self.rel(o["Key"]) for o in page.get("Contents", [])])
+
+
+class S3Backend:
+    """What both s3 stores share: one client on the configured bucket and its lifecycle."""
+
+    name = BACKEND
+
+    def __init__(self, config: S3Config) -> None:
+        self.config = config
+        self.s3 = S3Client(config)
+
+    async def open(self) -> None:
+        try:
+            await self.s3.check_bucket()
+        except BaseException:
+            # Core closes only what opened: do not leave the connection pool behind.
+            await self.s3.aclose()
+            raise
+
+    async def health(self) -> None:
+        await self.s3.check_bucket()
+
+    async def aclose(self) -> None:
+        await self.s3.aclose()

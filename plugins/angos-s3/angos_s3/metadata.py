@@ -8,32 +8,11 @@ one registry (or several sharing a Redis lock) still stays consistent.
 
 from __future__ import annotations
 
-from angos_s3.client import BACKEND, Missing, PreconditionFailed, S3Client
-from angos_s3.config import S3Config
+from angos_s3.client import Missing, PreconditionFailed, S3Backend
 from angos_s3.listing import list_children
 
 
-class S3MetadataStore:
-    name = BACKEND
-
-    def __init__(self, config: S3Config) -> None:
-        self.config = config
-        self.s3 = S3Client(config)
-
-    async def open(self) -> None:
-        try:
-            await self.s3.check_bucket()
-        except BaseException:
-            # Core closes only what opened: do not leave the connection pool behind.
-            await self.s3.aclose()
-            raise
-
-    async def health(self) -> None:
-        await self.s3.check_bucket()
-
-    async def aclose(self) -> None:
-        await self.s3.aclose()
-
+class S3MetadataStore(S3Backend):
     async def get(self, key: str) -> bytes | None:
         try:
             resp = await self.s3.call("get_object", key)
