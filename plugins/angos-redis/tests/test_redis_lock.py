@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from angos_redis import RedisLockConfig, RedisLockProvider
+from angos_redis import RedisLockProvider
 
 from angos_core.errors import BackendUnavailable, LockLost, LockUnavailable
 from tests.support.redis_server import RedisServer
@@ -26,22 +25,6 @@ async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-async def make_provider(redis_url: str) -> AsyncIterator[ProviderFactory]:
-    """Independent providers (own connection pools), like replicas sharing one Redis."""
-    made: list[RedisLockProvider] = []
-
-    async def make(**settings: Any) -> RedisLockProvider:
-        provider = RedisLockProvider(RedisLockConfig(url=redis_url, **settings))
-        await provider.open()
-        made.append(provider)
-        return provider
-
-    yield make
-    for provider in made:
-        await provider.aclose()
 
 
 async def test_keys_live_under_the_prefix_and_go_on_release(
