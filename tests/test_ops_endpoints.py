@@ -27,7 +27,7 @@ from tests.api_support import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of,
 from tests.support.redis_server import RedisServer
 
 
-class SickCache(MemoryCache):  # type: ignore[misc]
+class SickCache(MemoryCache):
     """A working memory cache whose health check fails or never answers."""
 
     name = "sick"
@@ -44,7 +44,7 @@ class HangingCache(SickCache):
     hang = True
 
 
-class StuckLocks(MemoryLockProvider):  # type: ignore[misc]
+class StuckLocks(MemoryLockProvider):
     name = "stuck"
 
     def acquire(self, keys: Any) -> Any:
