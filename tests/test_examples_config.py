@@ -96,3 +96,20 @@ def test_check_config_accepts_example(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert out.startswith(f"config OK ({path})"), out
+
+
+def test_readme_config_example_is_valid(
+    tmp_path: Path, catalogue: BackendCatalogue, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The TOML a newcomer copies from the README passes check-config as written."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    start = readme.index("```toml\n") + len("```toml\n")
+    path = tmp_path / "readme.toml"
+    path.write_text(readme[start : readme.index("```", start)])
+    require_plugins(path, tomllib.loads(path.read_text()), catalogue)
+
+    code = angos_main(["check-config", "-c", str(path)])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "blob_store=s3, metadata_store=fs, lock_provider=redis, cache=redis" in out
