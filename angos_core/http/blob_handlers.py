@@ -9,6 +9,7 @@ from aiohttp import web
 
 from angos_core.errors import BackendError, RangeNotSatisfiable
 from angos_core.http.context import registry
+from angos_core.http.threaded_sendfile import ThreadedFileResponse
 from angos_core.registry import BlobInfo
 
 _RANGE_RE = re.compile(r"^\s*bytes=(\d*)-(\d*)\s*$")
@@ -86,7 +87,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
             parse_range(range_header, await reg.blobs.size(info.digest))
         # sendfile, with Range / If-Range handled by aiohttp.
         headers.pop("ETag")
-        return web.FileResponse(path, headers=headers)
+        return ThreadedFileResponse(path, headers=headers)
 
     size = await reg.blobs.size(info.digest)
     rng = parse_range(range_header, size)

@@ -1,0 +1,100 @@
+"""Blob downloads from local files with ``sendfile`` run in worker threads.
+
+aiohttp's ``FileResponse`` calls ``loop.sendfile``, which issues every ``os.sendfile`` on the
+event loop's thread: the kernel's page-cache-to-socket copies of all concurrent downloads
+then share one core. ``os.sendfile`` releases the GIL, so issuing it from worker threads lets
+several downloads copy on several cores while the loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.web_request import BaseRequest
+
+#: A client that accepts nothing for this long is dropped (the loop's own timeouts cannot
+#: see a socket it has handed to a thread).
+STALL_TIMEOUT_SECS = 60.0
+_MAX_CALL = 1 << 30
+_WAIT_SLICE_SECS = 0.5
+#: Threads for downloads only: a slow client holds one for as long as it reads, and must not
+#: starve the default executor that hashing and file I/O use.
+MAX_THREADS = 64
+_executor: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="angos-sendfile")
+    return _executor
+
+
+def _send_file(sock_fd: int, file_fd: int, offset: int, count: int, stop: threading.Event) -> None:
+    """Blocking: send ``count`` bytes of ``file_fd`` from ``offset`` to a non-blocking socket."""
+    end = offset + count
+    stalled = 0.0
+    while offset < end and not stop.is_set():
+        try:
+            sent = os.sendfile(sock_fd, file_fd, offset, min(end - offset, _MAX_CALL))
+        except BlockingIOError:
+            # Short waits, so a stop (shutdown, cancelled handler) is seen within one.
+            _, writable, _ = select.select([], [sock_fd], [], _WAIT_SLICE_SECS)
+            stalled = 0.0 if writable else stalled + _WAIT_SLICE_SECS
+            if stalled >= STALL_TIMEOUT_SECS:
+                raise TimeoutError("client accepted no data for a minute") from None
+            continue
+        if sent == 0:
+            raise ConnectionResetError("file shorter than announced or socket closed")
+        offset += sent
+
+
+class ThreadedFileResponse(web.FileResponse):
+    """``web.FileResponse`` (Range, If-Range, conditional requests) with threaded sendfile."""
+
+    async def _sendfile(
+        self, request: BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if transport is None or sock is None or self.compression or count == 0:
+            return await super()._sendfile(request, fobj, offset, count)
+        writer = await web.StreamResponse.prepare(self, request)
+        assert writer is not None
+        # The headers must be on the wire before the body, and the loop must not read (and
+        # so notice a closed connection and close the socket) while a thread writes to it.
+        transport.pause_reading()
+        try:
+            while transport.get_write_buffer_size():
+                await writer.drain()
+                await asyncio.sleep(0)
+            # Duplicate descriptors: if the transport or the file is closed meanwhile
+            # (shutdown, a cancelled handler), the thread never touches a reused fd.
+            sock_fd, file_fd = os.dup(sock.fileno()), os.dup(fobj.fileno())
+            stop = threading.Event()
+            task = asyncio.get_running_loop().run_in_executor(
+                _pool(), _send_file, sock_fd, file_fd, offset, count, stop
+            )
+
+            def close_fds(_f: object) -> None:
+                os.close(sock_fd)
+                os.close(file_fd)
+
+            task.add_done_callback(close_fds)
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                stop.set()
+                raise
+        finally:
+            if not transport.is_closing():
+                transport.resume_reading()
+        await web.StreamResponse.write_eof(self)
+        return writer
