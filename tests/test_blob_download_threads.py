@@ -7,6 +7,7 @@ and a client that hangs up mid-body costs the server neither a descriptor nor it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -78,3 +79,87 @@ async def test_client_hanging_up_mid_body_leaks_nothing(angos_server: AngosServe
     assert _open_fds(angos_server.pid) <= baseline
     async with aiohttp.ClientSession(trust_env=False) as http:
         assert await _get(http, url, {}) == DATA
+
+
+def _server_socket_flags(pid: int, client_port: int) -> int:
+    """The ``flags`` of the server's descriptor for the connection from ``client_port``."""
+    inode = None
+    with open("/proc/net/tcp", encoding="ascii") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if int(fields[2].split(":")[1], 16) == client_port:  # rem_address: the client
+                inode = fields[9]
+    assert inode is not None, f"no server socket for client port {client_port}"
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as info:
+                    for line in info:
+                        if line.startswith("flags:"):
+                            return int(line.split()[1], 8)
+    raise AssertionError(f"socket inode {inode} not among the server's descriptors")
+
+
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the headers"
+        head += chunk
+    header, _, body = head.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in header.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    parts = [body]
+    got = len(body)
+    while got < length:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "connection closed in the body"
+        parts.append(chunk)
+        got += len(chunk)
+    return header, b"".join(parts)
+
+
+async def test_keep_alive_connection_is_handed_back_non_blocking(
+    angos_server: AngosServer,
+) -> None:
+    """The sending thread puts the shared socket in blocking mode; the event loop must get
+    it back non-blocking, or one slow write would stall every other client."""
+    async with aiohttp.ClientSession(trust_env=False) as http:
+        await _push(http, angos_server.url)
+    parts = urlsplit(angos_server.url)
+    assert parts.hostname and parts.port
+
+    def download_twice_on_one_connection() -> int:
+        with socket.create_connection((parts.hostname, parts.port)) as sock:
+            for _ in range(2):
+                request = f"GET /v2/dl/blobs/{DIGEST} HTTP/1.1\r\nHost: x\r\n\r\n"
+                sock.sendall(request.encode())
+                header, body = _read_response(sock)
+                assert header.startswith(b"HTTP/1.1 200"), header
+                assert body == DATA
+            return _server_socket_flags(angos_server.pid, sock.getsockname()[1])
+
+    flags = await asyncio.to_thread(download_twice_on_one_connection)
+    assert flags & os.O_NONBLOCK
+
+
+async def test_stalled_reader_blocks_nobody_and_gets_every_byte(angos_server: AngosServer) -> None:
+    url = f"{angos_server.url}/v2/dl/blobs/{DIGEST}"
+    async with aiohttp.ClientSession(trust_env=False) as http:
+        await _push(http, angos_server.url)
+    parts = urlsplit(url)
+    assert parts.hostname and parts.port
+    with socket.create_connection((parts.hostname, parts.port)) as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        stalled.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        # The stalled client reads nothing for over two of the thread's send timeouts.
+        async with aiohttp.ClientSession(trust_env=False) as http:
+            for _ in range(3):
+                assert await _get(http, url, {}) == DATA
+                await asyncio.sleep(0.5)
+        header, body = await asyncio.to_thread(_read_response, stalled)
+    assert header.startswith(b"HTTP/1.1 200"), header
+    assert body == DATA

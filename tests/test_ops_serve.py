@@ -128,6 +128,32 @@ def test_past_the_grace_period_the_request_is_cancelled(
     assert not _blob_file(root, data).exists()
 
 
+def test_past_the_grace_period_a_stalled_download_is_cut(
+    angos_server_factory: AngosServerFactory, tmp_path: Path
+) -> None:
+    """A download's bytes go out from a worker thread blocked in ``sendfile``; shutdown must
+    wake it rather than wait for the client (or the one-minute stall limit)."""
+    server = angos_server_factory(_fs(tmp_path / "data", "[server]\nshutdown_grace_secs = 1\n"))
+    data = os.urandom(16 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    req = urllib.request.Request(
+        f"{server.url}/v2/dl/blobs/uploads/?digest={digest}", data=data, method="POST"
+    )
+    with loopback.open(req, timeout=30) as resp:
+        assert resp.status == 201
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(f"GET /v2/dl/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert _read_status(sock) == 200  # and then the client reads nothing more
+        start = time.monotonic()
+        os.kill(server.pid, signal.SIGTERM)
+        proc = server._proc
+        assert proc is not None
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - start < 10
+    assert "shutting down: listening stopped; 1 request(s) in flight" in server.stderr_text()
+
+
 # --------------------------------------------------------------------------- workers
 
 
