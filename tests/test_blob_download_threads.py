@@ -11,10 +11,14 @@ import contextlib
 import hashlib
 import os
 import socket
+import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 
+from angos_core.http import threaded_sendfile
 from tests.support.angos_server import AngosServer
 
 SIZE = 16 * 1024 * 1024
@@ -163,3 +167,40 @@ async def test_stalled_reader_blocks_nobody_and_gets_every_byte(angos_server: An
         header, body = await asyncio.to_thread(_read_response, stalled)
     assert header.startswith(b"HTTP/1.1 200"), header
     assert body == DATA
+
+
+def test_send_file_hands_the_socket_back_as_it_found_it(tmp_path: Path) -> None:
+    """A large body is sent with Nagle on and in blocking mode; afterwards the connection's
+    TCP_NODELAY, send timeout and non-blocking flag are what the event loop had set."""
+    payload = os.urandom(threaded_sendfile.NAGLE_MIN_BYTES + 12345)
+    path = tmp_path / "blob"
+    path.write_bytes(payload)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    with client, server, open(path, "rb") as f:
+        server.setblocking(False)
+        server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        received = bytearray()
+
+        def drain() -> None:
+            while len(received) < len(payload):
+                chunk = client.recv(1 << 20)
+                assert chunk
+                received.extend(chunk)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        threaded_sendfile._send_file(
+            server.fileno(), f.fileno(), 0, len(payload), threading.Event()
+        )
+        reader.join(30)
+        assert bytes(received) == payload
+        assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert server.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16) == bytes(16)
+        assert not os.get_blocking(server.fileno())
+        with pytest.raises(ConnectionResetError):  # a file shorter than announced
+            threaded_sendfile._send_file(
+                server.fileno(), f.fileno(), len(payload), 10, threading.Event()
+            )
+        assert not os.get_blocking(server.fileno())
