@@ -65,11 +65,13 @@ def test_quick_run_against_angos_produces_a_complete_table(tmp_path: Path) -> No
         assert isinstance(value, float) and value > 0, (key, value)
     assert rows["6"]["details"]["angos"][0]["pages"] > 1  # pagination was followed
     assert report["refs"]["loopback_mb_s"] > 0 and report["refs"]["sha256_mb_s"] > 0
+    assert all(v > 0 for v in report["refs"]["sendfile_n_mb_s_at_row3"])  # one per round
 
     table = out_md.read_text()
     assert "| # | workload | unit | Angos | Distribution 2.8 |" in table
     for key in ROWS:
         assert f"\n| {key} | " in table
     assert "loopback TCP" in table and "sha256" in table
+    assert "% of sendfile beside it" in table
     # The stores and logs live under --workdir and are gone after the run.
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("angos-bench-")]
