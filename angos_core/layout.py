@@ -14,6 +14,8 @@ Angos adds, beside Distribution's keys::
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from angos_core.protocols import UploadRef
 
 ROOT = "v2/"
@@ -87,13 +89,53 @@ def referrer_link_key(name: str, subject: str, digest: str) -> str:
     return f"{referrers_prefix(name, subject)}{alg}/{hexpart}/link"
 
 
+#: The directory of a repository that holds its upload sessions, one directory per id.
+UPLOADS_DIR = "_uploads"
+
+
+def is_reserved(component: str) -> bool:
+    """True for a path component that can never be part of a repository name.
+
+    The name grammar starts every component with ``[a-z0-9]``, so ``_layers``,
+    ``_manifests``, ``_uploads``, ``_referrers`` and temporary ``.``-files are not names:
+    a walk of ``v2/repositories/`` for repository names skips them.
+    """
+    return component.startswith(("_", "."))
+
+
+def uploads_prefix(name: str) -> str:
+    """The directory of every upload session of repository ``name``."""
+    return f"{REPOSITORIES}{name}/{UPLOADS_DIR}/"
+
+
 def upload_prefix(upload: UploadRef) -> str:
-    return f"{REPOSITORIES}{upload.name}/_uploads/{upload.upload_id}/"
+    return f"{uploads_prefix(upload.name)}{upload.upload_id}/"
 
 
 def upload_key(upload: UploadRef, part: str = "data") -> str:
     """A file of the upload session: ``data`` (the bytes), ``startedat``, or backend state."""
     return f"{upload_prefix(upload)}{part}"
+
+
+#: The part of an upload session that records when it started.
+STARTED_AT = "startedat"
+
+
+def started_at_content(when: datetime) -> bytes:
+    """What ``startedat`` holds: RFC 3339 in UTC, to the second, as Distribution writes it."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+
+
+def parse_started_at(raw: bytes) -> datetime | None:
+    """The time in a ``startedat`` record (ours or Distribution's), or None if unreadable.
+
+    A time without a zone is taken as UTC.
+    """
+    try:
+        when = datetime.fromisoformat(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def digest_from_blob_key(key: str) -> str | None:

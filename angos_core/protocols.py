@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 
@@ -91,6 +92,36 @@ class BlobStore(Protocol):
 
     async def upload_abort(self, upload: UploadRef) -> None:
         """Discard the session and everything it holds. Idempotent."""
+
+    def list_uploads(self) -> AsyncIterator[tuple[UploadRef, datetime]]:
+        """Every upload session in the store, with the time it started (aware, UTC).
+
+        Core's upload purger (:mod:`angos_core.registry.upload_purge`) aborts the ones
+        older than its configured age; the backend only reports what it holds.
+
+        * Every repository is covered, nested names (``a/b/c``) included: sessions live at
+          ``layout.uploads_prefix(name)``, and a path component that starts with ``_`` or
+          ``.`` is never part of a name (``layout.is_reserved``), so a walk skips those
+          directories, ``_uploads`` aside.
+        * Order: none. Each session is reported once per listing.
+        * A session committed, aborted or started while the listing runs may or may not be
+          reported. Core only aborts what it finds, and ``upload_abort`` is idempotent, so
+          reporting one that has just ended is harmless.
+        * The start time is the one ``upload_start`` recorded (``fs``: the ``startedat``
+          file, RFC 3339 text as CNCF Distribution writes it; ``s3``: the time its
+          ``startedat`` object was written). If it cannot be read (missing after a crash
+          inside ``upload_start``, unparsable, a session another program wrote), report the
+          session with the **oldest** modification time among what it holds: every part
+          of a session is written at or after its start, so that time is never earlier
+          than the real start, and a session is never purged early. A session with nothing
+          left to date (it vanished meanwhile) is skipped.
+        * Whatever sits under a ``_uploads`` directory is reported as the backend finds it,
+          even an id that is not a UUID: core validates names and ids before it acts and
+          skips the rest. A store with no sessions lists nothing.
+        * Raises ``BackendUnavailable`` (from iteration) when the store cannot be listed.
+          The listing is a background task, so it may take many requests; it must stream
+          rather than hold every session of the store in memory at once.
+        """
 
     async def open(self) -> None:
         """Connect or check what is needed before the first request. Called once at startup."""

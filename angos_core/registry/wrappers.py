@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 from angos_core.errors import AngosError, BackendError, BackendUnavailable, LockUnavailable
@@ -137,6 +138,13 @@ class WrappedBlobStore(_Wrapped):
 
     async def upload_abort(self, upload: UploadRef) -> None:
         await self._call("upload_abort", self.inner.upload_abort, upload)
+
+    def list_uploads(self) -> AsyncIterator[tuple[UploadRef, datetime]]:
+        try:
+            it = self.inner.list_uploads()
+        except BaseException as exc:  # not implemented (an older plugin), or eager failure
+            raise translate(self.name, "list_uploads", exc) from exc
+        return self._iterate("list_uploads", it)
 
 
 class WrappedMetadataStore(_Wrapped):

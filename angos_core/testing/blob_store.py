@@ -7,6 +7,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -32,6 +33,20 @@ async def read_all(
     store: BlobStore, digest: str, offset: int = 0, length: int | None = None
 ) -> bytes:
     return b"".join([piece async for piece in store.read(digest, offset, length)])
+
+
+async def listed_uploads(store: BlobStore) -> dict[UploadRef, datetime]:
+    """``list_uploads`` as a dict; fails if a session is listed twice."""
+    found: dict[UploadRef, datetime] = {}
+    async for upload, started in store.list_uploads():
+        assert upload not in found, f"{upload} listed twice"
+        found[upload] = started
+    return found
+
+
+#: How far a listed start time may be from the clock around ``upload_start`` (stores record
+#: whole seconds, and a remote store's clock is not ours).
+START_TIME_TOLERANCE = timedelta(seconds=5)
 
 
 async def upload_bytes(store: BlobStore, upload: UploadRef) -> bytes:
@@ -353,3 +368,68 @@ class BlobStoreContract:
             await blob_store.upload_append(upload, 11, stream(b"more"))
         await blob_store.upload_abort(upload)
         assert await read_all(blob_store, committed) == b"committed"
+
+    # ------------------------------------------------------------------ listing sessions
+
+    async def test_empty_store_lists_no_uploads(self, blob_store: BlobStore) -> None:
+        assert await listed_uploads(blob_store) == {}
+        await put_blob(blob_store, b"a committed blob is not a session")
+        assert await listed_uploads(blob_store) == {}
+
+    async def test_started_upload_is_listed_with_its_start_time(
+        self, blob_store: BlobStore
+    ) -> None:
+        before = datetime.now(UTC)
+        empty, written = new_upload(), new_upload()
+        await blob_store.upload_start(empty)
+        await blob_store.upload_start(written)
+        await blob_store.upload_append(written, 0, stream(b"some bytes"))
+        found = await listed_uploads(blob_store)
+        after = datetime.now(UTC)
+        assert set(found) == {empty, written}
+        for started in found.values():
+            assert isinstance(started, datetime)
+            assert started.utcoffset() == timedelta(0)  # aware, UTC
+            assert before - START_TIME_TOLERANCE <= started <= after + START_TIME_TOLERANCE
+
+    async def test_ended_uploads_are_not_listed(self, blob_store: BlobStore) -> None:
+        committed, aborted, open_ = new_upload(), new_upload(), new_upload()
+        for upload in (committed, aborted, open_):
+            await blob_store.upload_start(upload)
+            await blob_store.upload_append(
+                upload, 0, stream(b"data of " + upload.upload_id.encode())
+            )
+        await blob_store.upload_commit(
+            committed, digest_of(b"data of " + committed.upload_id.encode())
+        )
+        await blob_store.upload_abort(aborted)
+        assert set(await listed_uploads(blob_store)) == {open_}
+        await blob_store.upload_abort(open_)
+        assert await listed_uploads(blob_store) == {}
+
+    async def test_uploads_in_nested_names_are_listed(self, blob_store: BlobStore) -> None:
+        uploads = [
+            new_upload("top"),
+            new_upload("a/b"),
+            new_upload("a/b/c"),
+            new_upload("a/b/c"),
+            new_upload("x.y/z-1/deeper_still/name__five"),
+        ]
+        # The same upload id in two repositories is two sessions.
+        uploads.append(UploadRef("a", uploads[0].upload_id))
+        for upload in uploads:
+            await blob_store.upload_start(upload)
+        assert set(await listed_uploads(blob_store)) == set(uploads)
+
+    async def test_ending_sessions_while_listing(self, blob_store: BlobStore) -> None:
+        """What the purger does: abort each session as it is listed."""
+        uploads = {new_upload(f"contract/r{i % 3}") for i in range(7)}
+        for upload in uploads:
+            await blob_store.upload_start(upload)
+            await blob_store.upload_append(upload, 0, stream(b"x"))
+        seen = set()
+        async for upload, _started in blob_store.list_uploads():
+            seen.add(upload)
+            await blob_store.upload_abort(upload)
+        assert seen == uploads
+        assert await listed_uploads(blob_store) == {}

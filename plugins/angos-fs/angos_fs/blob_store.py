@@ -7,6 +7,7 @@ blob's key, so a blob appears complete or not at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import shutil
@@ -144,12 +145,12 @@ class FsBlobStore(FsBackend):
 
     async def upload_start(self, upload: UploadRef) -> None:
         data = self._upload_path(upload)
-        started = self._upload_path(upload, "startedat")
+        started = self._upload_path(upload, layout.STARTED_AT)
         sync = self.sync
 
         def start() -> None:
             files.makedirs(os.path.dirname(data), durable=sync)
-            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+            stamp = layout.started_at_content(datetime.now(UTC))
             for path, content in ((data, b""), (started, stamp)):
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
@@ -269,8 +270,80 @@ class FsBlobStore(FsBackend):
         except OSError as exc:
             raise unavailable(exc, f"cannot remove upload {upload.upload_id}") from exc
 
+    async def list_uploads(self) -> AsyncIterator[tuple[UploadRef, datetime]]:
+        # A walk of the repository directories: one scandir per directory of a name, plus
+        # one per repository with sessions and one small read per session.
+        base = self.paths.dir_path(layout.REPOSITORIES)
+        pending = [""]
+        try:
+            while pending:
+                name = pending.pop()
+                where = os.path.join(base, name) if name else base
+                children, has_uploads = await files.run(_repository_dir, where)
+                pending.extend(f"{name}/{c}" if name else c for c in children)
+                if not (name and has_uploads):
+                    continue
+                sessions = await files.run(_sessions_in, os.path.join(where, layout.UPLOADS_DIR))
+                for upload_id, started in sessions:
+                    yield UploadRef(name, upload_id), started
+        except OSError as exc:
+            raise unavailable(exc, "cannot list upload sessions") from exc
+
 
 # ---------------------------------------------------------------------- pool functions
+
+
+def _repository_dir(path: str) -> tuple[list[str], bool]:
+    """The name components below ``path`` and whether it holds an ``_uploads`` directory."""
+    children: list[str] = []
+    has_uploads = False
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                if entry.name == layout.UPLOADS_DIR:
+                    has_uploads = True
+                elif not layout.is_reserved(entry.name):
+                    children.append(entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # removed while we walk (the last session of a repository pruned its dirs)
+    return children, has_uploads
+
+
+def _sessions_in(uploads_dir: str) -> list[tuple[str, datetime]]:
+    try:
+        with os.scandir(uploads_dir) as it:
+            ids = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for upload_id in ids:
+        started = _started_at(os.path.join(uploads_dir, upload_id))
+        if started is not None:
+            found.append((upload_id, started))
+    return found
+
+
+def _started_at(session_dir: str) -> datetime | None:
+    """The session's recorded start, else its oldest mtime (never earlier than the start),
+    else None when the session is gone."""
+    try:
+        with open(os.path.join(session_dir, layout.STARTED_AT), "rb") as f:
+            recorded = layout.parse_started_at(f.read(100))
+        if recorded is not None:
+            return recorded
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        pass
+    try:
+        times = [os.stat(session_dir).st_mtime]
+        with os.scandir(session_dir) as it:
+            for entry in it:
+                with contextlib.suppress(FileNotFoundError):
+                    times.append(entry.stat(follow_symlinks=False).st_mtime)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return datetime.fromtimestamp(min(times), UTC)
 
 
 def _open_for_append(path: str, offset: int) -> int:

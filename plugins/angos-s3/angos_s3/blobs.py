@@ -22,10 +22,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from angos_core.errors import BlobNotFound, UploadNotFound, UploadOffsetMismatch
-from angos_core.layout import blob_data_key, blobs_prefix, digest_from_blob_key, upload_prefix
+from angos_core.layout import (
+    REPOSITORIES,
+    STARTED_AT,
+    UPLOADS_DIR,
+    blob_data_key,
+    blobs_prefix,
+    digest_from_blob_key,
+    is_reserved,
+    started_at_content,
+    upload_key,
+    upload_prefix,
+    uploads_prefix,
+)
 from angos_core.protocols import UploadRef
 from angos_s3.append import Appender
 from angos_s3.client import BACKEND, Missing, S3Backend
@@ -111,7 +124,17 @@ class S3BlobStore(S3Backend):
     # ------------------------------------------------------------------ uploads
 
     async def upload_start(self, upload: UploadRef) -> None:
-        await self.s3.call("put_object", state_key(upload), Body=UploadState().to_json())
+        # Two independent writes side by side: the start time (its object's LastModified is
+        # what list_uploads reports, and it is never rewritten) and the state. If one fails
+        # the client gets an error; whatever was written is a session the purger removes.
+        await asyncio.gather(
+            self.s3.call(
+                "put_object",
+                upload_key(upload, STARTED_AT),
+                Body=started_at_content(datetime.now(UTC)),
+            ),
+            self.s3.call("put_object", state_key(upload), Body=UploadState().to_json()),
+        )
 
     async def upload_size(self, upload: UploadRef) -> int:
         return (await self._load(upload)).size
@@ -315,3 +338,45 @@ class S3BlobStore(S3Backend):
         except UploadNotFound:
             state = None
         await self._discard(upload, state)
+
+    async def list_uploads(self) -> AsyncIterator[tuple[UploadRef, datetime]]:
+        # A walk of the repository "directories" with delimited listings (one LIST request
+        # per directory of a name, per 1000 children), then one undelimited listing of each
+        # repository's _uploads/: its objects carry the times, so no GET per session.
+        pending = [""]
+        while pending:
+            name = pending.pop()
+            prefix = f"{REPOSITORIES}{name}/" if name else REPOSITORIES
+            has_uploads = False
+            async for page in self.s3.pages(prefix, delimiter="/"):
+                for entry in page.get("CommonPrefixes", []):
+                    child = self.s3.rel(entry["Prefix"])[len(prefix) : -1]
+                    if child == UPLOADS_DIR:
+                        has_uploads = True
+                    elif child and "/" not in child and not is_reserved(child):
+                        pending.append(f"{name}/{child}" if name else child)
+            if name and has_uploads:
+                async for found in self._sessions(name):
+                    yield found
+
+    async def _sessions(self, name: str) -> AsyncIterator[tuple[UploadRef, datetime]]:
+        """The sessions under one repository's _uploads/; a session's objects list together."""
+        prefix = uploads_prefix(name)
+        current: str | None = None
+        started: datetime | None = None
+        oldest: datetime | None = None
+        async for page in self.s3.pages(prefix):
+            for obj in page.get("Contents", []):
+                upload_id, sep, part = self.s3.rel(obj["Key"])[len(prefix) :].partition("/")
+                if not sep:
+                    continue  # an object beside the sessions, not in one
+                if upload_id != current:
+                    if current is not None and oldest is not None:
+                        yield UploadRef(name, current), started or oldest
+                    current, started, oldest = upload_id, None, None
+                modified: datetime = obj["LastModified"].astimezone(UTC)
+                oldest = modified if oldest is None else min(oldest, modified)
+                if part == STARTED_AT:
+                    started = modified
+        if current is not None and oldest is not None:
+            yield UploadRef(name, current), started or oldest
