@@ -215,6 +215,45 @@ class LogConfig:
 
 
 @dataclass
+class UploadPurgingConfig:
+    """``[maintenance.upload_purging]``: abort upload sessions abandoned by their clients.
+
+    As CNCF Distribution's ``storage.maintenance.uploadpurging``: on by default, every
+    ``interval_secs`` the sessions started more than ``age_secs`` ago are aborted.
+    """
+
+    enabled: bool = True
+    #: A session started longer ago than this is abandoned (7 days).
+    age_secs: float = 604800.0
+    #: Seconds between two passes (1 day); the first runs within a minute of startup.
+    interval_secs: float = 86400.0
+    #: Only log what would be purged.
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        fixes = {
+            "age_secs": "set it to the seconds after its start when an unfinished upload counts "
+            "as abandoned, e.g. 604800 (7 days)",
+            "interval_secs": "set it to the seconds between two purge passes, e.g. 86400 (1 day)",
+        }
+        for key, fix in fixes.items():
+            value = getattr(self, key)
+            if not value > 0:  # also refuses NaN
+                raise ConfigError(
+                    f"maintenance.upload_purging.{key}",
+                    f"must be positive, got {value}: {fix} (or enabled = false to turn upload "
+                    "purging off)",
+                )
+
+
+@dataclass
+class MaintenanceConfig:
+    """``[maintenance]``: background work on the stores."""
+
+    upload_purging: UploadPurgingConfig = field(default_factory=UploadPurgingConfig)
+
+
+@dataclass
 class BackendChoice:
     """The backend selected for one kind: its spec and its parsed settings."""
 
@@ -238,9 +277,10 @@ class AngosConfig:
     lock_provider: BackendChoice
     cache: BackendChoice
     source: str = "<embedded default>"
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
 
 
-_TOP_LEVEL = ("server", "global", "log", "blob_store", "metadata_store", "cache")
+_TOP_LEVEL = ("server", "global", "log", "maintenance", "blob_store", "metadata_store", "cache")
 
 DEFAULT_TOML = f"""
 [server]
@@ -297,6 +337,7 @@ def parse_config(
     server = section("server", ServerConfig)
     global_ = section("global", GlobalConfig)
     log = section("log", LogConfig)
+    maintenance = section("maintenance", MaintenanceConfig)
 
     blob = _single_backend(data, "blob_store")
     if blob is None:
@@ -362,6 +403,7 @@ def parse_config(
         lock_provider=lock_choice,
         cache=cache_choice,
         source=source,
+        maintenance=maintenance,
     )
 
 

@@ -86,6 +86,7 @@ def config_summary(config: AngosConfig) -> dict[str, Any]:
         "server": dict(vars(config.server)),
         "global": {k: v for k, v in vars(config.global_).items()},
         "log": dict(vars(config.log)),
+        "maintenance": {"upload_purging": dict(vars(config.maintenance.upload_purging))},
         "blob_store": _backend(config.blob_store),
         "metadata_store": _backend(config.metadata_store),
         "lock_provider": _backend(config.lock_provider),

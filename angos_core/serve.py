@@ -157,11 +157,15 @@ async def serve_app(
     *,
     reuse_port: bool = False,
     on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
+    maintenance: bool = True,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully (see the module docstring)."""
+    """Serve until SIGTERM/SIGINT, then shut down gracefully (see the module docstring).
+
+    ``maintenance``: run the background work of ``[maintenance]`` in this process.
+    """
     from angos_core.http.app import make_app
 
-    app = make_app(config)
+    app = make_app(config, maintenance=maintenance)
     grace = config.server.shutdown_grace_secs
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=CLEANUP_SECS)
     stop = asyncio.Event()
@@ -264,8 +268,18 @@ class Master:
                 log.debug("worker %d (pid %d) listening on %s", index, os.getpid(), addresses)
                 os.write(ready_w, b"1")
 
+            # Maintenance (upload purging) in worker 0 only: the workers share one store, so
+            # a pass in each would repeat the same listing N times and race on the same
+            # (idempotent, so harmless) aborts. A replaced worker 0 takes it up again.
             asyncio.run(
-                serve_app(self.config, self.bind, self.port, reuse_port=True, on_ready=ready)
+                serve_app(
+                    self.config,
+                    self.bind,
+                    self.port,
+                    reuse_port=True,
+                    on_ready=ready,
+                    maintenance=index == 0,
+                )
             )
             code = 0
         except AngosError as exc:

@@ -7,6 +7,8 @@ text with ``make_app_from_toml``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -28,6 +30,7 @@ from angos_core.http.observe import (
 from angos_core.http.routes import add_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores
+from angos_core.registry.upload_purge import UploadPurger
 from angos_core.registry.wrappers import Observer
 
 log = logging.getLogger("angos")
@@ -45,12 +48,15 @@ def make_app(
     *,
     observer: Observer | None = None,
     stores: Stores | None = None,
+    maintenance: bool = True,
 ) -> web.Application:
     """The registry application for ``config``.
 
     ``observer`` receives every backend call besides the app's own metrics (see
     :mod:`angos_core.registry.wrappers`). ``stores`` replaces the configured backends
-    (tests); they are still opened and closed with the app.
+    (tests); they are still opened and closed with the app. ``maintenance=False`` leaves
+    out the background work of ``[maintenance]`` (upload purging): ``angos serve --workers
+    N`` runs it in one worker only.
     """
     server = config.server
     app = web.Application(
@@ -84,7 +90,25 @@ def make_app(
         finally:
             await built.aclose()
 
+    async def upload_purging(app: web.Application) -> AsyncIterator[None]:
+        # After ``backends`` in cleanup_ctx: started once the stores are open, cancelled at
+        # shutdown before they close. A background task, so startup and /readyz never wait
+        # for a pass.
+        settings = config.maintenance.upload_purging
+        if not (maintenance and settings.enabled):
+            yield
+            return
+        purger = UploadPurger(app[REGISTRY].stores.blobs, settings, observer=metrics)
+        task = asyncio.create_task(purger.run_forever(), name="angos-upload-purge")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app.cleanup_ctx.append(backends)
+    app.cleanup_ctx.append(upload_purging)
     add_routes(app)
     add_health_routes(app, server.health_timeout_secs)
     app.router.add_get("/metrics", metrics_handler, name="metrics")

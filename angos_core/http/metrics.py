@@ -120,6 +120,18 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.uploads_purged = Counter(
+            "angos_uploads_purged",
+            "Abandoned upload sessions aborted by the upload purger.",
+            registry=r,
+        )
+        self.upload_sessions_open = Gauge(
+            "angos_upload_sessions_open",
+            "Upload sessions the last complete purge pass left open (found minus purged).",
+            registry=r,
+            # Only one worker purges; the others report 0, and a dead worker's value goes.
+            multiprocess_mode="livesum",
+        )
         self.lock_failures = Counter(
             "angos_lock_failures",
             "Lock acquisitions that failed, by provider and exception class.",
@@ -142,6 +154,14 @@ class Metrics:
             self.lock_wait.labels(backend).observe(seconds)
             if error is not None:
                 self.lock_failures.labels(backend, error).inc()
+
+    def upload_purged(self) -> None:
+        """One abandoned session aborted (the upload purger's observer)."""
+        self.uploads_purged.inc()
+
+    def upload_sessions_left(self, count: int) -> None:
+        """Sessions left open by a complete purge pass."""
+        self.upload_sessions_open.set(count)
 
     def observe_request(
         self,
