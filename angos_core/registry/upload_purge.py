@@ -84,10 +84,16 @@ def _now() -> datetime:
 
 
 def _age_text(age: timedelta) -> str:
-    secs = int(age.total_seconds())
+    """``7d0h``, ``2h5m``, ``3m9s``, ``2s``: an age at a glance in the log."""
+    secs = max(0, int(age.total_seconds()))
     days, rest = divmod(secs, 86400)
     hours, rest = divmod(rest, 3600)
-    return f"{days}d{hours}h" if days else f"{hours}h{rest // 60}m{rest % 60}s"
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
 class UploadPurger:
