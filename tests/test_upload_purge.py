@@ -361,3 +361,23 @@ def test_unknown_maintenance_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         config_from_toml(f'[blob_store.fs]\nroot_dir = "{tmp_path}"\n[maintenance.gc]\nx = 1\n')
     assert info.value.key == "maintenance.gc"
+
+
+async def test_a_blob_store_without_list_uploads_only_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class OlderPlugin:
+        """A third-party blob store written before ``list_uploads`` existed."""
+
+        name = "older"
+
+        async def upload_abort(self, upload: UploadRef) -> None:
+            raise AssertionError("nothing was listed, nothing may be aborted")
+
+    with caplog.at_level(logging.WARNING, logger="angos.upload_purge"):
+        result = await purger(WrappedBlobStore(OlderPlugin())).run_pass()
+    assert (result.complete, result.found) == (False, 0)
+    assert any(
+        "cannot list the upload sessions of blob store older" in r.getMessage()
+        for r in caplog.records
+    )
