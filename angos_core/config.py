@@ -225,7 +225,7 @@ class UploadPurgingConfig:
     enabled: bool = True
     #: A session started longer ago than this is abandoned (7 days).
     age_secs: float = 604800.0
-    #: Seconds between two passes (1 day); the first runs within a minute of startup.
+    #: Seconds between two passes (1 day); the first runs 1-2 minutes after startup.
     interval_secs: float = 86400.0
     #: Only log what would be purged.
     dry_run: bool = False

@@ -36,9 +36,10 @@ from angos_core.protocols import UploadRef
 
 log = logging.getLogger("angos.upload_purge")
 
-#: The first pass starts at a random moment within this many seconds of startup (or of one
-#: interval, if shorter): not during startup, and replicas started together spread out.
-FIRST_PASS_WITHIN_SECS = 60.0
+#: The first pass starts this many seconds after startup, plus a random share of as many
+#: again (or after one interval, if shorter): never during startup, replicas started
+#: together spread out, and a short-lived process (a test's app) never lists its store.
+FIRST_PASS_AFTER_SECS = 60.0
 
 
 class UploadLister(Protocol):
@@ -192,10 +193,10 @@ class UploadPurger:
 
     async def run_forever(self, first_delay_secs: float | None = None) -> None:
         """A pass after ``first_delay_secs`` (default: random, see
-        :data:`FIRST_PASS_WITHIN_SECS`), then one every interval, until cancelled."""
+        :data:`FIRST_PASS_AFTER_SECS`), then one every interval, until cancelled."""
         interval = self.settings.interval_secs
         if first_delay_secs is None:
-            first_delay_secs = random.uniform(0, min(interval, FIRST_PASS_WITHIN_SECS))
+            first_delay_secs = min(interval, FIRST_PASS_AFTER_SECS * (1 + random.random()))
         log.info(
             "upload purge: on%s; sessions older than %gs are aborted every %gs, first pass in "
             "%.1fs",
