@@ -118,31 +118,38 @@ class UploadPurger:
         result = PassResult()
         now = self.clock()
         try:
-            async for upload, started in self.blobs.list_uploads():
-                result.found += 1
-                try:
-                    validate_name(upload.name)
-                    validate_upload_id(upload.upload_id)
-                except AngosError:
-                    # Never build a key from what another program left there.
-                    result.skipped += 1
-                    log.debug("upload purge: not a session, skipped: %r", upload)
-                    continue
-                if now - started <= age:
-                    continue
-                if dry_run:
-                    result.would_purge += 1
-                    log.info(
-                        "upload purge (dry run): would purge upload %s of repository %s, "
-                        "started %s ago",
-                        upload.upload_id,
-                        upload.name,
-                        _age_text(now - started),
-                    )
-                elif await self._purge(upload, now - started):
-                    result.purged += 1
-                else:
-                    result.failed += 1
+            sessions = self.blobs.list_uploads()
+            try:
+                async for upload, started in sessions:
+                    result.found += 1
+                    try:
+                        validate_name(upload.name)
+                        validate_upload_id(upload.upload_id)
+                    except AngosError:
+                        # Never build a key from what another program left there.
+                        result.skipped += 1
+                        log.debug("upload purge: not a session, skipped: %r", upload)
+                        continue
+                    if now - started <= age:
+                        continue
+                    if dry_run:
+                        result.would_purge += 1
+                        log.info(
+                            "upload purge (dry run): would purge upload %s of repository %s, "
+                            "started %s ago",
+                            upload.upload_id,
+                            upload.name,
+                            _age_text(now - started),
+                        )
+                    elif await self._purge(upload, now - started):
+                        result.purged += 1
+                    else:
+                        result.failed += 1
+            finally:
+                # A pass cancelled at shutdown closes the listing (and its files) at once.
+                aclose = getattr(sessions, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         except Exception as exc:  # the listing itself failed: try again next interval
             result.complete = False
             log.warning(
