@@ -17,6 +17,7 @@ from typing import Protocol
 
 import pytest
 
+from tests.e2e.oci_images import Source, build_source
 from tests.support.angos_server import AngosServerFactory, free_port, fs_config, loopback
 from tests.support.moto_server import S3Bucket
 from tests.support.tools import require_tool
@@ -108,3 +109,14 @@ def fs_registry(angos_server_factory: AngosServerFactory, tmp_path: Path) -> Ite
         yield from _start_distribution(tmp_path)
     else:
         yield angos_server_factory(fs_config(tmp_path / "registry-data"))
+
+
+@pytest.fixture
+def skopeo() -> str:
+    return require_tool("skopeo", "apt-get install skopeo (or run scripts/test)")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Source:
+    """An OCI layout in ``tmp_path/source``: a two-platform index and a single image."""
+    return build_source(tmp_path / "source")
