@@ -12,11 +12,16 @@ import io
 import json
 import subprocess
 import tarfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.angos_server import loopback
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -170,3 +175,46 @@ def build_source(root: Path) -> Source:
     single = oci.image("linux", "amd64", flavour="-single")
     oci.tag(single, "single")
     return Source(oci, index, children, single)
+
+
+def write_rootfs_tar(path: Path, files: dict[str, bytes]) -> Path:
+    """A plain tar of ``files`` (what ``docker import`` / ``podman import`` take)."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@dataclass
+class Served:
+    """A registry's answer to a manifest GET."""
+
+    status: int
+    content_type: str | None
+    digest: str | None  # the Docker-Content-Digest header
+    body: bytes
+
+    @property
+    def body_digest(self) -> str:
+        return f"sha256:{hashlib.sha256(self.body).hexdigest()}"
+
+
+def get_manifest(registry_url: str, repo: str, reference: str, accept: str) -> Served:
+    """``GET /v2/<repo>/manifests/<reference>`` with ``Accept: accept``, errors included."""
+    request = urllib.request.Request(
+        f"{registry_url}/v2/{repo}/manifests/{reference}", headers={"Accept": accept}
+    )
+    try:
+        with loopback.open(request, timeout=10) as resp:
+            return Served(
+                resp.status,
+                resp.headers["Content-Type"],
+                resp.headers["Docker-Content-Digest"],
+                resp.read(),
+            )
+    except urllib.error.HTTPError as exc:
+        return Served(exc.code, exc.headers["Content-Type"], None, exc.read())

@@ -5,15 +5,14 @@ Images come from ``docker import`` of a tar written here: nothing is ever ``dock
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.e2e.oci_images import write_rootfs_tar
 from tests.support.angos_server import AngosServer, loopback
 
 if TYPE_CHECKING:
@@ -21,17 +20,6 @@ if TYPE_CHECKING:
     from tests.support.docker_engine import DockerEngine
 
 pytestmark = pytest.mark.e2e
-
-
-def write_rootfs_tar(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = 1_700_000_000
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def image_id(docker: DockerEngine, ref: str) -> str:

@@ -1,0 +1,153 @@
+"""End to end with podman: import, push (OCI and Docker v2s2 manifests), remove, pull back.
+
+podman runs as root with every path it keeps state in under a fresh temporary directory: vfs storage
+(``--root``, ``--runroot``), ``--tmpdir``, and its three config files (storage, registries,
+containers.conf) passed through the environment, so the machine's /etc/containers and
+/var/lib/containers/storage are never read for images or changed. The one thing podman 4.3
+has no option for is its blob-info cache (/var/lib/containers/cache, which skopeo uses too):
+a cache of where blobs were seen, keyed by registry host and port, so each test's fresh port
+keeps it out of the way. Images come from ``podman import`` of a tar: nothing is ever run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.oci_images import DOCKER_MANIFEST, OCI_MANIFEST, get_manifest, write_rootfs_tar
+from tests.support.tools import IN_CI, require_tool
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Registry
+
+pytestmark = pytest.mark.e2e
+
+#: ``podman push --format`` value -> the manifest media type podman sends for it.
+FORMATS = {"oci": OCI_MANIFEST, "v2s2": DOCKER_MANIFEST}
+LOCAL = "localhost/angos-e2e-local:1"
+
+
+class Podman:
+    """``podman`` whose storage, run state and configuration all live under ``root``."""
+
+    def __init__(self, binary: str, root: Path) -> None:
+        self.binary = binary
+        conf = root / "conf"
+        conf.mkdir(parents=True)
+        storage, run, tmp = root / "storage", root / "run", root / "tmp"
+        (conf / "storage.conf").write_text(
+            f'[storage]\ndriver = "vfs"\ngraphroot = "{storage}"\nrunroot = "{run}"\n'
+        )
+        # No search registries: every reference in the tests is fully qualified.
+        (conf / "registries.conf").write_text("unqualified-search-registries = []\n")
+        # No journald events, no systemd cgroups, and the CNI backend with its config here:
+        # the default netavark backend creates /run/containers/networks even for `podman
+        # images`. Nothing in these tests uses a network or runs a container.
+        (conf / "containers.conf").write_text(
+            "[engine]\n"
+            'events_logger = "none"\n'
+            'cgroup_manager = "cgroupfs"\n'
+            f'static_dir = "{storage / "libpod"}"\n'
+            f'volume_path = "{storage / "volumes"}"\n'
+            "[network]\n"
+            'network_backend = "cni"\n'
+            f'network_config_dir = "{conf / "networks"}"\n'
+        )
+        # Accept any image: no dependence on the machine's /etc/containers/policy.json.
+        self.policy = conf / "policy.json"
+        self.policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
+        self.env = {
+            **os.environ,
+            "CONTAINERS_STORAGE_CONF": str(conf / "storage.conf"),
+            "CONTAINERS_REGISTRIES_CONF": str(conf / "registries.conf"),
+            "CONTAINERS_CONF": str(conf / "containers.conf"),
+        }
+        self.global_args = [
+            f"--root={storage}",
+            f"--runroot={run}",
+            "--storage-driver=vfs",
+            f"--tmpdir={tmp}",
+        ]
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``podman ARGS``; on failure the error shows stdout and stderr."""
+        proc = subprocess.run(
+            [self.binary, *self.global_args, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"podman {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    def inspect(self, ref: str, field: str) -> str:
+        return self.run("image", "inspect", "--format", f"{{{{.{field}}}}}", ref).stdout.strip()
+
+
+@pytest.fixture
+def podman() -> Iterator[Podman]:
+    binary = require_tool("podman", "apt-get install podman (or run scripts/test)")
+    if os.geteuid() != 0:
+        message = "these podman tests run it as root (rootless needs subuid setup); run as root"
+        if IN_CI:
+            pytest.fail(message + " (CI=true)")
+        pytest.skip(message)
+    # A short path under /tmp: podman refuses a --runroot longer than 50 characters, which
+    # pytest's tmp_path exceeds.
+    root = Path(tempfile.mkdtemp(prefix="angos-podman-"))
+    try:
+        yield Podman(binary, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_push_remove_pull_same_image(
+    podman: Podman, registry: Registry, tmp_path: Path, fmt: str
+) -> None:
+    tar = write_rootfs_tar(
+        tmp_path / "rootfs.tar",
+        {"etc/hello": b"hello from podman\n", "bin/data": bytes(range(256)) * 256},
+    )
+    # `podman import` prints the new image's id, the digest of its config.
+    image_id = podman.run("import", str(tar), LOCAL).stdout.strip().splitlines()[-1]
+    assert image_id.startswith("sha256:"), image_id
+
+    remote = f"{registry.host}/e2e/podman:{fmt}"
+    digest_file = tmp_path / "pushed.digest"
+    podman.run(
+        "push", "--tls-verify=false", f"--signature-policy={podman.policy}",
+        f"--format={fmt}", f"--digestfile={digest_file}", LOCAL, remote,
+    )  # fmt: skip
+    pushed = digest_file.read_text().strip()
+
+    # The registry stored the manifest with the media type podman sent, and serves the bytes
+    # podman computed the digest of.
+    served = get_manifest(registry.url, "e2e/podman", fmt, accept=FORMATS[fmt])
+    assert served.status == 200, served.body
+    assert served.content_type == FORMATS[fmt]
+    assert served.digest == served.body_digest == pushed
+    manifest = json.loads(served.body)
+    assert manifest.get("mediaType", OCI_MANIFEST) == FORMATS[fmt]
+    assert manifest["config"]["digest"] == image_id
+
+    podman.run("rmi", LOCAL)
+    assert podman.run("image", "exists", image_id, check=False).returncode == 1
+
+    podman.run("pull", "--tls-verify=false", f"--signature-policy={podman.policy}", remote)
+    assert f"sha256:{podman.inspect(remote, 'Id')}" == image_id
+    assert podman.inspect(remote, "Digest") == pushed
