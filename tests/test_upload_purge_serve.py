@@ -1,6 +1,6 @@
 """Upload purging in a real ``angos serve`` process, on fs and on S3 (moto over HTTP).
 
-With ``age_secs = 3`` and ``interval_secs = 0.5``: a started-and-abandoned upload holding
+With ``age_secs = 5`` and ``interval_secs = 0.5``: a started-and-abandoned upload holding
 some bytes disappears from storage (on S3 its multipart upload is aborted too) and a late
 PATCH gets 404 BLOB_UPLOAD_UNKNOWN; an upload started after that survives the next passes,
 since its age counts from its own start, and completes and pulls; committed blobs and tags
@@ -23,7 +23,9 @@ from tests.s3_serve_support import client_session, s3_serve_toml
 from tests.support.angos_server import AngosServer, AngosServerFactory, fs_config
 from tests.support.moto_server import S3Bucket, s3_client
 
-AGE_SECS = 3
+#: The young upload must outlive two passes (about 1 s) with fs recording its start to the
+#: second (up to 1 s older than it is): 5 s leaves room for a loaded machine.
+AGE_SECS = 5
 INTERVAL_SECS = 0.5
 DEADLINE_SECS = 60.0
 MIB = 1024 * 1024
