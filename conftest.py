@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.support.moto_server",
     "tests.support.angos_server",
     "tests.support.docker_engine",
+    "tests.support.containerd_engine",
 ]

@@ -1,0 +1,142 @@
+"""A private containerd for end-to-end tests: ``containerd_engine`` (function scope).
+
+It runs its own ``containerd`` with a config file written here: root, state, opt dir and the
+gRPC socket all in a fresh temporary directory, the CRI plugin off, no debug or metrics
+listener, so it never touches a system containerd (or the one dockerd manages). ``ctr``
+talks to it through :meth:`ContainerdEngine.ctr`.
+
+One daemon per test, not per session: containerd's content store is shared across its
+namespaces, so a long-lived daemon would serve a later test's pull from its own cache instead
+of from that test's registry. It answers within a fraction of a second.
+
+containerd needs root. Outside CI a missing tool or a daemon that cannot start skips the test;
+with CI=true both fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.tools import IN_CI, require_tool
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+INSTALL_HINT = "apt-get install containerd (or run scripts/test, which installs it)"
+NAMESPACE = "angos-e2e"
+
+
+class ContainerdEngine:
+    """A running private containerd and ``ctr`` bound to its socket and namespace."""
+
+    def __init__(self, ctr: str, root: Path) -> None:
+        self.ctr_binary = ctr
+        self.root = root
+        self.socket = root / "containerd.sock"
+        self.config = root / "config.toml"
+        self.log = root / "containerd.log"
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``ctr ARGS`` against this daemon; on failure the error shows stdout and stderr."""
+        proc = subprocess.run(
+            [self.ctr_binary, "--address", str(self.socket), "--namespace", NAMESPACE, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"ctr {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\n"
+                f"containerd log:\n{_log_tail(self.log)}"
+            )
+        return proc
+
+
+def _unavailable(message: str) -> None:
+    if IN_CI:
+        pytest.fail(message + " (CI=true: containerd must work)")
+    pytest.skip(message)
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no containerd log)"
+
+
+def write_config(root: Path, socket: Path) -> Path:
+    """A minimal containerd 1.6 config: everything under ``root``, only what ctr needs."""
+    config = root / "config.toml"
+    config.write_text(
+        "version = 2\n"
+        f'root = "{root / "root"}"\n'
+        f'state = "{root / "state"}"\n'
+        # CRI is Kubernetes' interface; the others are snapshotters that cannot work here and
+        # only add warnings. The tests pass --snapshotter native.
+        "disabled_plugins = [\n"
+        '  "io.containerd.grpc.v1.cri",\n'
+        '  "io.containerd.snapshotter.v1.aufs",\n'
+        '  "io.containerd.snapshotter.v1.btrfs",\n'
+        '  "io.containerd.snapshotter.v1.devmapper",\n'
+        '  "io.containerd.snapshotter.v1.zfs",\n'
+        "]\n"
+        f'[grpc]\n  address = "{socket}"\n'
+        '[debug]\n  address = ""\n'
+        '[metrics]\n  address = ""\n'
+        # Its default is /opt/containerd.
+        f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{root / "opt"}"\n'
+    )
+    return config
+
+
+@pytest.fixture
+def containerd_engine() -> Iterator[ContainerdEngine]:
+    containerd = require_tool("containerd", INSTALL_HINT)
+    ctr = require_tool("ctr", INSTALL_HINT)
+    if os.geteuid() != 0:
+        _unavailable("containerd needs root to start; run the tests as root")
+    # Short paths under /tmp: the socket path (and containerd's ttrpc socket beside it) must
+    # fit the 108-byte unix socket limit, which pytest's tmp_path can exceed.
+    root = Path(tempfile.mkdtemp(prefix="angos-containerd-"))
+    engine = ContainerdEngine(ctr, root)
+    write_config(root, engine.socket)
+    with open(engine.log, "wb") as log:
+        proc = subprocess.Popen(
+            [containerd, "--config", str(engine.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while engine.ctr("version", check=False).returncode != 0:
+            if proc.poll() is not None:
+                _unavailable(
+                    f"containerd exited with {proc.returncode} at startup:\n{_log_tail(engine.log)}"
+                )
+            if time.monotonic() > deadline:
+                _unavailable(
+                    f"containerd did not answer within {START_TIMEOUT_S}s:\n{_log_tail(engine.log)}"
+                )
+            time.sleep(0.05)
+        yield engine
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
