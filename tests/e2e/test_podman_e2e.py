@@ -162,6 +162,15 @@ def test_push_remove_pull_same_image(
     assert manifest.get("mediaType", OCI_MANIFEST) == FORMATS[fmt]
     assert manifest["config"]["digest"] == image_id
 
+    # `podman search` reads the catalog and the tag list.
+    found = podman.run("search", "--tls-verify=false", "--format={{.Name}}", f"{registry.host}/e2e")
+    assert f"{registry.host}/e2e/podman" in found.stdout.split()
+    tags = podman.run("search", "--list-tags", "--tls-verify=false", f"{registry.host}/e2e/podman")
+    # A NAME / TAG table (podman 4.3 ignores --format with --list-tags).
+    assert [line.split() for line in tags.stdout.splitlines()[1:]] == [
+        [f"{registry.host}/e2e/podman", fmt]
+    ]
+
     podman.run("rmi", LOCAL)
     assert podman.run("image", "exists", image_id, check=False).returncode == 1
 
