@@ -59,9 +59,11 @@ class Podman:
         )
         # No search registries: every reference in the tests is fully qualified.
         (conf / "registries.conf").write_text("unqualified-search-registries = []\n")
-        # No journald events, no systemd cgroups, and the CNI backend with its config here:
-        # the default netavark backend creates /run/containers/networks even for `podman
-        # images`. Nothing in these tests uses a network or runs a container.
+        # No journald events, no systemd cgroups, and the CNI backend with its config and an
+        # (empty) plugin dir here: the default netavark backend creates /run/containers/networks
+        # even for `podman images`, and CNI insists its plugin dirs exist. Nothing in these
+        # tests uses a network or runs a container.
+        (conf / "cni-plugins").mkdir()
         (conf / "containers.conf").write_text(
             "[engine]\n"
             'events_logger = "none"\n'
@@ -71,6 +73,7 @@ class Podman:
             "[network]\n"
             'network_backend = "cni"\n'
             f'network_config_dir = "{conf / "networks"}"\n'
+            f'cni_plugin_dirs = ["{conf / "cni-plugins"}"]\n'
         )
         # Accept any image: no dependence on the machine's /etc/containers/policy.json. Not
         # every command has --signature-policy (`manifest push` lacks it); all of them read
