@@ -3,18 +3,32 @@
 A layer link makes a blob visible in a repository, a revision link a manifest, a tag's
 ``current`` link the manifest the tag points at. Positive lookups are cached (short ttl) and
 every write that changes one deletes its cache entry.
+
+A reader that misses the cache must not put back a value a writer has just replaced: the
+reader reads the store, the writer writes it and deletes the cache entry, and only then the
+reader fills the cache with what it read, which every replica would serve until the ttl.
+So every write also stamps the key with a fresh token in the cache before deleting the
+entry, and a reader fills the cache only if the stamp is the same after its store read as
+before it. Either the reader sees the writer's stamp (and does not fill), or its fill lands
+before the writer's delete (and is deleted). Hits cost nothing more; a miss costs two cache
+reads, a write one cache write.
 """
 
 from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
 
 from angos_core import layout
 from angos_core.errors import DigestInvalid
 from angos_core.oci.digest import parse_digest
 from angos_core.registry.wrappers import WrappedCache, WrappedMetadataStore
 
-#: Seconds a cached link lookup lives. Short, because a reader racing a writer can put a
-#: stale value back right after the writer's invalidation.
+#: Seconds a cached link lookup lives: the bound on staleness if an invalidation is lost
+#: (a cache outage during a write).
 CACHE_TTL_SECS = 30.0
+#: A write's stamp must outlive any store read that could have started before it.
+STAMP_TTL_SECS = 2 * CACHE_TTL_SECS
 _PRESENT = b"1"
 
 
@@ -40,14 +54,31 @@ class Links:
         self.meta = meta
         self.cache = cache
 
+    async def _read_through(
+        self, cache_key: str, load: Callable[[], Awaitable[bytes | None]]
+    ) -> bytes | None:
+        """``load()`` from the store, cached when present unless a write raced the load."""
+        stamp_key = f"stamp:{cache_key}"
+        before = await self.cache.get(stamp_key)
+        value = await load()
+        if value is not None and await self.cache.get(stamp_key) == before:
+            await self.cache.set(cache_key, value, CACHE_TTL_SECS)
+        return value
+
+    async def _invalidate(self, cache_key: str) -> None:
+        """After a store write: readers in flight must not fill, then drop the entry."""
+        await self.cache.set(f"stamp:{cache_key}", secrets.token_bytes(8), STAMP_TTL_SECS)
+        await self.cache.delete(cache_key)
+
     async def _exists(self, key: str, fresh: bool = False) -> bool:
         cache_key = f"link:{key}"
         if not fresh and await self.cache.get(cache_key) == _PRESENT:
             return True
-        if await self.meta.get(key) is None:
-            return False
-        await self.cache.set(cache_key, _PRESENT, CACHE_TTL_SECS)
-        return True
+
+        async def load() -> bytes | None:
+            return None if await self.meta.get(key) is None else _PRESENT
+
+        return await self._read_through(cache_key, load) is not None
 
     async def _put(self, key: str, digest: str) -> None:
         await self.meta.put(key, layout.link_content(digest))
@@ -59,7 +90,7 @@ class Links:
 
     async def _delete(self, key: str) -> bool:
         existed = await self.meta.delete(key)
-        await self.cache.delete(f"link:{key}")
+        await self._invalidate(f"link:{key}")
         return existed
 
     # ------------------------------------------------------------------ layers (blobs)
@@ -97,20 +128,24 @@ class Links:
             cached = parse_link(await self.cache.get(cache_key))
             if cached is not None:
                 return cached
-        digest = parse_link(await self.meta.get(layout.tag_current_key(name, tag)))
-        if digest is not None:
-            await self.cache.set(cache_key, digest.encode(), CACHE_TTL_SECS)
-        return digest
+        key = layout.tag_current_key(name, tag)
+
+        async def load() -> bytes | None:
+            digest = parse_link(await self.meta.get(key))
+            return None if digest is None else digest.encode()
+
+        value = await self._read_through(cache_key, load)
+        return None if value is None else value.decode()
 
     async def set_tag(self, name: str, tag: str, digest: str) -> None:
         # Index entry first, then the current link: the tag only moves once both exist.
         await self._ensure(layout.tag_index_key(name, tag, digest), digest)
         await self._put(layout.tag_current_key(name, tag), digest)
-        await self.cache.delete(self._tag_cache_key(name, tag))
+        await self._invalidate(self._tag_cache_key(name, tag))
 
     async def delete_tag(self, name: str, tag: str) -> None:
         await self.meta.delete(layout.tag_current_key(name, tag))
-        await self.cache.delete(self._tag_cache_key(name, tag))
+        await self._invalidate(self._tag_cache_key(name, tag))
         await self.meta.delete_prefix(layout.tag_prefix(name, tag))
 
     async def delete_tag_index(self, name: str, tag: str, digest: str) -> None:
