@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.angos_server import loopback
+from tests.support.tools import run_tool
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -144,19 +145,7 @@ def read_layout_ref(root: Path, name: str) -> dict[str, Any]:
 
 def run_skopeo(skopeo: str, *args: str) -> subprocess.CompletedProcess[str]:
     # --insecure-policy: no dependence on the machine's /etc/containers/policy.json.
-    proc = subprocess.run(
-        [skopeo, "--insecure-policy", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"skopeo {' '.join(args)} exited {proc.returncode}\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-    return proc
+    return run_tool([skopeo, "--insecure-policy", *args], shown=f"skopeo {' '.join(args)}")
 
 
 @dataclass

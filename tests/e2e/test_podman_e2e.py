@@ -31,7 +31,7 @@ from tests.e2e.oci_images import (
     get_manifest,
     write_rootfs_tar,
 )
-from tests.support.tools import IN_CI, require_tool
+from tests.support.tools import IN_CI, require_tool, run_tool
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Registry
@@ -99,20 +99,12 @@ class Podman:
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``podman ARGS``; on failure the error shows stdout and stderr."""
-        proc = subprocess.run(
+        return run_tool(
             [self.binary, *self.global_args, *args],
+            shown=f"podman {' '.join(args)}",
             env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
+            check=check,
         )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"podman {' '.join(args)} exited {proc.returncode}\n"
-                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-            )
-        return proc
 
     def inspect(self, ref: str, field: str) -> str:
         return self.run("image", "inspect", "--format", f"{{{{.{field}}}}}", ref).stdout.strip()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.tools import IN_CI, require_tool
+from tests.support.tools import log_tail, require_tool, run_tool, unavailable
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -44,34 +44,14 @@ class ContainerdEngine:
         self.log = root / "containerd.log"
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``ctr ARGS`` against this daemon; on failure the error shows stdout and stderr."""
-        proc = subprocess.run(
+        """``ctr ARGS`` against this daemon; on failure the error shows stdout, stderr and
+        the daemon's log."""
+        return run_tool(
             [self.ctr_binary, "--address", str(self.socket), "--namespace", NAMESPACE, *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
+            shown=f"ctr {' '.join(args)}",
+            check=check,
+            log=self.log,
         )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"ctr {' '.join(args)} exited {proc.returncode}\n"
-                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\n"
-                f"containerd log:\n{_log_tail(self.log)}"
-            )
-        return proc
-
-
-def _unavailable(message: str) -> None:
-    if IN_CI:
-        pytest.fail(message + " (CI=true: containerd must work)")
-    pytest.skip(message)
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no containerd log)"
 
 
 def write_config(root: Path, socket: Path) -> Path:
@@ -104,7 +84,7 @@ def containerd_engine() -> Iterator[ContainerdEngine]:
     containerd = require_tool("containerd", INSTALL_HINT)
     ctr = require_tool("ctr", INSTALL_HINT)
     if os.geteuid() != 0:
-        _unavailable("containerd needs root to start; run the tests as root")
+        unavailable("containerd needs root to start; run the tests as root", "containerd")
     # Short paths under /tmp: the socket path (and containerd's ttrpc socket beside it) must
     # fit the 108-byte unix socket limit, which pytest's tmp_path can exceed.
     root = Path(tempfile.mkdtemp(prefix="angos-containerd-"))
@@ -122,12 +102,14 @@ def containerd_engine() -> Iterator[ContainerdEngine]:
         deadline = time.monotonic() + START_TIMEOUT_S
         while engine.ctr("version", check=False).returncode != 0:
             if proc.poll() is not None:
-                _unavailable(
-                    f"containerd exited with {proc.returncode} at startup:\n{_log_tail(engine.log)}"
+                unavailable(
+                    f"containerd exited with {proc.returncode} at startup:\n{log_tail(engine.log)}",
+                    "containerd",
                 )
             if time.monotonic() > deadline:
-                _unavailable(
-                    f"containerd did not answer within {START_TIMEOUT_S}s:\n{_log_tail(engine.log)}"
+                unavailable(
+                    f"containerd did not answer within {START_TIMEOUT_S}s:\n{log_tail(engine.log)}",
+                    "containerd",
                 )
             time.sleep(0.05)
         yield engine

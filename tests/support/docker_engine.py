@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.tools import IN_CI, require_tool
+from tests.support.tools import log_tail, require_tool, run_tool, unavailable
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -53,33 +53,13 @@ class DockerEngine:
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """``docker ARGS`` against this engine; on failure the error shows stdout and stderr."""
-        proc = subprocess.run(
+        return run_tool(
             [self.docker, *args],
+            shown=f"docker {' '.join(args)}",
             env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
+            check=check,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
         )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"docker {' '.join(args)} exited {proc.returncode}\n"
-                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-            )
-        return proc
-
-
-def _unavailable(message: str) -> None:
-    if IN_CI:
-        pytest.fail(message + " (CI=true: the Docker engine must work)")
-    pytest.skip(message)
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no dockerd log)"
 
 
 def _unmount_under(root: Path) -> None:
@@ -99,7 +79,7 @@ def docker_engine() -> Iterator[DockerEngine]:
     dockerd = require_tool("dockerd", INSTALL_HINT)
     docker = require_tool("docker", INSTALL_HINT)
     if os.geteuid() != 0:
-        _unavailable("dockerd needs root to start; run the tests as root")
+        unavailable("dockerd needs root to start; run the tests as root", "the Docker engine")
     # Short paths under /tmp: unix socket paths (containerd's live under --exec-root) are
     # limited to 108 bytes, which pytest's tmp_path can exceed.
     root = Path(tempfile.mkdtemp(prefix="angos-dockerd-"))
@@ -125,14 +105,16 @@ def docker_engine() -> Iterator[DockerEngine]:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                _unavailable(
-                    f"dockerd exited with {proc.returncode} at startup:\n{_log_tail(log_path)}"
+                unavailable(
+                    f"dockerd exited with {proc.returncode} at startup:\n{log_tail(log_path)}",
+                    "the Docker engine",
                 )
             if engine.run("info", check=False, timeout=10).returncode == 0:
                 break
             if time.monotonic() > deadline:
-                _unavailable(
-                    f"dockerd did not answer within {START_TIMEOUT_S}s:\n{_log_tail(log_path)}"
+                unavailable(
+                    f"dockerd did not answer within {START_TIMEOUT_S}s:\n{log_tail(log_path)}",
+                    "the Docker engine",
                 )
             time.sleep(0.2)
         yield engine

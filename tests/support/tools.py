@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +28,48 @@ def require_tool(name: str, install_hint: str) -> str:
     if IN_CI:
         pytest.fail(message + " (CI=true: end-to-end tools must be present)")
     pytest.skip(message)
+
+
+def unavailable(message: str, what: str) -> None:
+    """A tool is installed but cannot work here (no root, a daemon that will not start): skip,
+    or fail under CI=true, where ``what`` must work."""
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: {what} must work)")
+    pytest.skip(message)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The end of a daemon's log file, for an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return f"(no log at {path})"
+
+
+def run_tool(
+    argv: Sequence[str],
+    *,
+    shown: str,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 300,
+    log: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a client command; with ``check``, a non-zero exit fails the test with ``shown``
+    (the command as a reader knows it), its stdout and stderr, and the daemon's ``log``."""
+    proc = subprocess.run(
+        list(argv),
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and proc.returncode != 0:
+        message = (
+            f"{shown} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+        if log is not None:
+            message += f"\nlog:\n{log_tail(log)}"
+        raise AssertionError(message)
+    return proc
