@@ -19,13 +19,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.tools import log_tail, require_tool, run_tool, unavailable
+from tests.support.tools import require_tool, run_daemon, run_tool, unavailable
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -90,35 +89,17 @@ def containerd_engine() -> Iterator[ContainerdEngine]:
     root = Path(tempfile.mkdtemp(prefix="angos-containerd-"))
     engine = ContainerdEngine(ctr, root)
     write_config(root, engine.socket)
-    with open(engine.log, "wb") as log:
-        proc = subprocess.Popen(
-            [containerd, "--config", str(engine.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while engine.ctr("version", check=False).returncode != 0:
-            if proc.poll() is not None:
-                unavailable(
-                    f"containerd exited with {proc.returncode} at startup:\n{log_tail(engine.log)}",
-                    "containerd",
-                )
-            if time.monotonic() > deadline:
-                unavailable(
-                    f"containerd did not answer within {START_TIMEOUT_S}s:\n{log_tail(engine.log)}",
-                    "containerd",
-                )
-            time.sleep(0.05)
-        yield engine
+        with run_daemon(
+            [containerd, "--config", str(engine.config)],
+            log=engine.log,
+            ready=lambda: engine.ctr("version", check=False).returncode == 0,
+            name="containerd",
+            what="containerd",
+            start_timeout=START_TIMEOUT_S,
+            stop_timeout=STOP_TIMEOUT_S,
+            poll_secs=0.05,
+        ):
+            yield engine
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
         shutil.rmtree(root, ignore_errors=True)

@@ -16,13 +16,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from tests.support.tools import log_tail, require_tool, run_tool, unavailable
+from tests.support.tools import require_tool, run_daemon, run_tool, unavailable
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -97,35 +96,19 @@ def docker_engine() -> Iterator[DockerEngine]:
         f"--pidfile={root / 'docker.pid'}",
         f"--host={engine.host}",
     ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                unavailable(
-                    f"dockerd exited with {proc.returncode} at startup:\n{log_tail(log_path)}",
-                    "the Docker engine",
-                )
-            if engine.run("info", check=False, timeout=10).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                unavailable(
-                    f"dockerd did not answer within {START_TIMEOUT_S}s:\n{log_tail(log_path)}",
-                    "the Docker engine",
-                )
-            time.sleep(0.2)
-        yield engine
+        with run_daemon(
+            cmd,
+            log=log_path,
+            # dockerd's managed containerd is in its session: a SIGKILL ends both.
+            ready=lambda: engine.run("info", check=False, timeout=10).returncode == 0,
+            name="dockerd",
+            what="the Docker engine",
+            start_timeout=START_TIMEOUT_S,
+            stop_timeout=STOP_TIMEOUT_S,
+            poll_secs=0.2,
+        ):
+            yield engine
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                # dockerd's managed containerd is in the same session: end both.
-                os.killpg(proc.pid, 9)
-                proc.wait()
         _unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)

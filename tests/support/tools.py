@@ -6,10 +6,13 @@ fails: the README's test command installs every tool, so a missing one is a brok
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -73,3 +76,42 @@ def run_tool(
             message += f"\nlog:\n{log_tail(log)}"
         raise AssertionError(message)
     return proc
+
+
+@contextlib.contextmanager
+def run_daemon(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    ready: Callable[[], bool],
+    name: str,
+    what: str,
+    start_timeout: float,
+    stop_timeout: float,
+    poll_secs: float,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a daemon in its own session with its output in ``log`` and wait for ``ready()``
+    (skip, or fail under CI, if it exits or never gets ready); on leaving, SIGTERM it, then
+    SIGKILL its whole session (helpers it started included) after ``stop_timeout``."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not ready():
+            if proc.poll() is not None:
+                failure = f"{name} exited with {proc.returncode} at startup"
+                unavailable(f"{failure}:\n{log_tail(log)}", what)
+            if time.monotonic() > deadline:
+                unavailable(f"{name} did not answer in {start_timeout}s:\n{log_tail(log)}", what)
+            time.sleep(poll_secs)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=stop_timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
