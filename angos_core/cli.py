@@ -1,8 +1,9 @@
-"""The ``angos`` command: ``serve`` and ``check-config``."""
+"""The ``angos`` command: ``serve``, ``check-config`` and ``gc``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -11,6 +12,8 @@ from angos_core.config import AngosConfig, load_config
 from angos_core.errors import AngosError, ConfigError, PluginError
 from angos_core.logs import setup_logging
 from angos_core.plugins import load_catalogue
+from angos_core.registry import Registry, Stores
+from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
 from angos_core.serve import check_shared_backends, describe, serve
 
 EXIT_CONFIG = 2
@@ -41,6 +44,31 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _gc(config: AngosConfig, args: argparse.Namespace) -> int:
+    stores = Stores.from_config(config)
+    await stores.open()
+    try:
+        collector = GarbageCollector(
+            Registry(stores),
+            dry_run=args.dry_run,
+            delete_untagged=args.delete_untagged,
+            min_age_secs=args.min_age_secs,
+        )
+        result = await collector.run()
+    finally:
+        await stores.aclose()
+    print(result.summary(args.dry_run))
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if args.min_age_secs < 0:
+        raise ConfigError("--min-age-secs", f"must be at least 0, got {args.min_age_secs}")
+    setup_logging(config.log)
+    return asyncio.run(_gc(config, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="angos", description="Angos OCI registry")
     parser.add_argument("--version", action="version", version=f"angos {__version__}")
@@ -68,6 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file without serving")
     check.add_argument("-c", "--config", help="TOML config to check")
     check.set_defaults(func=cmd_check_config)
+
+    gc = sub.add_parser(
+        "gc",
+        help="delete blobs no manifest references (offline: no pushes while it runs)",
+    )
+    gc.add_argument("-c", "--config", help="TOML config of the registry's stores")
+    gc.add_argument(
+        "--dry-run", action="store_true", help="print what would be deleted, delete nothing"
+    )
+    gc.add_argument(
+        "--delete-untagged",
+        action="store_true",
+        help="first delete manifests no tag keeps (see docs/operations.md)",
+    )
+    gc.add_argument(
+        "--min-age-secs",
+        type=int,
+        default=DEFAULT_MIN_AGE_SECS,
+        help=f"keep unreferenced blobs written less than this long ago "
+        f"(default {DEFAULT_MIN_AGE_SECS})",
+    )
+    gc.set_defaults(func=cmd_gc)
     return parser
 
 

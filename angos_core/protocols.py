@@ -51,6 +51,14 @@ class BlobStore(Protocol):
         checks the range against ``stat`` first; a backend may assume it is valid.
         """
 
+    async def modified_at(self, digest: str) -> datetime | None:
+        """When the committed blob's data was last written (aware, UTC), or ``None`` if absent.
+
+        ``angos gc`` (:mod:`angos_core.registry.gc`) keeps unreferenced blobs younger than its
+        ``--min-age-secs``: one may belong to a push whose manifest has not arrived yet.
+        ``fs``: the data file's mtime; ``s3``: the object's ``LastModified``.
+        """
+
     async def delete(self, digest: str) -> bool:
         """Delete the committed blob. True if it existed. Idempotent."""
 

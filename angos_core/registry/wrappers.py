@@ -104,6 +104,9 @@ class WrappedBlobStore(_Wrapped):
             raise translate(self.name, "read", exc) from exc
         return self._iterate("read", it)
 
+    async def modified_at(self, digest: str) -> datetime | None:
+        return await self._call("modified_at", self.inner.modified_at, digest)
+
     async def delete(self, digest: str) -> bool:
         return await self._call("delete", self.inner.delete, digest)
 

@@ -342,6 +342,17 @@ class BlobStoreContract:
         assert await put_blob(blob_store, b"delete me") == gone
         assert await read_all(blob_store, gone) == b"delete me"
 
+    async def test_modified_at(self, blob_store: BlobStore) -> None:
+        absent = digest_of(b"never stored")
+        assert await blob_store.modified_at(absent) is None
+        before = datetime.now(UTC) - timedelta(minutes=5)  # clock skew with a remote store
+        digest = await put_blob(blob_store, b"dated")
+        when = await blob_store.modified_at(digest)
+        assert when is not None and when.tzinfo is not None
+        assert before <= when <= datetime.now(UTC) + timedelta(minutes=5)
+        await blob_store.delete(digest)
+        assert await blob_store.modified_at(digest) is None
+
     async def test_list_digests(self, blob_store: BlobStore) -> None:
         assert [d async for d in blob_store.list_digests()] == []
         expected = {await put_blob(blob_store, f"blob {i}".encode()) for i in range(12)}

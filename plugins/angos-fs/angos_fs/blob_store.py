@@ -73,6 +73,16 @@ class FsBlobStore(FsBackend):
             raise unavailable(exc, f"cannot stat blob {digest}") from exc
         return st.st_size
 
+    async def modified_at(self, digest: str) -> datetime | None:
+        path = self._blob_path(digest)
+        try:
+            st = await files.run(os.stat, path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise unavailable(exc, f"cannot stat blob {digest}") from exc
+        return datetime.fromtimestamp(st.st_mtime, UTC)
+
     def read(self, digest: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         return self._read_file(self._blob_path(digest), offset, length, digest, upload=None)
 

@@ -67,6 +67,14 @@ class S3BlobStore(S3Backend):
     async def stat(self, digest: str) -> int | None:
         return await self._size(blob_data_key(digest))
 
+    async def modified_at(self, digest: str) -> datetime | None:
+        try:
+            head = await self.s3.call("head_object", blob_data_key(digest))
+        except Missing:
+            return None
+        when: datetime = head["LastModified"]
+        return when.astimezone(UTC)
+
     async def read(
         self, digest: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:

@@ -1,0 +1,243 @@
+"""Offline garbage collection of unreferenced blobs, as CNCF Distribution's
+``registry garbage-collect`` does (``angos gc``).
+
+Mark: every manifest revision link of every repository marks that manifest's digest and,
+from its body, its config and layers, or (an index) its children, recursively. A body that
+cannot be read or parsed stops the run before anything is deleted: never sweep on an
+incomplete mark.
+
+``delete_untagged`` first deletes, per repository, the manifests nothing keeps: a manifest
+is kept if a tag points at it (its ``current`` link or an entry of its tag index), if it is
+a child of a kept index, or if it is a referrer (``subject``) of a kept manifest; the last
+two apply until nothing changes. Deletion goes through :class:`ManifestService.delete`, so
+caches and referrers links stay right.
+
+Sweep: every blob of the blob store that is not marked and whose data is older than
+``min_age_secs`` is deleted, then every layer link to it; a manifest body (kept in the
+metadata store at the blob data key) that is not marked is deleted there. A body needs no
+age: it is written by the same request that links it, and gc runs while nothing is pushed.
+
+Must run while nothing is pushed (docs/operations.md says why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from angos_core import layout
+from angos_core.errors import AngosError
+from angos_core.oci.digest import is_digest
+from angos_core.oci.manifest import Manifest, parse_stored
+from angos_core.registry import Registry
+from angos_core.registry.links import parse_link
+
+#: By default a blob written in the last hour is kept: it may belong to a push whose
+#: manifest has not arrived yet.
+DEFAULT_MIN_AGE_SECS = 3600
+
+
+class GcError(AngosError):
+    """The mark cannot be completed (an unreadable manifest): nothing was deleted."""
+
+
+@dataclass
+class GcResult:
+    repositories: int = 0
+    manifests_marked: int = 0
+    blobs_marked: int = 0
+    manifests_deleted: int = 0
+    blobs_deleted: int = 0
+    blobs_kept_young: int = 0
+    bodies_deleted: int = 0
+    layer_links_deleted: int = 0
+    bytes_freed: int = 0
+    marked: set[str] = field(default_factory=set)
+
+    def summary(self, dry_run: bool) -> str:
+        verb = "would delete" if dry_run else "deleted"
+        return (
+            f"gc{' (dry run)' if dry_run else ''}: {self.repositories} repositories, "
+            f"{self.manifests_marked} manifests marked, {self.blobs_marked} blobs marked, "
+            f"{verb} {self.manifests_deleted} untagged manifests, {self.blobs_deleted} blobs, "
+            f"{self.bodies_deleted} manifest bodies, {self.layer_links_deleted} layer links; "
+            f"{self.blobs_kept_young} unreferenced blobs kept as too young; "
+            f"{self.bytes_freed} bytes {'would be ' if dry_run else ''}freed"
+        )
+
+
+class GarbageCollector:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        dry_run: bool = False,
+        delete_untagged: bool = False,
+        min_age_secs: float = DEFAULT_MIN_AGE_SECS,
+        out: Callable[[str], None] = print,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.registry = registry
+        self.meta = registry.stores.meta
+        self.blobs = registry.stores.blobs
+        self.dry_run = dry_run
+        self.delete_untagged = delete_untagged
+        self.min_age = timedelta(seconds=min_age_secs)
+        self.out = out
+        self.now = now
+        self._parsed: dict[str, Manifest] = {}
+
+    # ------------------------------------------------------------------ reading
+
+    async def _digests_under(self, prefix: str) -> list[str]:
+        """The ``<alg>/<hex>`` directories below ``prefix`` as digests."""
+        found = []
+        for alg in await self.meta.list_children(prefix):
+            for hexpart in await self.meta.list_children(f"{prefix}{alg}/"):
+                digest = f"{alg}:{hexpart}"
+                if is_digest(digest):
+                    found.append(digest)
+        return found
+
+    async def _manifest(self, name: str, digest: str) -> Manifest:
+        cached = self._parsed.get(digest)
+        if cached is not None:
+            return cached
+        body = await self.meta.get(layout.blob_data_key(digest))
+        if body is None:
+            raise GcError(f"manifest {digest} of repository {name}: body missing; nothing deleted")
+        manifest = parse_stored(body)
+        if manifest is None:
+            raise GcError(
+                f"manifest {digest} of repository {name}: body cannot be parsed; nothing deleted"
+            )
+        self._parsed[digest] = manifest
+        return manifest
+
+    async def _tagged(self, name: str) -> set[str]:
+        tagged: set[str] = set()
+        for tag in await self.registry.links.tags(name):
+            current = parse_link(await self.meta.get(layout.tag_current_key(name, tag)))
+            if current is not None:
+                tagged.add(current)
+            tagged.update(await self._digests_under(f"{layout.tag_prefix(name, tag)}index/"))
+        return tagged
+
+    # ------------------------------------------------------------------ untagged
+
+    async def _untagged(self, name: str, revisions: list[str]) -> list[str]:
+        present = set(revisions)
+        kept = await self._tagged(name) & present
+        todo = list(kept)
+        while todo:
+            digest = todo.pop()
+            manifest = await self._manifest(name, digest)
+            linked = [d.digest for d in manifest.manifests]
+            linked += await self._digests_under(layout.referrers_prefix(name, digest))
+            for child in linked:
+                if child in present and child not in kept:
+                    kept.add(child)
+                    todo.append(child)
+        return sorted(present - kept)
+
+    # ------------------------------------------------------------------ mark
+
+    async def _mark(self, name: str, digest: str, result: GcResult) -> None:
+        todo = [digest]
+        while todo:
+            current = todo.pop()
+            if current in result.marked:
+                continue
+            result.marked.add(current)
+            result.manifests_marked += 1
+            manifest = await self._manifest(name, current)
+            if manifest.config is not None and manifest.config.digest not in result.marked:
+                result.marked.add(manifest.config.digest)
+                result.blobs_marked += 1
+            for layer in manifest.layers:
+                if layer.digest not in result.marked:
+                    result.marked.add(layer.digest)
+                    result.blobs_marked += 1
+            todo.extend(d.digest for d in manifest.manifests)
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> GcResult:
+        result = GcResult()
+        repositories = await self.registry.catalog.repositories()
+        result.repositories = len(repositories)
+        roots: list[tuple[str, str]] = []
+        doomed: list[tuple[str, str]] = []
+        for name in repositories:
+            revisions = await self._digests_under(layout.revisions_prefix(name))
+            untagged = await self._untagged(name, revisions) if self.delete_untagged else []
+            doomed += [(name, d) for d in untagged]
+            roots += [(name, d) for d in revisions if d not in set(untagged)]
+        # The whole mark (every body parsed) completes before anything is deleted.
+        for name, digest in roots:
+            await self._mark(name, digest, result)
+        for name, digest in doomed:
+            self._report(f"manifest {name}@{digest}")
+            result.manifests_deleted += 1
+            if not self.dry_run:
+                await self.registry.manifests.delete(name, digest)
+        await self._sweep(repositories, result)
+        return result
+
+    def _report(self, what: str) -> None:
+        self.out(f"{'would delete' if self.dry_run else 'deleted'} {what}")
+
+    async def _sweep(self, repositories: list[str], result: GcResult) -> None:
+        marked = result.marked
+        deleted: set[str] = set()
+        seen: set[str] = set()
+        cutoff = self.now() - self.min_age
+        async for digest in self.blobs.list_digests():
+            seen.add(digest)
+            if digest in marked:
+                continue
+            when = await self.blobs.modified_at(digest)
+            if when is None:
+                continue
+            if when > cutoff:
+                result.blobs_kept_young += 1
+                continue
+            size = await self.blobs.stat(digest) or 0
+            self._report(f"blob {digest} ({size} bytes)")
+            if not self.dry_run:
+                await self.blobs.delete(digest)
+            deleted.add(digest)
+            result.blobs_deleted += 1
+            result.bytes_freed += size
+        # Manifest bodies in the metadata store. With fs for both stores they share the
+        # blob's key, so a body the blob sweep saw (deleted or kept young) is done already.
+        for digest in await self._digests_under_blobs():
+            if digest in marked or digest in seen:
+                continue
+            self._report(f"manifest body {digest}")
+            if not self.dry_run:
+                await self.meta.delete(layout.blob_data_key(digest))
+            result.bodies_deleted += 1
+        for name in repositories:
+            prefix = layout.layers_prefix(name)
+            for digest in await self._digests_under(prefix):
+                if digest in deleted:
+                    self._report(f"layer link {name}/{digest}")
+                    if not self.dry_run:
+                        await self.registry.links.delete_layer(name, digest)
+                    result.layer_links_deleted += 1
+
+    async def _digests_under_blobs(self) -> list[str]:
+        """Every ``v2/blobs/<alg>/<fanout>/<hex>/data`` key of the metadata store."""
+        prefix = layout.blobs_prefix()
+        found = []
+        for alg in await self.meta.list_children(prefix):
+            for fanout in await self.meta.list_children(f"{prefix}{alg}/"):
+                for hexpart in await self.meta.list_children(f"{prefix}{alg}/{fanout}/"):
+                    digest = f"{alg}:{hexpart}"
+                    if is_digest(digest) and layout.blob_data_key(digest).startswith(
+                        f"{prefix}{alg}/{fanout}/"
+                    ):
+                        found.append(digest)
+        return found
