@@ -91,8 +91,9 @@ class ManifestService:
         manifest = parse_manifest(body, content_type)
         await self._check_references(name, manifest)
 
-        # The body is content-addressed and core never deletes it, so it is written once
-        # and outside the lock; the lock covers only the links that make it visible.
+        # The body is content-addressed and a serving registry never deletes it (only the
+        # offline `angos gc` does), so it is written once and outside the lock; the lock
+        # covers only the links that make it visible.
         await self.stores.meta.create(layout.blob_data_key(digest), body)
         async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
             # Revision before any tag: a crash leaves an untagged manifest at worst.
