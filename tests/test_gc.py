@@ -260,3 +260,15 @@ async def test_gc_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str
     cfg.write_text("[blob_store.nope]\n")
     assert main(["gc", "-c", str(cfg)]) == 2
     assert "config error" in capsys.readouterr().err
+
+
+def test_gc_store_failure_names_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[blob_store.fs]\nroot_dir = "{tmp_path}/file/data"\n')
+    assert main(["gc", "-c", str(cfg), "--min-age-secs", "0"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("angos: fs: ")
+    assert "deleted" not in captured.out
