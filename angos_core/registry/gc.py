@@ -173,7 +173,8 @@ class GarbageCollector:
             revisions = await self._digests_under(layout.revisions_prefix(name))
             untagged = await self._untagged(name, revisions) if self.delete_untagged else []
             doomed += [(name, d) for d in untagged]
-            roots += [(name, d) for d in revisions if d not in set(untagged)]
+            dropped = set(untagged)
+            roots += [(name, d) for d in revisions if d not in dropped]
         # The whole mark (every body parsed) completes before anything is deleted.
         for name, digest in roots:
             await self._mark(name, digest, result)
