@@ -63,25 +63,21 @@ class FsBlobStore(FsBackend):
     def _blob_path(self, digest: str) -> str:
         return self.paths.path(layout.blob_data_key(digest))
 
-    async def stat(self, digest: str) -> int | None:
-        path = self._blob_path(digest)
+    async def _stat_blob(self, digest: str) -> os.stat_result | None:
         try:
-            st = await files.run(os.stat, path)
+            return await files.run(os.stat, self._blob_path(digest))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             raise unavailable(exc, f"cannot stat blob {digest}") from exc
-        return st.st_size
+
+    async def stat(self, digest: str) -> int | None:
+        st = await self._stat_blob(digest)
+        return None if st is None else st.st_size
 
     async def modified_at(self, digest: str) -> datetime | None:
-        path = self._blob_path(digest)
-        try:
-            st = await files.run(os.stat, path)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise unavailable(exc, f"cannot stat blob {digest}") from exc
-        return datetime.fromtimestamp(st.st_mtime, UTC)
+        st = await self._stat_blob(digest)
+        return None if st is None else datetime.fromtimestamp(st.st_mtime, UTC)
 
     def read(self, digest: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         return self._read_file(self._blob_path(digest), offset, length, digest, upload=None)
