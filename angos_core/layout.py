@@ -74,9 +74,14 @@ def tag_current_key(name: str, tag: str) -> str:
     return f"{REPOSITORIES}{name}/_manifests/tags/{tag}/current/link"
 
 
+def tag_index_prefix(name: str, tag: str) -> str:
+    """Every manifest ``tag`` has pointed at, one ``<alg>/<hex>/link`` each."""
+    return f"{tag_prefix(name, tag)}index/"
+
+
 def tag_index_key(name: str, tag: str, digest: str) -> str:
     alg, hexpart = _split(digest)
-    return f"{REPOSITORIES}{name}/_manifests/tags/{tag}/index/{alg}/{hexpart}/link"
+    return f"{tag_index_prefix(name, tag)}{alg}/{hexpart}/link"
 
 
 def referrers_prefix(name: str, subject: str) -> str:

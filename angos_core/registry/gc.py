@@ -31,7 +31,6 @@ from angos_core.errors import AngosError
 from angos_core.oci.digest import is_digest
 from angos_core.oci.manifest import Manifest, parse_stored
 from angos_core.registry import Registry
-from angos_core.registry.links import parse_link
 
 #: By default a blob written in the last hour is kept: it may belong to a push whose
 #: manifest has not arrived yet.
@@ -90,21 +89,11 @@ class GarbageCollector:
 
     # ------------------------------------------------------------------ reading
 
-    async def _digests_under(self, prefix: str) -> list[str]:
-        """The ``<alg>/<hex>`` directories below ``prefix`` as digests."""
-        found = []
-        for alg in await self.meta.list_children(prefix):
-            for hexpart in await self.meta.list_children(f"{prefix}{alg}/"):
-                digest = f"{alg}:{hexpart}"
-                if is_digest(digest):
-                    found.append(digest)
-        return found
-
     async def _manifest(self, name: str, digest: str) -> Manifest:
         cached = self._parsed.get(digest)
         if cached is not None:
             return cached
-        body = await self.meta.get(layout.blob_data_key(digest))
+        body = await self.registry.manifests.body(digest)
         if body is None:
             raise GcError(f"manifest {digest} of repository {name}: body missing; nothing deleted")
         manifest = parse_stored(body)
@@ -118,10 +107,11 @@ class GarbageCollector:
     async def _tagged(self, name: str) -> set[str]:
         tagged: set[str] = set()
         for tag in await self.registry.links.tags(name):
-            current = parse_link(await self.meta.get(layout.tag_current_key(name, tag)))
+            current = await self.registry.links.tag_digest(name, tag, fresh=True)
             if current is not None:
                 tagged.add(current)
-            tagged.update(await self._digests_under(f"{layout.tag_prefix(name, tag)}index/"))
+            index = layout.tag_index_prefix(name, tag)
+            tagged.update(await self.registry.links.digests_under(index))
         return tagged
 
     # ------------------------------------------------------------------ untagged
@@ -134,7 +124,7 @@ class GarbageCollector:
             digest = todo.pop()
             manifest = await self._manifest(name, digest)
             linked = [d.digest for d in manifest.manifests]
-            linked += await self._digests_under(layout.referrers_prefix(name, digest))
+            linked += await self.registry.links.digests_under(layout.referrers_prefix(name, digest))
             for child in linked:
                 if child in present and child not in kept:
                     kept.add(child)
@@ -170,7 +160,7 @@ class GarbageCollector:
         roots: list[tuple[str, str]] = []
         doomed: list[tuple[str, str]] = []
         for name in repositories:
-            revisions = await self._digests_under(layout.revisions_prefix(name))
+            revisions = await self.registry.links.digests_under(layout.revisions_prefix(name))
             untagged = await self._untagged(name, revisions) if self.delete_untagged else []
             doomed += [(name, d) for d in untagged]
             dropped = set(untagged)
@@ -222,7 +212,7 @@ class GarbageCollector:
             result.bodies_deleted += 1
         for name in repositories:
             prefix = layout.layers_prefix(name)
-            for digest in await self._digests_under(prefix):
+            for digest in await self.registry.links.digests_under(prefix):
                 if digest in deleted:
                     self._report(f"layer link {name}/{digest}")
                     if not self.dry_run:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from angos_core import layout
 from angos_core.errors import DigestInvalid
-from angos_core.oci.digest import parse_digest
+from angos_core.oci.digest import is_digest, parse_digest
 from angos_core.registry.wrappers import WrappedCache, WrappedMetadataStore
 
 #: Seconds a cached link lookup lives: the bound on staleness if an invalidation is lost
@@ -150,6 +150,17 @@ class Links:
 
     async def delete_tag_index(self, name: str, tag: str, digest: str) -> None:
         await self.meta.delete(layout.tag_index_key(name, tag, digest))
+
+    async def digests_under(self, prefix: str) -> list[str]:
+        """The ``<alg>/<hex>/`` directories below ``prefix`` (layer and revision links,
+        tag index entries, referrers), as digests; anything else there is ignored."""
+        found = []
+        for alg in await self.meta.list_children(prefix):
+            for hexpart in await self.meta.list_children(f"{prefix}{alg}/"):
+                digest = f"{alg}:{hexpart}"
+                if is_digest(digest):
+                    found.append(digest)
+        return found
 
     async def tags(self, name: str) -> list[str]:
         return await self.meta.list_children(layout.tags_prefix(name))

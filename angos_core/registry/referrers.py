@@ -7,7 +7,7 @@ from typing import Any
 
 from angos_core import layout
 from angos_core.oci import mediatypes as mt
-from angos_core.oci.digest import is_digest, parse_digest
+from angos_core.oci.digest import parse_digest
 from angos_core.oci.manifest import parse_stored
 from angos_core.oci.names import validate_name
 from angos_core.registry.links import Links
@@ -20,16 +20,6 @@ class ReferrerService:
         self.stores = stores
         self.links = links
         self.manifests = manifests
-
-    async def _referrer_digests(self, name: str, subject: str) -> list[str]:
-        prefix = layout.referrers_prefix(name, subject)
-        digests = []
-        for alg in await self.stores.meta.list_children(prefix):
-            for hexpart in await self.stores.meta.list_children(f"{prefix}{alg}/"):
-                digest = f"{alg}:{hexpart}"
-                if is_digest(digest):
-                    digests.append(digest)
-        return digests
 
     async def _descriptor(self, name: str, digest: str) -> dict[str, Any] | None:
         # A referrer whose revision is gone (deleted, or a crash mid-delete) is not listed.
@@ -59,7 +49,7 @@ class ReferrerService:
         """An OCI image index listing the referrers (empty when there are none)."""
         validate_name(name)
         parse_digest(subject)
-        digests = await self._referrer_digests(name, subject)
+        digests = await self.links.digests_under(layout.referrers_prefix(name, subject))
         found = await asyncio.gather(*(self._descriptor(name, d) for d in digests))
         descriptors = [d for d in found if d is not None]
         if artifact_type:
