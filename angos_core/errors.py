@@ -163,6 +163,15 @@ class BackendUnavailable(BackendError):
     """The backend cannot be reached or timed out. Mapped to 503; safe to retry."""
 
 
+class BackendReadOnly(BackendUnavailable):
+    """The backend serves reads but refuses writes (read-only mount, full disk, ...).
+
+    Raised by ``health()`` only. A subclass of :class:`BackendUnavailable`, so code that
+    knows nothing of it still treats it as a failure; ``/readyz`` tells it apart: the
+    registry stays ready for pulls and only the write check fails.
+    """
+
+
 class BlobNotFound(BackendError):
     """The blob store holds no committed blob with that digest."""
 
