@@ -184,12 +184,19 @@ class ServerConfig:
     keepalive_timeout_secs: float = 75.0
     #: How long ``GET /readyz`` waits for each backend's health check.
     health_timeout_secs: float = 2.0
+    #: Connections one process holds at most (lowered to fit the open-file limit); at the
+    #: cap a new connection closes the oldest idle one.
+    max_connections: int = 4096
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError("server.port", f"must be between 0 and 65535, got {self.port}")
         if self.workers < 1:
             raise ConfigError("server.workers", f"must be at least 1, got {self.workers}")
+        if self.max_connections < 1:
+            raise ConfigError(
+                "server.max_connections", f"must be at least 1, got {self.max_connections}"
+            )
         for key in ("shutdown_grace_secs", "read_timeout_secs"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"server.{key}", f"cannot be negative, got {getattr(self, key)}")
