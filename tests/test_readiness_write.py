@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-import angos_fs.files
 from tests.api_support import Api, digest_of, open_api
 
 
@@ -29,17 +28,18 @@ def _mount(*args: str) -> bool:
 
 
 @contextlib.contextmanager
-def fail_writes(monkeypatch: pytest.MonkeyPatch, code: int) -> Iterator[None]:
-    """Every file the fs plugin creates fails with ``code``; reads are untouched."""
+def fail_writes(root: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> Iterator[None]:
+    """Opening a file under ``root`` for writing fails with ``code``; reads are untouched."""
     real_open = os.open
 
     def refusing_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+        writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+        if writing and os.fspath(path).startswith(f"{root}{os.sep}"):
             raise OSError(code, os.strerror(code), path)
         return real_open(path, flags, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(angos_fs.files.os, "open", refusing_open)
+        patch.setattr(os, "open", refusing_open)
         yield
 
 
@@ -53,7 +53,7 @@ def read_only(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
                 return
         finally:
             subprocess.run(["umount", str(root)], check=True)
-    with fail_writes(monkeypatch, errno.EROFS):
+    with fail_writes(root, monkeypatch, errno.EROFS):
         yield "EROFS injected"
 
 
@@ -104,7 +104,7 @@ async def test_full_disk_stays_ready_for_reads(
     layer = b"full-disk layer" * 100
     async with open_api(tmp_path / "d") as api:
         digest, _ = await api.push_image("lib/app", "v1", layer=layer)
-        with fail_writes(monkeypatch, errno.ENOSPC):
+        with fail_writes(tmp_path / "d", monkeypatch, errno.ENOSPC):
             status, body = await readyz(api)
             assert status == 200
             assert body["backends"]["metadata_store"]["read"] is True

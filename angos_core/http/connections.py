@@ -183,9 +183,11 @@ class AcceptErrors:
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
-        if not (isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS and "accept" in str(
-            context.get("message", "")
-        )):
+        if not (
+            isinstance(exc, OSError)
+            and exc.errno in RESOURCE_ERRNOS
+            and "accept" in str(context.get("message", ""))
+        ):
             if self.previous is not None:
                 self.previous(loop, context)
             else:
