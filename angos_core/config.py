@@ -213,6 +213,19 @@ class GlobalConfig:
     redirect_expiry_secs: int = 900
     #: Manifests larger than this are refused with 413.
     max_manifest_size: ByteSize = field(default_factory=lambda: ByteSize(4 * 1024 * 1024))
+    #: Open upload sessions one process admits per repository, and per client address
+    #: (429 beyond); 0: no limit. See angos_core.registry.upload_limits.
+    max_upload_sessions_per_repository: int = 5000
+    max_upload_sessions_per_client: int = 1000
+
+    def __post_init__(self) -> None:
+        for key in ("max_upload_sessions_per_repository", "max_upload_sessions_per_client"):
+            if getattr(self, key) < 0:
+                raise ConfigError(
+                    f"global.{key}",
+                    f"cannot be negative, got {getattr(self, key)}: set the most open upload "
+                    "sessions to admit, or 0 for no limit",
+                )
 
 
 @dataclass
@@ -232,8 +245,11 @@ class UploadPurgingConfig:
     enabled: bool = True
     #: A session started longer ago than this is abandoned (7 days).
     age_secs: float = 604800.0
-    #: Seconds between two passes (1 day); the first runs 1-2 minutes after startup.
-    interval_secs: float = 86400.0
+    #: A session that holds no byte this long after its start is abandoned too (1 hour).
+    empty_age_secs: float = 3600.0
+    #: Seconds between two passes (1 hour: Distribution's is 1 day, but then an empty
+    #: session would stay a day); the first runs 1-2 minutes after startup.
+    interval_secs: float = 3600.0
     #: Only log what would be purged.
     dry_run: bool = False
 
@@ -241,7 +257,9 @@ class UploadPurgingConfig:
         fixes = {
             "age_secs": "set it to the seconds after its start when an unfinished upload counts "
             "as abandoned, e.g. 604800 (7 days)",
-            "interval_secs": "set it to the seconds between two purge passes, e.g. 86400 (1 day)",
+            "empty_age_secs": "set it to the seconds after its start when an upload that "
+            "received no byte counts as abandoned, e.g. 3600 (1 hour)",
+            "interval_secs": "set it to the seconds between two purge passes, e.g. 3600 (1 hour)",
         }
         for key, fix in fixes.items():
             value = getattr(self, key)

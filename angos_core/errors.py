@@ -136,6 +136,13 @@ class Denied(RegistryError):
 class TooManyRequests(RegistryError):
     code, status, default_message = "TOOMANYREQUESTS", 429, "too many requests"
 
+    def __init__(
+        self, message: str | None = None, detail: Any = None, retry_after_secs: int = 1
+    ) -> None:
+        super().__init__(message, detail)
+        #: Sent as ``Retry-After``.
+        self.retry_after_secs = retry_after_secs
+
 
 class ManifestTooLarge(RegistryError):
     code, status, default_message = "SIZE_INVALID", 413, "manifest too large"

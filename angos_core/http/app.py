@@ -29,7 +29,7 @@ from angos_core.http.observe import (
 )
 from angos_core.http.routes import add_routes
 from angos_core.plugins import load_catalogue
-from angos_core.registry import Registry, Stores
+from angos_core.registry import Registry, Stores, UploadSessionLimits
 from angos_core.registry.upload_purge import UploadPurger
 from angos_core.registry.wrappers import Observer
 
@@ -41,6 +41,17 @@ API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 
 async def _api_version(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+
+
+def upload_limits(config: AngosConfig) -> UploadSessionLimits | None:
+    """The per-process bound on open upload sessions (``[global]``), or None if off."""
+    settings = config.global_
+    per_repository = settings.max_upload_sessions_per_repository
+    per_client = settings.max_upload_sessions_per_client
+    if not (per_repository or per_client):
+        return None
+    window = config.maintenance.upload_purging.empty_age_secs
+    return UploadSessionLimits(per_repository, per_client, window)
 
 
 def make_app(
@@ -83,7 +94,7 @@ def make_app(
     async def backends(app: web.Application) -> AsyncIterator[None]:
         built = stores if stores is not None else Stores.from_config(config, observe)
         await built.open()
-        app[REGISTRY] = Registry(built)
+        app[REGISTRY] = Registry(built, upload_limits(config))
         log.info("angos backends open: %s (config: %s)", built.describe(), config.source)
         try:
             yield
@@ -98,7 +109,14 @@ def make_app(
         if not (maintenance and settings.enabled):
             yield
             return
-        purger = UploadPurger(app[REGISTRY].stores.blobs, settings, observer=metrics)
+        registry = app[REGISTRY]
+        limits = registry.uploads.limits
+        purger = UploadPurger(
+            registry.stores.blobs,
+            settings,
+            observer=metrics,
+            released=limits.release if limits is not None else None,
+        )
         task = asyncio.create_task(purger.run_forever(), name="angos-upload-purge")
         try:
             yield
