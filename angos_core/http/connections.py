@@ -37,7 +37,7 @@ RESERVED_FDS = 64
 #: accept() errors that mean "out of descriptors or memory" (asyncio retries these).
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: On such an error, close this share of the idle connections (at least MIN_SHED).
-SHED_FRACTION = 0.25
+SHED_FRACTION = 0.5
 MIN_SHED = 16
 
 
