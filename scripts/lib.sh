@@ -78,9 +78,11 @@ angos_venv_ensure() {
     done
     local -a args
     mapfile -t args < <(angos_profile_args "$profile")
-    echo "${0##*/}: installing into $VENV (again only when a pyproject.toml changes): ${args[*]}" >&2
+    echo "${0##*/}: installing into $VENV (again only when a pyproject.toml changes):" \
+        "${args[*]}" >&2
     rm -f "$VENV/.angos-$profile.stamp"
-    (cd "$ANGOS_ROOT" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}")
+    (cd "$ANGOS_ROOT" &&
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}")
     echo "$want" >"$VENV/.angos-$profile.stamp"
 }
 
@@ -164,7 +166,7 @@ angos_apt_install() {
     fi
     trap _angos_restore_policy EXIT
     _ANGOS_POLICY_OURS=1
-    printf '#!/bin/sh\n# written by scripts/test while it installs packages: start nothing\nexit 101\n' |
+    printf '#!/bin/sh\n# scripts/test: start nothing while it installs packages\nexit 101\n' |
         _angos_sudo tee "$_ANGOS_POLICY" >/dev/null
     _angos_sudo chmod 755 "$_ANGOS_POLICY"
     {

@@ -210,7 +210,7 @@ def test_build_wheels_builds_every_package_and_twine_accepts_them(tmp_path: Path
         assert meta["Version"] == version, wheel.name
         assert meta["License-Expression"] == "Apache-2.0", wheel.name
         if meta["Name"] != "angos-core":
-            assert f"angos-core~={version}" in meta.get_all("Requires-Dist"), wheel.name
+            assert f"angos-core~={version}" in meta.get_all("Requires-Dist", []), wheel.name
     assert names == EXPECTED
     for sdist in sdists:
         top = sdist.name.removesuffix(".tar.gz")
