@@ -97,7 +97,7 @@ _angos_installed_packages() {
         awk '$1 == "installed" { print $2 }' | sort
 }
 
-_ANGOS_POLICY=/usr/sbin/policy-rc.d
+_ANGOS_POLICY="${ANGOS_POLICY_RC_D:-/usr/sbin/policy-rc.d}"  # tests point it elsewhere
 _ANGOS_POLICY_OURS=""   # set while our policy-rc.d is in place
 _ANGOS_POLICY_SAVED=""  # the one it replaced, if any
 
