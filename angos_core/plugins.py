@@ -135,7 +135,8 @@ def install_hint(kind: Kind, name: str) -> str:
     )
     return (
         f"no Angos plugin provides {name!r} (the repository's plugins provide {kind} {known}); "
-        "check the name, or pip install the third-party plugin that provides it"
+        f"check the name, or install the third-party plugin that provides it (by convention "
+        f"the distribution angos-{name})"
     )
 
 
