@@ -27,6 +27,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from angos_core.http.aiohttp_compat import request_in_progress, server_settings
+
 log = logging.getLogger("angos")
 
 #: Seconds between two log lines about refused connections or failed accepts.
@@ -97,11 +99,6 @@ class _CountedLog:
             self.timer = asyncio.get_running_loop().call_later(LOG_INTERVAL_SECS, self._flush)
 
 
-def _idle(handler: RequestHandler) -> bool:
-    # aiohttp sets it while a request is being handled; absent means "unknown": keep it.
-    return getattr(handler, "_request_in_progress", True) is False
-
-
 class LimitedServer(web.Server):
     """aiohttp's connection manager with a cap (see the module docstring)."""
 
@@ -133,7 +130,7 @@ class LimitedServer(web.Server):
 
     def shed(self, count: int, keep: RequestHandler | None = None) -> int:
         """Close up to ``count`` of the oldest idle connections; how many were closed."""
-        victims = [h for h in self._live if h is not keep and _idle(h)][:count]
+        victims = [h for h in self._live if h is not keep and not request_in_progress(h)][:count]
         for handler in victims:
             self._live.pop(handler, None)
             handler.force_close()
@@ -155,7 +152,7 @@ class LimitedAppRunner(web.AppRunner):
             handler_cancellation=plain.handler_cancellation,
             loop=asyncio.get_running_loop(),
             max_connections=self._max_connections,
-            **plain._kwargs,
+            **server_settings(plain),
         )
 
 
