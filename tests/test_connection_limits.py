@@ -10,7 +10,9 @@ server), the server must hold no more connections than its cap, and asyncio's pe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import resource
 import socket
@@ -19,7 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from angos_core.http import make_app_from_toml
+from angos_core.http.connections import LimitedAppRunner
 from tests.support.angos_server import AngosServer, AngosServerFactory, loopback
 
 pytestmark = pytest.mark.timeout(120)
@@ -158,3 +163,43 @@ def test_running_out_of_descriptors_is_logged_once_and_recovers(
     assert 1 <= len(lines) <= 3, lines
     assert "Too many open files" in lines[0]
     assert "Traceback" not in server.stderr_text()
+
+
+async def test_at_the_cap_with_every_connection_busy_a_new_one_is_closed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Busy connections are never reclaimed: the newcomer is closed at once instead."""
+    app = make_app_from_toml(_fs(tmp_path / "d"))
+    runner = LimitedAppRunner(app, max_connections=2)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        digest = "sha256:" + "0" * 64
+        busy = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            # A monolithic upload whose body stalls half way: a request in progress.
+            writer.write(
+                f"POST /v2/lib/app/blobs/uploads/?digest={digest} HTTP/1.1\r\n"
+                "Host: x\r\nContent-Length: 100\r\n\r\nhalf".encode()
+            )
+            await writer.drain()
+            busy.append((reader, writer))
+        await asyncio.sleep(0.2)  # both requests reach their handlers
+        with caplog.at_level(logging.WARNING, logger="angos"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await asyncio.wait_for(reader.read(), ANSWER_TIMEOUT_SECS) == b""
+            writer.close()
+        assert any("every connection busy" in r.getMessage() for r in caplog.records)
+        # The busy ones were left alone: each still gets its answer.
+        for reader, writer in busy:
+            writer.write(b"x" * 96)
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT_SECS)
+            assert status.startswith(b"HTTP/1.1 400"), status  # wrong digest: DIGEST_INVALID
+            writer.close()
+    finally:
+        await runner.cleanup()
