@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import resource
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from angos_core.http import make_app_from_toml
+from angos_core.http import connections, make_app_from_toml
 from angos_core.http.connections import LimitedAppRunner
 from tests.support.angos_server import AngosServer, AngosServerFactory, loopback
 
@@ -201,5 +202,34 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_is_closed(
             status = await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT_SECS)
             assert status.startswith(b"HTTP/1.1 400"), status  # wrong digest: DIGEST_INVALID
             writer.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_lowered_cap_comes_back_after_a_quiet_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """EMFILE lowers the cap to what fitted; without another failure it is restored."""
+    monkeypatch.setattr(connections, "RESTORE_AFTER_SECS", 0.2)
+    app = make_app_from_toml(_fs(tmp_path / "d"))
+    runner = LimitedAppRunner(app, max_connections=100)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        server = runner.server
+        assert isinstance(server, connections.LimitedServer)
+        loop = asyncio.get_running_loop()
+        handler = connections.AcceptErrors(runner)
+        emfile = OSError(errno.EMFILE, "Too many open files")
+        context = {"message": "socket.accept() out of system resource", "exception": emfile}
+        with caplog.at_level(logging.INFO, logger="angos"):
+            for _ in range(50):  # asyncio's burst: one report per queued connection
+                handler(loop, context)
+            assert server.max_connections == 1  # nothing was open: nothing fitted
+            await asyncio.sleep(0.5)
+            assert server.max_connections == 100
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("accept() failed" in m for m in messages) == 1
+        assert any("connection limit back to 100" in m for m in messages)
     finally:
         await runner.cleanup()

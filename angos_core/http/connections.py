@@ -13,7 +13,8 @@ until some idle connection times out. Three measures, all per process:
   busy with a request, the new one is closed at once, so the client fails fast.
 * :class:`AcceptErrors`: if ``accept()`` still runs out of descriptors (other files, a
   limit lowered at run time), the oldest idle connections are closed, the cap is lowered
-  to what fitted, and the failures are logged once per interval with a count.
+  to what fitted (for a minute after the last such failure), and the failures are logged
+  once per interval with a count.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EN
 #: On such an error, close this share of the idle connections (at least MIN_SHED).
 SHED_FRACTION = 0.5
 MIN_SHED = 16
+#: The lowered cap goes back to the configured one after this long without such an error.
+RESTORE_AFTER_SECS = 60.0
 
 
 def raise_open_file_limit() -> int:
@@ -145,6 +148,8 @@ class LimitedAppRunner(web.AppRunner):
         self._max_connections = max_connections
 
     async def _make_server(self) -> web.Server:
+        # aiohttp's (private) seam where a runner builds its connection manager: the one
+        # place to put a subclass in, short of copying TCPSite/SockSite.start.
         plain = await super()._make_server()
         return LimitedServer(
             plain.request_handler,
@@ -166,6 +171,8 @@ class AcceptErrors:
     def __init__(self, runner: LimitedAppRunner) -> None:
         self.runner = runner
         self.shed_at = -1.0
+        self.configured_cap: int | None = None
+        self.restore: asyncio.TimerHandle | None = None
         self.logged = _CountedLog(
             logging.ERROR,
             "accept() failed: %s; closing idle connections and lowering the connection "
@@ -198,6 +205,28 @@ class AcceptErrors:
                 self.shed_at = loop.time()
                 held = server.open_connections
                 closed = server.shed(max(MIN_SHED, int(held * SHED_FRACTION)))
+                if self.configured_cap is None:
+                    self.configured_cap = server.max_connections
                 server.max_connections = max(1, min(server.max_connections, held - closed))
+                if self.restore is None:
+                    self.restore = loop.call_later(RESTORE_AFTER_SECS, self._restore, server)
             cap = server.max_connections
         self.logged.event(exc, cap)
+
+    def _restore(self, server: LimitedServer) -> None:
+        """The configured cap again once accept() has not failed for a while (the shortage
+        may have been other files, since closed)."""
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self.shed_at
+        if quiet < RESTORE_AFTER_SECS:
+            self.restore = loop.call_later(RESTORE_AFTER_SECS - quiet, self._restore, server)
+            return
+        self.restore = None
+        if self.configured_cap is not None and server.max_connections < self.configured_cap:
+            log.info(
+                "accept() has not failed for %gs: connection limit back to %d",
+                RESTORE_AFTER_SECS,
+                self.configured_cap,
+            )
+            server.max_connections = self.configured_cap
+        self.configured_cap = None
