@@ -23,7 +23,7 @@ from angos_core import BackendSpec, hookimpl
 from angos_core.errors import BackendUnavailable, LockUnavailable
 from angos_core.http import make_app_from_toml
 from angos_core.oci import mediatypes as mt
-from tests.api_support import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of, fs_toml
+from tests.support.api import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of, fs_toml
 from tests.support.redis_server import RedisServer
 
 

@@ -23,7 +23,7 @@ from angos_memory.cache import MemoryCache, MemoryCacheConfig
 
 from angos_core import BackendSpec, hookimpl
 from angos_core.http import make_app_from_toml
-from tests.api_support import Api, digest_of, error_code, open_api
+from tests.support.api import Api, digest_of, error_code, open_api
 
 
 class Faults:

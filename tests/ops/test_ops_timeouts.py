@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_support import Api, digest_of, error_code, open_api
+from tests.support.api import Api, digest_of, error_code, open_api
 
 TIMEOUTS = "[server]\nread_timeout_secs = 0.5\nkeepalive_timeout_secs = 1\n"
 

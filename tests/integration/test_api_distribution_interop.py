@@ -21,7 +21,7 @@ import pytest
 from aiohttp import ClientSession
 
 from angos_core.oci import mediatypes as mt
-from tests.api_support import DOCKER_CONFIG, DOCKER_LAYER, descriptor, digest_of, open_api
+from tests.support.api import DOCKER_CONFIG, DOCKER_LAYER, descriptor, digest_of, open_api
 from tests.support.tools import require_tool
 
 CONFIG = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.angos_server import AngosServer, AngosServerFactory
 from tests.support.redis_server import RedisServer
-from tests.test_multi_replica import (
+from tests.integration.test_multi_replica import (
     OCI_MANIFEST,
     Client,
     Image,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_support import Api, digest_of, error_code, open_api
+from tests.support.api import Api, digest_of, error_code, open_api
 
 DATA = bytes(range(256)) * 40
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from angos_core.oci import mediatypes as mt
-from tests.api_support import Api, descriptor, digest_of, error_code, open_api
+from tests.support.api import Api, descriptor, digest_of, error_code, open_api
 
 EMPTY = b"{}"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.s3_serve_support import (
+from tests.integration.s3_serve_support import (
     blob_digest,
     client_session,
     pull_sha256,

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from yarl import URL
 
-from tests.s3_serve_support import client_session, s3_serve_toml
+from tests.integration.s3_serve_support import client_session, s3_serve_toml
 from tests.support.angos_server import AngosServer, AngosServerFactory, fs_config
 from tests.support.moto_server import S3Bucket, s3_client
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_support import Api, error_code, open_api
+from tests.support.api import Api, error_code, open_api
 
 TAGS = ["1.0", "1.1", "2.0", "latest", "v9"]
 

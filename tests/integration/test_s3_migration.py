@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from angos_core.http import make_app_from_toml
 from angos_core.oci import mediatypes as mt
-from tests.api_support import Api, descriptor, digest_of
+from tests.support.api import Api, descriptor, digest_of
 from tests.support.moto_server import S3Bucket, s3_client
 
 MIB = 1024 * 1024

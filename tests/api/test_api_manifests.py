@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from angos_core.oci import mediatypes as mt
-from tests.api_support import (
+from tests.support.api import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
     OCI_CONFIG,

@@ -32,7 +32,7 @@ from angos_core.logs import (
     redact,
     setup_logging,
 )
-from tests.api_support import Api, digest_of, open_api
+from tests.support.api import Api, digest_of, open_api
 from tests.support.angos_server import AngosServerFactory, loopback
 from tests.support.moto_server import S3Bucket
 from tests.support.tools import require_tool

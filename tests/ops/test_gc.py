@@ -18,8 +18,8 @@ import pytest
 from angos_core import layout
 from angos_core.cli import main
 from angos_core.oci import mediatypes as mt
-from tests.api_support import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of, open_api
-from tests.s3_api_support import LAYOUTS, layout_toml, open_s3_api
+from tests.support.api import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of, open_api
+from tests.api.s3_api_support import LAYOUTS, layout_toml, open_s3_api
 from tests.support.moto_server import S3Bucket
 
 

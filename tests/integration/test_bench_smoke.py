@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.datagen import BLOCK, BlobStream
 from tests.support.tools import require_tool
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ROWS = ["1", "2", "3", "3b", "4", "5", "6a", "6", "7"]
 
 

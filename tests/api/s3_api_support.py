@@ -3,8 +3,8 @@
 A test module re-runs an fs API module by importing its tests and binding ``api`` to the
 :func:`api` fixture here, parametrized over the configurations of :data:`LAYOUTS`::
 
-    from tests.test_api_blobs import *  # noqa: F403
-    from tests.s3_api_support import api  # noqa: F401  (replaces the module's fs fixture)
+    from tests.api.test_api_blobs import *  # noqa: F403
+    from tests.api.s3_api_support import api  # noqa: F401  (replaces the module's fs fixture)
 
 :class:`S3Api` keeps the tests' one storage-specific helper meaningful: ``files()`` lists
 every stored object's relative key, in the bucket (below ``key_prefix``) and on disk.
@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from angos_core.http import make_app_from_toml
-from tests.api_support import Api
+from tests.support.api import Api
 from tests.support.moto_server import S3Bucket, s3_client
 
 #: id -> (blob store, metadata store)

@@ -18,7 +18,7 @@ from angos_core.config import AngosConfig, load_config
 from angos_core.plugins import BackendCatalogue, Kind, load_catalogue
 from tests.support.tools import IN_CI
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CONFIGS = sorted(EXAMPLES.glob("*.toml"))
 
 

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from tests.s3_serve_support import (
+from tests.integration.s3_serve_support import (
     blob_chunks,
     client_session,
     pull_sha256,

@@ -66,7 +66,7 @@ def _serve(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 20

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import ClientResponse, ClientSession, web
 
 from angos_core.http import make_app_from_toml
-from tests.api_support import Api, digest_of, error_code, fs_toml, open_api
+from tests.support.api import Api, digest_of, error_code, fs_toml, open_api
 
 DATA = b"0123456789abcdef" * 4096  # 64 KiB
 
