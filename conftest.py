@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.support.redis_server",
     "tests.support.moto_server",
     "tests.support.angos_server",
+    "tests.support.storage",
     "tests.support.docker_engine",
     "tests.support.containerd_engine",
 ]

@@ -96,7 +96,7 @@ def faults() -> Faults:
 
 
 @pytest.fixture
-async def api(tmp_path: Path, faults: Faults) -> AsyncIterator[Api]:
+async def faulty_api(tmp_path: Path, faults: Faults) -> AsyncIterator[Api]:
     root = tmp_path / "data"
     toml = (
         f'[blob_store.faulty]\nroot_dir = "{root}"\n'
@@ -120,67 +120,69 @@ async def assert_unavailable(resp: ClientResponse) -> None:
 
 
 @pytest.mark.parametrize("failing", ["stat", "local_path", "read"])
-async def test_blob_store_fault_on_read(api: Api, faults: Faults, failing: str) -> None:
-    digest = await api.push_blob("lib/app", b"payload")
+async def test_blob_store_fault_on_read(faulty_api: Api, faults: Faults, failing: str) -> None:
+    digest = await faulty_api.push_blob("lib/app", b"payload")
     faults.failing = {f"blob.{failing}"}
     if failing == "read":  # else the response is a sendfile of the local path
         faults.failing.add("blob.local_path")
     if failing == "stat":  # a GET that can sendfile does not stat; HEAD does
-        resp = await api.head(f"/v2/lib/app/blobs/{digest}")
+        resp = await faulty_api.head(f"/v2/lib/app/blobs/{digest}")
         assert resp.status == 503
-        resp = await api.get(f"/v2/lib/app/blobs/{digest}", headers={"Range": "bytes=0-1"})
+        resp = await faulty_api.get(f"/v2/lib/app/blobs/{digest}", headers={"Range": "bytes=0-1"})
     else:
-        resp = await api.get(f"/v2/lib/app/blobs/{digest}")
+        resp = await faulty_api.get(f"/v2/lib/app/blobs/{digest}")
     await assert_unavailable(resp)
     faults.failing = set()
-    resp = await api.get(f"/v2/lib/app/blobs/{digest}")
+    resp = await faulty_api.get(f"/v2/lib/app/blobs/{digest}")
     assert await resp.read() == b"payload"
 
 
 @pytest.mark.parametrize("failing", ["upload_start", "upload_append", "upload_commit"])
-async def test_blob_store_fault_on_upload(api: Api, faults: Faults, failing: str) -> None:
+async def test_blob_store_fault_on_upload(faulty_api: Api, faults: Faults, failing: str) -> None:
     faults.failing = {f"blob.{failing}"}
     digest = digest_of(b"payload")
-    resp = await api.client.post(f"/v2/lib/app/blobs/uploads/?digest={digest}", data=b"payload")
+    resp = await faulty_api.client.post(
+        f"/v2/lib/app/blobs/uploads/?digest={digest}", data=b"payload"
+    )
     await assert_unavailable(resp)
     faults.failing = set()
-    assert (await api.head(f"/v2/lib/app/blobs/{digest}")).status == 404
-    assert await api.push_blob("lib/app", b"payload") == digest
+    assert (await faulty_api.head(f"/v2/lib/app/blobs/{digest}")).status == 404
+    assert await faulty_api.push_blob("lib/app", b"payload") == digest
 
 
 @pytest.mark.parametrize("failing", ["get", "put", "list_children"])
-async def test_metadata_store_fault(api: Api, faults: Faults, failing: str) -> None:
-    _, body = await api.push_image("lib/app", "latest")
+async def test_metadata_store_fault(faulty_api: Api, faults: Faults, failing: str) -> None:
+    _, body = await faulty_api.push_image("lib/app", "latest")
     faults.failing = {f"meta.{failing}"}
     if failing == "put":
-        resp = await api.put_manifest("lib/app", "other", body)
+        resp = await faulty_api.put_manifest("lib/app", "other", body)
     elif failing == "list_children":
-        resp = await api.get("/v2/lib/app/tags/list")
+        resp = await faulty_api.get("/v2/lib/app/tags/list")
     else:
-        resp = await api.get("/v2/lib/app/manifests/latest")  # the tag is not cached yet
+        resp = await faulty_api.get("/v2/lib/app/manifests/latest")  # the tag is not cached yet
     await assert_unavailable(resp)
     faults.failing = set()
-    resp = await api.get("/v2/lib/app/manifests/latest")
+    resp = await faulty_api.get("/v2/lib/app/manifests/latest")
     assert await resp.read() == body
 
 
-async def test_library_exception_is_a_backend_error(api: Api, faults: Faults) -> None:
+async def test_library_exception_is_a_backend_error(faulty_api: Api, faults: Faults) -> None:
     faults.make = lambda op: RuntimeError("client library exploded")
     faults.failing = {"blob.local_path"}
-    digest = await api.push_blob("lib/app", b"x")
-    resp = await api.get(f"/v2/lib/app/blobs/{digest}")
+    digest = await faulty_api.push_blob("lib/app", b"x")
+    resp = await faulty_api.get(f"/v2/lib/app/blobs/{digest}")
     await assert_unavailable(resp)
 
 
-async def test_cache_faults_are_invisible(api: Api, faults: Faults) -> None:
+async def test_cache_faults_are_invisible(faulty_api: Api, faults: Faults) -> None:
     faults.failing = {"cache.get", "cache.set", "cache.delete"}
     faults.make = lambda op: ConnectionError("cache down")
-    _, body = await api.push_image("lib/app", "latest")
-    resp = await api.get("/v2/lib/app/manifests/latest")
+    _, body = await faulty_api.push_image("lib/app", "latest")
+    resp = await faulty_api.get("/v2/lib/app/manifests/latest")
     assert resp.status == 200
     assert await resp.read() == body
-    assert (await api.request("DELETE", "/v2/lib/app/manifests/latest")).status == 202
-    assert (await api.get("/v2/lib/app/manifests/latest")).status == 404
+    assert (await faulty_api.request("DELETE", "/v2/lib/app/manifests/latest")).status == 202
+    assert (await faulty_api.get("/v2/lib/app/manifests/latest")).status == 404
 
 
 async def test_busy_lock_is_503(tmp_path: Path) -> None:

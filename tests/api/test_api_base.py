@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from tests.support.api import Api, error_code, open_api
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with open_api(tmp_path / "data") as api:
-        yield api
+from tests.support.api import Api, error_code
 
 
 async def test_base_endpoint(api: Api) -> None:

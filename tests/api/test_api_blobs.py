@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from tests.support.api import Api, digest_of, error_code, open_api
+from tests.support.api import Api, digest_of, error_code
 
 DATA = bytes(range(256)) * 40
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with open_api(tmp_path / "data") as api:
-        yield api
 
 
 async def test_head_and_get(api: Api) -> None:

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from tests.support.api import Api, error_code, open_api
+from tests.support.api import Api, error_code
 
 TAGS = ["1.0", "1.1", "2.0", "latest", "v9"]
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with open_api(tmp_path / "data") as api:
-        yield api
 
 
 async def tagged(api: Api, name: str = "lib/app") -> None:

@@ -4,8 +4,6 @@ Accept negotiation, reference checks, bad input, deletes."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,17 +18,11 @@ from tests.support.api import (
     descriptor,
     digest_of,
     error_code,
-    open_api,
 )
+from tests.support.storage import Storage
 
 CONFIG = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
 LAYER = b"\x1f\x8b layer bytes"
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with open_api(tmp_path / "data") as api:
-        yield api
 
 
 def image(
@@ -308,8 +300,8 @@ async def test_invalid_tag(api: Api, tag: str) -> None:
     assert resp.status == 400
 
 
-async def test_manifest_too_large(tmp_path: Path) -> None:
-    async with open_api(tmp_path / "d", '[global]\nmax_manifest_size = "1KiB"\n') as api:
+async def test_manifest_too_large(storage: Storage) -> None:
+    async with storage.open_api('[global]\nmax_manifest_size = "1KiB"\n') as api:
         await push_blobs(api, "lib/app")
         manifest = image(annotations={"pad": "x" * 2000})
         resp = await api.put_manifest("lib/app", "big", manifest)
@@ -400,6 +392,8 @@ async def test_manifest_names_validated(api: Api) -> None:
     assert api.files() == before
 
 
+# The S3 layout is the same keys under key_prefix: tests/integration/test_s3_migration.py.
+@pytest.mark.shapes("fs")
 async def test_stored_under_distribution_layout(api: Api) -> None:
     digest, body = await api.push_image("lib/app", "latest")
     hexpart = digest.split(":")[1]

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from angos_core.oci import mediatypes as mt
-from tests.support.api import Api, descriptor, digest_of, error_code, open_api
+from tests.support.api import Api, descriptor, digest_of, error_code
 
 EMPTY = b"{}"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 SBOM = "application/spdx+json"
 SIG = "application/vnd.example.signature"
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with open_api(tmp_path / "data") as api:
-        yield api
 
 
 async def push_artifact(

@@ -6,21 +6,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp import ClientResponse, ClientSession, web
 
 from angos_core.http import make_app_from_toml
-from tests.support.api import Api, digest_of, error_code, fs_toml, open_api
+from tests.support.api import Api, digest_of, error_code
+from tests.support.storage import Storage
 
 DATA = b"0123456789abcdef" * 4096  # 64 KiB
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with open_api(tmp_path / "data") as api:
-        yield api
 
 
 async def start(api: Api, name: str = "lib/app") -> ClientResponse:
@@ -240,10 +234,9 @@ async def test_sha512_chunked(api: Api) -> None:
     await assert_blob(api, "lib/app", digest, DATA)
 
 
-async def test_completion_on_another_replica_rehashes(tmp_path: Path) -> None:
+async def test_completion_on_another_replica_rehashes(storage: Storage) -> None:
     """PATCH on one process, PUT on another sharing the storage: the hash is recomputed."""
-    root = tmp_path / "shared"
-    async with open_api(root) as one, open_api(root) as two:
+    async with storage.open_api() as one, storage.open_api() as two:
         loc = (await start(one)).headers["Location"]
         await one.client.patch(loc, data=DATA[:1000])
         await two.client.patch(loc, data=DATA[1000:2000])
@@ -311,10 +304,10 @@ async def test_large_streamed_upload_hash(api: Api) -> None:
 
 @pytest.mark.parametrize("handler_cancellation", [False, True])
 async def test_client_disconnect_mid_patch(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, handler_cancellation: bool
+    storage: Storage, caplog: pytest.LogCaptureFixture, handler_cancellation: bool
 ) -> None:
     """Both aiohttp modes: the CLI's (body read fails) and handler cancellation."""
-    app = make_app_from_toml(fs_toml(tmp_path / "data"))
+    app = make_app_from_toml(storage.toml())
     runner = web.AppRunner(app, handler_cancellation=handler_cancellation)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

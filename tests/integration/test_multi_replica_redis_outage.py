@@ -19,8 +19,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.angos_server import AngosServer, AngosServerFactory
-from tests.support.redis_server import RedisServer
 from tests.integration.test_multi_replica import (
     OCI_MANIFEST,
     Client,
@@ -30,6 +28,8 @@ from tests.integration.test_multi_replica import (
     make_image,
     sha256,
 )
+from tests.support.angos_server import AngosServer, AngosServerFactory
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -1,10 +1,10 @@
 """An S3 endpoint that resets, delays and cuts connections: pushes and pulls through
 ``angos serve`` still succeed by the S3 client's retries, and no object is corrupt.
 
-A small asyncio TCP proxy (tests/integration/s3_serve_support.FaultProxy) sits on loopback between the
-registry and moto. The registry retries each S3 request up to ``max_attempts``; a part sent
-again after a cut re-sends the same bytes (checked by S3 against its Content-MD5), and a
-blob read cut mid-body is resumed from the last byte received.
+A small asyncio TCP proxy (tests/integration/s3_serve_support.FaultProxy) sits on loopback
+between the registry and moto. The registry retries each S3 request up to ``max_attempts``; a
+part sent again after a cut re-sends the same bytes (checked by S3 against its Content-MD5),
+and a blob read cut mid-body is resumed from the last byte received.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from tests.integration.s3_serve_support import (
     push_streamed,
     s3_serve_toml,
 )
+from tests.integration.test_s3_serve import corrupt_blobs
 from tests.support.angos_server import AngosServerFactory
 from tests.support.moto_server import S3Bucket
-from tests.integration.test_s3_serve import corrupt_blobs
 
 MIB = 1024 * 1024
 BLOBS = {"tiny": 3_000, "small": 700_000, "part": 5 * MIB, "parts": 12 * MIB + 3, "big": 23 * MIB}

@@ -1,14 +1,13 @@
 """``angos gc``: content pushed through the HTTP API on real stores, then the CLI entry point.
 
-Layouts: fs, and (moto server over HTTP) s3, s3 blobs + fs metadata, fs blobs + s3 metadata.
+On every storage shape (tests/support/storage.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,41 +17,26 @@ import pytest
 from angos_core import layout
 from angos_core.cli import main
 from angos_core.oci import mediatypes as mt
-from tests.support.api import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of, open_api
-from tests.api.s3_api_support import LAYOUTS, layout_toml, open_s3_api
-from tests.support.moto_server import S3Bucket
+from tests.support.api import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of
+from tests.support.storage import Storage
 
 
 @dataclass
 class Env:
+    """A config file for ``angos gc`` and the storage it names."""
+
     config: Path
-    opener: Callable[[], Any]
+    storage: Storage
 
-    @asynccontextmanager
-    async def api(self) -> AsyncIterator[Api]:
-        async with self.opener() as api:
-            yield api
+    def api(self) -> AbstractAsyncContextManager[Api]:
+        return self.storage.open_api()
 
 
-@pytest.fixture(params=["fs", *LAYOUTS])
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Env:
-    root = tmp_path / "data"
+@pytest.fixture
+def env(storage: Storage, tmp_path: Path) -> Env:
     cfg = tmp_path / "config.toml"
-    if request.param == "fs":
-        cfg.write_text(f'[blob_store.fs]\nroot_dir = "{root}"\n')
-        return Env(cfg, lambda: open_api(root))
-    bucket: S3Bucket = request.getfixturevalue("s3_bucket")
-    cfg.write_text(layout_toml(request.param, bucket, root))
-
-    @asynccontextmanager
-    async def opener() -> AsyncIterator[Api]:
-        api = await open_s3_api(request.param, bucket, root)
-        try:
-            yield api
-        finally:
-            await api.client.close()
-
-    return Env(cfg, opener)
+    cfg.write_text(storage.toml())
+    return Env(cfg, storage)
 
 
 async def gc(env: Env, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

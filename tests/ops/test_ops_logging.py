@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,8 +32,8 @@ from angos_core.logs import (
     redact,
     setup_logging,
 )
-from tests.support.api import Api, digest_of, open_api
 from tests.support.angos_server import AngosServerFactory, loopback
+from tests.support.api import Api, digest_of
 from tests.support.moto_server import S3Bucket
 from tests.support.tools import require_tool
 
@@ -43,10 +43,8 @@ BEARER = "bearer-d0-not-log-55e1"
 SIGNATURE = "sig-d0-not-log-0b7d"
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with open_api(tmp_path / "data") as api:
-        yield api
+# What is logged does not depend on the storage; `api` (tests/support/storage.py) on fs.
+pytestmark = pytest.mark.shapes("fs")
 
 
 @pytest.fixture

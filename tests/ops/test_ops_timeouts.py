@@ -14,18 +14,23 @@ import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.api import Api, digest_of, error_code, open_api
+from tests.support.api import Api, digest_of, error_code
+from tests.support.storage import Storage
 
 TIMEOUTS = "[server]\nread_timeout_secs = 0.5\nkeepalive_timeout_secs = 1\n"
 
 
+# Timeouts are the HTTP server's; the storage under it is fs.
+pytestmark = pytest.mark.shapes("fs")
+
+
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with open_api(tmp_path / "data", TIMEOUTS) as api:
+async def api(storage: Storage) -> AsyncIterator[Api]:
+    """The app with the short timeouts of :data:`TIMEOUTS` (overrides the shared ``api``)."""
+    async with storage.open_api(TIMEOUTS) as api:
         yield api
 
 
@@ -178,8 +183,8 @@ async def test_a_slow_but_steady_body_is_not_cut(api: Api) -> None:
     assert resp.status == 201, await resp.text()
 
 
-async def test_oversized_manifest_is_413(tmp_path: Path) -> None:
-    async with open_api(tmp_path / "d", '[global]\nmax_manifest_size = "1KiB"\n') as api:
+async def test_oversized_manifest_is_413(storage: Storage) -> None:
+    async with storage.open_api('[global]\nmax_manifest_size = "1KiB"\n') as api:
         resp = await api.put_manifest("big", "v1", b"{" + b" " * 2048 + b"}")
         assert resp.status == 413
         assert await error_code(resp) in ("SIZE_INVALID", "MANIFEST_INVALID")

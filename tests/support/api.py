@@ -1,14 +1,14 @@
-"""Helpers for the HTTP API tests: an app on real fs + memory backends in ``tmp_path``,
-driven through aiohttp's test client, plus small push/pull helpers.
+"""Helpers for the HTTP API tests: :class:`Api`, an app driven through aiohttp's test
+client, plus small push/pull helpers; :func:`open_api` serves fs storage in a directory.
 
-Not a fixture module: each test file declares its own ``api`` fixture with ``open_api``.
+The ``api`` and ``storage`` fixtures (every storage shape) are in tests/support/storage.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,22 @@ def descriptor(data: bytes, media_type: str, **extra: Any) -> dict[str, Any]:
 
 
 class Api:
-    """A test client plus the storage root it serves from."""
+    """A test client plus the storage root it serves from.
+
+    ``files`` lists what is stored (relative paths); by default the files under ``root``.
+    """
 
     def __init__(
-        self, client: TestClient[web.Request, web.Application], root: Path, app: web.Application
+        self,
+        client: TestClient[web.Request, web.Application],
+        root: Path,
+        app: web.Application,
+        files: Callable[[], set[str]] | None = None,
     ) -> None:
         self.client = client
         self.root = root
         self.app = app
+        self._files = files
 
     @property
     def registry(self) -> Registry:
@@ -119,7 +127,9 @@ class Api:
         return digest, body
 
     def files(self) -> set[str]:
-        """Every file under the storage root, relative (to assert nothing else appeared)."""
+        """Every stored file, relative (to assert nothing else appeared)."""
+        if self._files is not None:
+            return self._files()
         return {str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()}
 
 
