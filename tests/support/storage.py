@@ -11,7 +11,7 @@ lists them; a new shape is one line there (plus, for a new backend, one section 
 
         test_x[fs]  test_x[s3]  test_x[s3-blobs+fs-metadata]  test_x[fs-blobs+s3-metadata]
 
-``api`` (function) -> :class:`~tests.support.api.Api`
+``api`` (function) -> :class:`~angos_core.testing.api.Api`
     The app served in process on ``storage`` (aiohttp test client). For extra config or a
     second app on the same storage (another replica), use ``storage.open_api(extra_toml)``.
 
@@ -31,12 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-from angos_core.http import make_app_from_toml
-from tests.support.api import Api
-from tests.support.moto_server import S3Bucket, s3_client
+from angos_core.testing.api import Api, serve_config
+from angos_core.testing.moto_server import S3Bucket, s3_client
 
 #: The key prefix of the S3 stores: the tests check nothing is written outside it.
 KEY_PREFIX = "registry/"
@@ -129,10 +126,10 @@ class Storage:
         self, extra_toml: str = "", extra_plugins: Iterable[object] = ()
     ) -> AsyncIterator[Api]:
         """The app on this storage, served in process; several may be open at once."""
-        app = make_app_from_toml(self.toml(extra_toml), extra_plugins)
-        client: TestClient[web.Request, web.Application]
-        async with TestClient(TestServer(app)) as client:
-            yield Api(client, self.root, app, files=self.files)
+        async with serve_config(
+            self.toml(extra_toml), root=self.root, extra_plugins=extra_plugins, files=self.files
+        ) as api:
+            yield api
 
 
 def pytest_configure(config: pytest.Config) -> None:
