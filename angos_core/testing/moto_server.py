@@ -133,23 +133,36 @@ def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str) -> None:
     raise RuntimeError(f"moto server at {endpoint} did not answer within {_STARTUP_TIMEOUT_SECS}s")
 
 
-def start_moto_server(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_moto_server(
+    env: dict[str, str] | None = None, *, max_concurrent_requests: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start a moto server subprocess on a free loopback port; return it and its endpoint.
 
     ``env`` adds environment variables (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT`` to make moto
-    check credentials after that many requests). The caller must stop it
-    (:func:`stop_moto_server`). Tries a few ports in case another process grabs the free one.
+    check credentials after that many requests). ``max_concurrent_requests`` makes it handle
+    that many requests at a time and return freed memory to the system at once
+    (:mod:`angos_core.testing.moto_bounded`), for tests that push gigabytes through it. The
+    caller must stop it (:func:`stop_moto_server`). Tries a few ports in case another process
+    grabs the free one.
     """
+    module = "moto.server"
+    extra_env = dict(env or {})
+    if max_concurrent_requests is not None:
+        module = "angos_core.testing.moto_bounded"
+        extra_env["ANGOS_MOTO_MAX_REQUESTS"] = str(max_concurrent_requests)
+        # glibc keeps freed memory of many threads' arenas; moto's big buffers then add up.
+        extra_env.setdefault("MALLOC_ARENA_MAX", "2")
+        extra_env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
     last: Exception | None = None
     for _ in range(3):
         port = _free_port()
         endpoint = f"http://127.0.0.1:{port}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "AWS_DEFAULT_REGION": REGION, **(env or {})},
+            env={**os.environ, "AWS_DEFAULT_REGION": REGION, **extra_env},
         )
         try:
             _wait_ready(proc, endpoint)
