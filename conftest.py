@@ -1,12 +1,11 @@
 """Fixtures shared by every test in the repository, plugins' included.
 
-Each module under tests/support starts one kind of real component for the tests.
+angos_core.testing.pytest_plugin starts the real components a plugin's tests need too (redis,
+moto S3, ``angos serve``, dockerd); tests/support adds what only this repository's tests use.
 """
 
 pytest_plugins = [
-    "tests.support.redis_server",
-    "tests.support.moto_server",
-    "tests.support.angos_server",
-    "tests.support.docker_engine",
+    "angos_core.testing.pytest_plugin",
+    "tests.support.storage",
     "tests.support.containerd_engine",
 ]

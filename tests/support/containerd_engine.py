@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.tools import require_tool, run_daemon, run_tool, unavailable
+from angos_core.testing.tools import require_tool, run_daemon, run_tool, unavailable
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0

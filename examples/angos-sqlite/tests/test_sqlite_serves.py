@@ -1,8 +1,9 @@
 """The plugin selected by name in a TOML config serves a push and a pull.
 
-First through core's HTTP app in process (aiohttp test client): a chunked and a monolithic
-blob upload, a manifest by tag, then everything read back, with the metadata in the SQLite
-file and none of it on the blob store's disk. Then with the real ``docker`` client against
+First through core's HTTP app in process (``angos_core.testing.api.serve_config``, an
+aiohttp test client): a chunked and a monolithic blob upload, a manifest by tag, then
+everything read back, with the metadata in the SQLite file and none of it on the blob
+store's disk. Then with the real ``docker`` client against
 ``angos serve`` (end to end, marked ``e2e``).
 """
 
@@ -19,19 +20,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 from angos_core import layout
-from angos_core.http.app import make_app_from_toml
+from angos_core.testing.api import serve_config
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from aiohttp import web
     from aiohttp.test_utils import TestClient
 
-    from tests.support.angos_server import AngosServerFactory
-    from tests.support.docker_engine import DockerEngine
+    from angos_core.testing.angos_server import AngosServerFactory
+    from angos_core.testing.docker_engine import DockerEngine
 
     Client = TestClient[web.Request, web.Application]
-    ClientFactory = Callable[[web.Application], Awaitable[Client]]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 REPO = "example/sqlite-app"
@@ -92,12 +90,12 @@ async def push_blob_monolithic(client: Client, data: bytes) -> str:
     return digest
 
 
-async def test_push_and_pull_through_the_http_api(
-    aiohttp_client: ClientFactory, tmp_path: Path
-) -> None:
-    app = make_app_from_toml(sqlite_config(tmp_path))
-    client = await aiohttp_client(app)
+async def test_push_and_pull_through_the_http_api(tmp_path: Path) -> None:
+    async with serve_config(sqlite_config(tmp_path), root=tmp_path) as api:
+        await push_and_pull(api.client, tmp_path)
 
+
+async def push_and_pull(client: Client, tmp_path: Path) -> None:
     layer = bytes(range(256)) * 300
     config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
     layer_digest = await push_blob_chunked(client, layer)

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from angos_redis import RedisCache, RedisCacheConfig
 
 from angos_core.errors import BackendUnavailable
-from tests.support.redis_server import RedisServer
+from angos_core.testing.redis_server import RedisServer
 
 CacheFactory = Callable[..., Awaitable[RedisCache]]
 

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from angos_redis import RedisLockProvider
 
 from angos_core.errors import BackendUnavailable, LockLost, LockUnavailable
-from tests.support.redis_server import RedisServer
+from angos_core.testing.redis_server import RedisServer
 
 ProviderFactory = Callable[..., Awaitable[RedisLockProvider]]
 

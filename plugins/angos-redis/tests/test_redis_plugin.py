@@ -7,7 +7,7 @@ from angos_redis import RedisCache, RedisCacheConfig, RedisLockConfig, RedisLock
 
 from angos_core.errors import BackendUnavailable, ConfigError
 from angos_core.plugins import load_catalogue
-from tests.support.redis_server import RedisServer
+from angos_core.testing.redis_server import RedisServer
 
 
 def test_entry_point_provides_lock_provider_and_cache() -> None:

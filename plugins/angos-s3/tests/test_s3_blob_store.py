@@ -19,7 +19,7 @@ from angos_core.config import parse_table
 from angos_core.errors import BlobNotFound, UploadNotFound, UploadOffsetMismatch
 from angos_core.layout import blob_data_key, upload_prefix
 from angos_core.protocols import UploadRef
-from tests.support.moto_server import S3Bucket, s3_client
+from angos_core.testing.moto_server import S3Bucket, s3_client
 
 MIB = 1024 * 1024
 PART = 5 * MIB

@@ -14,7 +14,7 @@ from angos_s3 import S3BlobStore, S3Config, S3MetadataStore
 from angos_core.config import parse_table
 from angos_core.protocols import BlobStore, MetadataStore
 from angos_core.testing import BlobStoreContract, MetadataStoreContract
-from tests.support.moto_server import S3Bucket
+from angos_core.testing.moto_server import S3Bucket
 
 
 def s3_config(bucket: S3Bucket, **extra: object) -> S3Config:

@@ -18,7 +18,7 @@ from angos_s3 import S3BlobStore, S3Config, S3MetadataStore
 from angos_core.config import parse_table
 from angos_core.errors import BackendUnavailable
 from angos_core.protocols import UploadRef
-from tests.support.moto_server import (
+from angos_core.testing.moto_server import (
     S3Bucket,
     create_bucket,
     s3_client,

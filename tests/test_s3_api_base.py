@@ -1,7 +1,0 @@
-"""tests/test_api_base.py on S3 and on split stores (see tests/s3_api_support.py)."""
-
-from tests import s3_api_support
-from tests.test_api_base import *  # noqa: F403
-
-# Rebinding the name replaces the module's fs fixture for every test imported above.
-api = s3_api_support.api
