@@ -178,7 +178,8 @@ class ManifestService:
 
     async def _delete_tag(self, name: str, tag: str) -> None:
         async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
-            if await self.links.tag_digest(name, tag, fresh=True) is None:
-                raise ManifestUnknown(detail={"name": name, "reference": tag})
             lease.check()
-            await self.links.delete_tag(name, tag)
+            # A half-written tag (no ``current`` link) is removed too: it is not listed, but
+            # left alone it would keep its directory forever.
+            if not await self.links.delete_tag(name, tag):
+                raise ManifestUnknown(detail={"name": name, "reference": tag})
