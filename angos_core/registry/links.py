@@ -35,9 +35,17 @@ _PRESENT = b"1"
 LIVE_TAG_BATCH = 32
 
 
-def repo_lock_key(name: str) -> str:
-    """The lock held while a repository's links change."""
-    return f"repo:{name}"
+def tag_lock_key(name: str, tag: str) -> str:
+    """Held while the tag moves or goes (its ``current`` link and its directory)."""
+    return f"tag:{name}:{tag}"
+
+
+def manifest_lock_key(name: str, digest: str) -> str:
+    """Held while a manifest is tagged or deleted: tags never point at a deleted revision.
+
+    Sorts before every tag key: callers that hold both take them in one ``acquire``.
+    """
+    return f"manifest:{name}@{digest}"
 
 
 def parse_link(data: bytes | None) -> str | None:
