@@ -148,20 +148,27 @@ class Links:
         value = await self._read_through(cache_key, load)
         return None if value is None else value.decode()
 
-    async def set_tag(self, name: str, tag: str, digest: str) -> None:
-        """Point ``tag`` at ``digest``: its index entry, then its ``current`` link.
+    async def put_tag_index(self, name: str, tag: str, digest: str) -> None:
+        """The tag's index entry for ``digest``: written before the tag moves there."""
+        await self._ensure(layout.tag_index_key(name, tag, digest), digest)
+
+    async def move_tag(self, name: str, tag: str, digest: str) -> None:
+        """Point ``tag`` at ``digest`` (after :meth:`put_tag_index`): its ``current`` link.
 
         The ``current`` link is the tag: one atomic replace moves it, so an interruption at
         any step leaves the old tag or the new one. An index entry written without its
         ``current`` link (a crash in between, here or in Distribution) is a directory that
         does not resolve: :meth:`live_tags` does not list it and this write repairs it.
         """
-        await self._ensure(layout.tag_index_key(name, tag, digest), digest)
         try:
             await self._put(layout.tag_current_key(name, tag), digest)
         finally:
             # Also when the put failed: it may have landed before the error reached us.
             await self._invalidate(self._tag_cache_key(name, tag))
+
+    async def set_tag(self, name: str, tag: str, digest: str) -> None:
+        await self.put_tag_index(name, tag, digest)
+        await self.move_tag(name, tag, digest)
 
     async def delete_tag(self, name: str, tag: str) -> bool:
         """Remove the tag, whole or half-written; whether anything of it was there.

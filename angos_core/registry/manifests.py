@@ -100,25 +100,35 @@ class ManifestService:
         await self._check_references(name, manifest)
 
         # The body is content-addressed and a serving registry never deletes it (only the
-        # offline `angos gc` does), so it is written once and outside the lock; the lock
-        # covers only the links that make it visible.
+        # offline `angos gc` does), so it is written once and outside the lock.
         await self.stores.meta.create(layout.blob_data_key(digest), body)
         unique_tags = list(dict.fromkeys(tags))
+        # The links that name their content are creates of their own: also unlocked, so
+        # the lock covers only the tag moves (docs/architecture.md, "Locking points").
+        await self._link(name, digest, manifest, unique_tags)
         keys = [manifest_lock_key(name, digest)] + [tag_lock_key(name, t) for t in unique_tags]
         async with self.stores.locks.acquire(keys) as lease:
-            # Revision before any tag: a crash leaves an untagged manifest at worst.
             lease.check()
-            await self.links.put_revision(name, digest)
-            if manifest.subject is not None:
-                await self.stores.meta.create(
-                    layout.referrer_link_key(name, manifest.subject.digest, digest),
-                    layout.link_content(digest),
-                )
+            if not await self.links.has_revision(name, digest, fresh=True):
+                # A delete of this manifest ran meanwhile; none can now: link it again.
+                await self._link(name, digest, manifest, unique_tags)
             for tag in unique_tags:
                 lease.check()
-                await self.links.set_tag(name, tag, digest)
+                await self.links.move_tag(name, tag, digest)
         self._keep(digest, body)
         return PushResult(digest, manifest.subject.digest if manifest.subject else None)
+
+    async def _link(self, name: str, digest: str, manifest: Manifest, tags: list[str]) -> None:
+        """The revision, then the referrer and tag index links: the reverse of a delete's
+        order, so a revision found present afterwards means no delete undid the others."""
+        await self.links.put_revision(name, digest)
+        if manifest.subject is not None:
+            await self.stores.meta.create(
+                layout.referrer_link_key(name, manifest.subject.digest, digest),
+                layout.link_content(digest),
+            )
+        for tag in tags:
+            await self.links.put_tag_index(name, tag, digest)
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
         if manifest.is_index:
