@@ -200,8 +200,7 @@ class RedisLockProvider:
             self._fail_fast_until = time.monotonic() + self._op_timeout
             raise BackendUnavailable(
                 BACKEND,
-                f"{what} failed at {redact(self.config.url)}: "
-                f"no answer within {self._deadline:g}s",
+                f"{what} failed at {redact(self.config.url)}: no answer within {self._deadline:g}s",
             ) from exc
         except BackendUnavailable:
             if time.monotonic() - sent >= self._op_timeout:
