@@ -201,10 +201,38 @@ def prune_empty_dirs(path: str, stop: str) -> None:
         p = os.path.dirname(p)
 
 
+#: Passes of ``remove_tree`` over a tree that concurrent writers keep adding to.
+REMOVE_TREE_ATTEMPTS = 5
+
+
 def remove_tree(path: str, *, ignore_errors: bool = False) -> None:
-    """``shutil.rmtree``; the removed directories are no longer known durable."""
+    """``shutil.rmtree``; the removed directories are no longer known durable.
+
+    A writer may create a file in the tree while it is removed (a tag's index entry is
+    created without the tag's lock): the directory is then not empty when its turn comes,
+    so the removal goes round again. ``FileNotFoundError`` if ``path`` does not exist.
+    """
     DURABLE_DIRS.forget(os.path.abspath(path), tree=True)
-    shutil.rmtree(path, ignore_errors=ignore_errors)
+    if ignore_errors:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    last: OSError | None = None
+    for attempt in range(REMOVE_TREE_ATTEMPTS):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError as exc:
+            if not os.path.lexists(path):
+                if attempt == 0:
+                    raise
+                return  # gone: a concurrent removal finished it
+            last = exc  # an entry vanished under us (a writer's temporary file)
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+            last = exc
+    assert last is not None
+    raise last
 
 
 def fsync_file(path: str) -> None:

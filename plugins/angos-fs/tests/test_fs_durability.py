@@ -303,3 +303,34 @@ async def test_removed_directory_is_fsynced_again_when_made_again(
     made = syscalls.index("mkdir", tag_dir)
     assert made < syscalls.index("fsync", os.path.dirname(tag_dir), made) < published
     syscalls.check_dirs_durable_before(path_of(meta, key), published)
+
+
+# ---------------------------------------------------------------------- delete_prefix
+
+
+async def test_delete_prefix_while_a_file_is_created_in_the_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tag's index entry is created without the tag's lock, so a tag delete's
+    ``delete_prefix`` can find a directory that was emptied gain a file before its rmdir."""
+    meta = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data")))
+    await meta.open()
+    tag = "v2/repositories/lib/app/_manifests/tags/v1/"
+    await meta.put(tag + "current/link", b"a")
+    await meta.create(tag + "index/sha256/" + "a" * 64 + "/link", b"a")
+    index_dir = path_of(meta, tag + "index/sha256")
+    real_rmdir = os.rmdir
+    raced = []
+
+    def rmdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if not raced and os.fspath(path) == "sha256":
+            raced.append(True)
+            os.makedirs(os.path.join(index_dir, "b" * 64))
+            with open(os.path.join(index_dir, "b" * 64, "link"), "wb") as f:
+                f.write(b"b")
+        real_rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rmdir", rmdir)
+    await meta.delete_prefix(tag)
+    assert raced
+    assert await meta.list_children("v2/repositories/lib/app/_manifests/tags/") == []
