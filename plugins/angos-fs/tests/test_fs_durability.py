@@ -320,7 +320,7 @@ async def test_delete_prefix_while_a_file_is_created_in_the_tree(
     await meta.create(tag + "index/sha256/" + "a" * 64 + "/link", b"a")
     index_dir = path_of(meta, tag + "index/sha256")
     real_rmdir = os.rmdir
-    raced = []
+    raced: list[bool] = []
 
     def rmdir(path: Any, *args: Any, **kwargs: Any) -> None:
         if not raced and os.fspath(path) == "sha256":
