@@ -106,15 +106,21 @@ class ManifestService:
         # The links that name their content are creates of their own: also unlocked, so
         # the lock covers only the tag moves (docs/architecture.md, "Locking points").
         await self._link(name, digest, manifest, unique_tags)
-        keys = [manifest_lock_key(name, digest)] + [tag_lock_key(name, t) for t in unique_tags]
-        async with self.stores.locks.acquire(keys) as lease:
-            lease.check()
+        locks = self.stores.locks
+        async with locks.acquire([manifest_lock_key(name, digest)]) as manifest_lease:
+            manifest_lease.check()
             if not await self.links.has_revision(name, digest, fresh=True):
                 # A delete of this manifest ran meanwhile; none can now: link it again.
                 await self._link(name, digest, manifest, unique_tags)
-            for tag in unique_tags:
-                lease.check()
-                await self.links.move_tag(name, tag, digest)
+            if unique_tags:
+                # Tag keys last, and nobody holding one waits for another key: no cycle.
+                # They are held only for the moves, the one step pushes to a tag share.
+                tag_keys = [tag_lock_key(name, t) for t in unique_tags]
+                async with locks.acquire(tag_keys) as lease:
+                    for tag in unique_tags:
+                        manifest_lease.check()
+                        lease.check()
+                        await self.links.move_tag(name, tag, digest)
         self._keep(digest, body)
         return PushResult(digest, manifest.subject.digest if manifest.subject else None)
 
