@@ -24,7 +24,7 @@ class Registry:
         self.uploads = UploadService(stores, self.links, upload_limits)
         self.manifests = ManifestService(stores, self.links)
         self.referrers = ReferrerService(stores, self.links, self.manifests)
-        self.catalog = CatalogService(stores)
+        self.catalog = CatalogService(stores, self.links)
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from angos_core import layout
 from angos_core.errors import BlobUnknown
 from angos_core.oci.digest import parse_digest
 from angos_core.oci.names import validate_name
-from angos_core.registry.links import Links, repo_lock_key
+from angos_core.registry.links import Links
 from angos_core.registry.stores import Stores
 
 
@@ -69,11 +69,10 @@ class BlobService:
         """Unlink the blob from the repository (the bytes stay until garbage collection)."""
         validate_name(name)
         parse_digest(digest)
-        async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
-            if not await self.links.has_layer(name, digest, fresh=True):
-                raise BlobUnknown(detail={"digest": digest})
-            lease.check()
-            await self.links.delete_layer(name, digest)
+        # One delete of one key: any interleaving with a link's create is some order of the
+        # two, so no lock (docs/architecture.md, "Locking points").
+        if not await self.links.delete_layer(name, digest):
+            raise BlobUnknown(detail={"digest": digest})
 
     async def mount(self, name: str, from_name: str, digest: str) -> int | None:
         """Link a blob of ``from_name`` into ``name``; its size, or None if it cannot be."""
@@ -85,7 +84,5 @@ class BlobService:
         size = await self.stores.blobs.stat(digest)
         if size is None:
             return None
-        async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
-            lease.check()
-            await self.links.put_layer(name, digest)
+        await self.links.put_layer(name, digest)
         return size

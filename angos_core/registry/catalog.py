@@ -5,6 +5,7 @@ from __future__ import annotations
 from angos_core import layout
 from angos_core.errors import NameUnknown, PaginationNumberInvalid
 from angos_core.oci.names import NAME_RE, validate_name
+from angos_core.registry.links import Links
 from angos_core.registry.stores import Stores
 
 #: Page size when the client does not ask for one (Distribution's default is 100 for the
@@ -26,20 +27,35 @@ def page_size(value: str | None, default: int | None) -> int | None:
 
 
 class CatalogService:
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, links: Links) -> None:
         self.stores = stores
+        self.links = links
 
     async def tags(self, name: str, n: int | None, last: str | None) -> tuple[list[str], bool]:
-        """One page of tags, in lexical order, and whether more follow."""
+        """One page of tags, in lexical order, and whether more follow.
+
+        Only tags whose ``current`` link resolves are listed: a directory left by a tag
+        write or delete that was cut short (a crash, a full disk, or Distribution) is not a
+        tag, as ``GET`` and ``DELETE`` agree. Each listed tag costs one cached lookup.
+        """
         validate_name(name)
         meta = self.stores.meta
         if n == 0:
             return [], False
-        tags = await meta.list_children(
-            layout.tags_prefix(name),
-            start_after=last or None,
-            limit=None if n is None else n + 1,
-        )
+        prefix = layout.tags_prefix(name)
+        want = None if n is None else n + 1
+        tags: list[str] = []
+        cursor = last or None
+        while want is None or len(tags) < want:
+            names = await meta.list_children(
+                prefix, start_after=cursor, limit=None if want is None else want - len(tags)
+            )
+            if not names:
+                break
+            tags += await self.links.live_tags(name, names)
+            if want is None:
+                break
+            cursor = names[-1]
         if (
             not tags
             and not last

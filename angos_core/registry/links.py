@@ -16,6 +16,7 @@ reads, a write one cache write.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -30,11 +31,21 @@ CACHE_TTL_SECS = 30.0
 #: A write's stamp must outlive any store read that could have started before it.
 STAMP_TTL_SECS = 2 * CACHE_TTL_SECS
 _PRESENT = b"1"
+#: Tag lookups a listing runs concurrently.
+LIVE_TAG_BATCH = 32
 
 
-def repo_lock_key(name: str) -> str:
-    """The lock held while a repository's links change."""
-    return f"repo:{name}"
+def tag_lock_key(name: str, tag: str) -> str:
+    """Held while the tag moves or goes (its ``current`` link and its directory)."""
+    return f"tag:{name}:{tag}"
+
+
+def manifest_lock_key(name: str, digest: str) -> str:
+    """Held while a manifest is tagged or deleted: tags never point at a deleted revision.
+
+    Sorts before every tag key: callers that hold both take them in one ``acquire``.
+    """
+    return f"manifest:{name}@{digest}"
 
 
 def parse_link(data: bytes | None) -> str | None:
@@ -137,16 +148,43 @@ class Links:
         value = await self._read_through(cache_key, load)
         return None if value is None else value.decode()
 
-    async def set_tag(self, name: str, tag: str, digest: str) -> None:
-        # Index entry first, then the current link: the tag only moves once both exist.
+    async def put_tag_index(self, name: str, tag: str, digest: str) -> None:
+        """The tag's index entry for ``digest``: written before the tag moves there."""
         await self._ensure(layout.tag_index_key(name, tag, digest), digest)
-        await self._put(layout.tag_current_key(name, tag), digest)
-        await self._invalidate(self._tag_cache_key(name, tag))
 
-    async def delete_tag(self, name: str, tag: str) -> None:
-        await self.meta.delete(layout.tag_current_key(name, tag))
-        await self._invalidate(self._tag_cache_key(name, tag))
-        await self.meta.delete_prefix(layout.tag_prefix(name, tag))
+    async def move_tag(self, name: str, tag: str, digest: str) -> None:
+        """Point ``tag`` at ``digest`` (after :meth:`put_tag_index`): its ``current`` link.
+
+        The ``current`` link is the tag: one atomic replace moves it, so an interruption at
+        any step leaves the old tag or the new one. An index entry written without its
+        ``current`` link (a crash in between, here or in Distribution) is a directory that
+        does not resolve: :meth:`live_tags` does not list it and this write repairs it.
+        """
+        try:
+            await self._put(layout.tag_current_key(name, tag), digest)
+        finally:
+            # Also when the put failed: it may have landed before the error reached us.
+            await self._invalidate(self._tag_cache_key(name, tag))
+
+    async def set_tag(self, name: str, tag: str, digest: str) -> None:
+        await self.put_tag_index(name, tag, digest)
+        await self.move_tag(name, tag, digest)
+
+    async def delete_tag(self, name: str, tag: str) -> bool:
+        """Remove the tag, whole or half-written; whether anything of it was there.
+
+        ``current`` goes first: from then on the tag does not resolve, is not listed, and
+        whatever a failure leaves of its directory is removed by the next delete.
+        """
+        try:
+            existed = await self.meta.delete(layout.tag_current_key(name, tag))
+        finally:
+            await self._invalidate(self._tag_cache_key(name, tag))
+        prefix = layout.tag_prefix(name, tag)
+        if not existed:
+            existed = bool(await self.meta.list_children(prefix, limit=1))
+        await self.meta.delete_prefix(prefix)
+        return existed
 
     async def delete_tag_index(self, name: str, tag: str, digest: str) -> None:
         await self.meta.delete(layout.tag_index_key(name, tag, digest))
@@ -163,4 +201,17 @@ class Links:
         return found
 
     async def tags(self, name: str) -> list[str]:
+        """Every directory under the repository's tags, half-written ones included."""
         return await self.meta.list_children(layout.tags_prefix(name))
+
+    async def live_tags(self, name: str, candidates: list[str]) -> list[str]:
+        """The ``candidates`` (tag directory names) whose ``current`` link resolves.
+
+        Lookups go through the cache and run ``LIVE_TAG_BATCH`` at a time.
+        """
+        live: list[str] = []
+        for i in range(0, len(candidates), LIVE_TAG_BATCH):
+            batch = candidates[i : i + LIVE_TAG_BATCH]
+            found = await asyncio.gather(*(self.tag_digest(name, t) for t in batch))
+            live += [t for t, digest in zip(batch, found, strict=True) if digest is not None]
+        return live

@@ -8,18 +8,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from angos_core import layout
-from angos_core.errors import DigestInvalid, ManifestBlobUnknown, ManifestTooLarge, ManifestUnknown
+from angos_core.errors import (
+    DigestInvalid,
+    LockUnavailable,
+    ManifestBlobUnknown,
+    ManifestTooLarge,
+    ManifestUnknown,
+)
 from angos_core.oci import mediatypes as mt
 from angos_core.oci.digest import digest_bytes, parse_digest
 from angos_core.oci.manifest import Manifest, parse_manifest, parse_stored, stored_media_type
 from angos_core.oci.names import validate_name, validate_tag
-from angos_core.registry.links import Links, repo_lock_key
+from angos_core.registry.links import Links, manifest_lock_key, tag_lock_key
 from angos_core.registry.stores import Stores
 
 #: Manifest bodies kept in process by digest. Safe to cache: a digest names its bytes, and
 #: every fetch first checks the repository's revision link.
 BODY_CACHE_BYTES = 8 * 1024 * 1024
 BODY_CACHE_MAX_ITEM = 256 * 1024
+#: Rounds of a delete by digest whose tags keep changing under it before it gives up (503).
+DELETE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,23 +100,41 @@ class ManifestService:
         await self._check_references(name, manifest)
 
         # The body is content-addressed and a serving registry never deletes it (only the
-        # offline `angos gc` does), so it is written once and outside the lock; the lock
-        # covers only the links that make it visible.
+        # offline `angos gc` does), so it is written once and outside the lock.
         await self.stores.meta.create(layout.blob_data_key(digest), body)
-        async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
-            # Revision before any tag: a crash leaves an untagged manifest at worst.
-            lease.check()
-            await self.links.put_revision(name, digest)
-            if manifest.subject is not None:
-                await self.stores.meta.create(
-                    layout.referrer_link_key(name, manifest.subject.digest, digest),
-                    layout.link_content(digest),
-                )
-            for tag in dict.fromkeys(tags):
-                lease.check()
-                await self.links.set_tag(name, tag, digest)
+        unique_tags = list(dict.fromkeys(tags))
+        # The links that name their content are creates of their own: also unlocked, so
+        # the lock covers only the tag moves (docs/architecture.md, "Locking points").
+        await self._link(name, digest, manifest, unique_tags)
+        locks = self.stores.locks
+        async with locks.acquire([manifest_lock_key(name, digest)]) as manifest_lease:
+            manifest_lease.check()
+            if not await self.links.has_revision(name, digest, fresh=True):
+                # A delete of this manifest ran meanwhile; none can now: link it again.
+                await self._link(name, digest, manifest, unique_tags)
+            if unique_tags:
+                # Tag keys last, and nobody holding one waits for another key: no cycle.
+                # They are held only for the moves, the one step pushes to a tag share.
+                tag_keys = [tag_lock_key(name, t) for t in unique_tags]
+                async with locks.acquire(tag_keys) as lease:
+                    for tag in unique_tags:
+                        manifest_lease.check()
+                        lease.check()
+                        await self.links.move_tag(name, tag, digest)
         self._keep(digest, body)
         return PushResult(digest, manifest.subject.digest if manifest.subject else None)
+
+    async def _link(self, name: str, digest: str, manifest: Manifest, tags: list[str]) -> None:
+        """The revision, then the referrer and tag index links: the reverse of a delete's
+        order, so a revision found present afterwards means no delete undid the others."""
+        await self.links.put_revision(name, digest)
+        if manifest.subject is not None:
+            await self.stores.meta.create(
+                layout.referrer_link_key(name, manifest.subject.digest, digest),
+                layout.link_content(digest),
+            )
+        for tag in tags:
+            await self.links.put_tag_index(name, tag, digest)
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
         if manifest.is_index:
@@ -158,27 +184,52 @@ class ManifestService:
             await self._delete_tag(name, validate_tag(reference))
             return
         parse_digest(reference)
-        async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
-            if not await self.links.has_revision(name, reference, fresh=True):
-                raise ManifestUnknown(detail={"name": name, "reference": reference})
-            body = await self.body(reference)
-            lease.check()
-            # Tags first (never a tag pointing at a missing manifest), the revision last.
-            for tag in await self.links.tags(name):
-                if await self.links.tag_digest(name, tag, fresh=True) == reference:
-                    await self.links.delete_tag(name, tag)
-                else:
-                    await self.links.delete_tag_index(name, tag, reference)
-            manifest = parse_stored(body) if body is not None else None
-            if manifest is not None and manifest.subject is not None:
-                await self.stores.meta.delete(
-                    layout.referrer_link_key(name, manifest.subject.digest, reference)
-                )
-            await self.links.delete_revision(name, reference)
+        # The manifest's key keeps new tags off it; the tags pointing at it are locked too,
+        # as they are deleted. Which those are is read before locking, so a push that
+        # tagged it in between sends us round again.
+        pointing = await self._tags_pointing_at(name, reference)
+        for _ in range(DELETE_ATTEMPTS):
+            keys = [manifest_lock_key(name, reference)]
+            keys += [tag_lock_key(name, t) for t in pointing]
+            async with self.stores.locks.acquire(keys) as lease:
+                if not await self.links.has_revision(name, reference, fresh=True):
+                    raise ManifestUnknown(detail={"name": name, "reference": reference})
+                now = await self._tags_pointing_at(name, reference)
+                if not now <= pointing:
+                    pointing |= now
+                    continue
+                body = await self.body(reference)
+                lease.check()
+                # Tags first (never a tag pointing at a missing manifest), the revision last.
+                # An index entry of another tag is one delete no tag move conflicts with.
+                for tag in await self.links.tags(name):
+                    if tag in now:
+                        await self.links.delete_tag(name, tag)
+                    else:
+                        await self.links.delete_tag_index(name, tag, reference)
+                manifest = parse_stored(body) if body is not None else None
+                if manifest is not None and manifest.subject is not None:
+                    await self.stores.meta.delete(
+                        layout.referrer_link_key(name, manifest.subject.digest, reference)
+                    )
+                await self.links.delete_revision(name, reference)
+                return
+        raise LockUnavailable(
+            self.stores.locks.name,
+            f"{name}@{reference} was tagged again on every attempt to delete it",
+        )
+
+    async def _tags_pointing_at(self, name: str, digest: str) -> set[str]:
+        return {
+            tag
+            for tag in await self.links.tags(name)
+            if await self.links.tag_digest(name, tag, fresh=True) == digest
+        }
 
     async def _delete_tag(self, name: str, tag: str) -> None:
-        async with self.stores.locks.acquire([repo_lock_key(name)]) as lease:
-            if await self.links.tag_digest(name, tag, fresh=True) is None:
-                raise ManifestUnknown(detail={"name": name, "reference": tag})
+        async with self.stores.locks.acquire([tag_lock_key(name, tag)]) as lease:
             lease.check()
-            await self.links.delete_tag(name, tag)
+            # A half-written tag (no ``current`` link) is removed too: it is not listed, but
+            # left alone it would keep its directory forever.
+            if not await self.links.delete_tag(name, tag):
+                raise ManifestUnknown(detail={"name": name, "reference": tag})

@@ -25,7 +25,7 @@ from angos_core.oci.digest import parse_digest
 from angos_core.oci.names import new_upload_id, validate_name, validate_upload_id
 from angos_core.protocols import UploadRef
 from angos_core.registry.hashing import HashingStream, hash_stream
-from angos_core.registry.links import Links, repo_lock_key
+from angos_core.registry.links import Links
 from angos_core.registry.stores import Stores
 from angos_core.registry.upload_limits import UploadSessionLimits
 
@@ -178,18 +178,16 @@ class UploadService:
                 detail={"digest": digest, "computed": f"{parsed.algorithm}:{computed}"}
             )
         # Committing makes the verified bytes a content-addressed blob, visible to no
-        # repository until linked; it is idempotent and core never deletes blob data, so it
-        # runs before the lock. A large commit (an S3 copy) then does not hold the
-        # repository's lock, where other replicas' pushes would time out behind it.
+        # repository until linked; it is idempotent and core never deletes blob data. The
+        # link is one create-if-absent of a key that names its content: no lock (see
+        # docs/architecture.md, "Locking points").
         try:
             await self.stores.blobs.upload_commit(upload, digest)
         except UploadNotFound:
             self._ended(upload)
             raise BlobUploadUnknown(detail={"uuid": upload.upload_id}) from None
         self._ended(upload)
-        async with self.stores.locks.acquire([repo_lock_key(upload.name)]) as lease:
-            lease.check()
-            await self.links.put_layer(upload.name, digest)
+        await self.links.put_layer(upload.name, digest)
         return size
 
     async def cancel(self, upload: UploadRef) -> None:

@@ -191,7 +191,10 @@ async def test_busy_lock_is_503(tmp_path: Path) -> None:
     extra = "[metadata_store.fs.memory]\nmax_retries = 2\nretry_delay_ms = 5\n"
     async with open_api(tmp_path / "data", extra) as api:
         digest, body = await api.push_image("lib/app", "latest")
-        async with api.registry.stores.locks.inner.acquire(["repo:lib/app"]):
+        # A push or delete of the manifest, and a move or delete of a tag, each wait for
+        # the keys they change.
+        keys = [f"manifest:lib/app@{digest}", "tag:lib/app:latest", "tag:lib/app:other"]
+        async with api.registry.stores.locks.inner.acquire(keys):
             for method, path in (
                 ("DELETE", "/v2/lib/app/manifests/latest"),
                 ("DELETE", f"/v2/lib/app/manifests/{digest}"),

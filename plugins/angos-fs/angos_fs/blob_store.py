@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import shutil
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -153,9 +152,10 @@ class FsBlobStore(FsBackend):
         data = self._upload_path(upload)
         started = self._upload_path(upload, layout.STARTED_AT)
         sync = self.sync
+        root = self.paths.root
 
         def start() -> None:
-            files.makedirs(os.path.dirname(data), durable=sync)
+            files.makedirs(os.path.dirname(data), durable=sync, root=root)
             stamp = layout.started_at_content(datetime.now(UTC))
             for path, content in ((data, b""), (started, stamp)):
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -241,18 +241,27 @@ class FsBlobStore(FsBackend):
         def commit() -> None:
             if not os.path.isfile(source):
                 raise UploadNotFound(BACKEND, f"no upload {upload.upload_id}")
+            target_dir = os.path.dirname(target)
             if not os.path.exists(target):
+                if sync:
+                    # The bytes before the name: appends fsync, but one cut short does not,
+                    # and the commit may follow it without another append.
+                    files.fsync_file(source)
 
                 def place() -> None:
-                    files.makedirs(os.path.dirname(target), durable=sync)
+                    files.makedirs(target_dir, durable=sync, root=root)
                     # Content-addressed: replacing an equal blob a racing commit just placed
                     # is harmless, and the rename is atomic for readers.
                     os.replace(source, target)
 
                 files.retry_on_pruned(place)
-                if sync:
-                    files.fsync_dir(os.path.dirname(target))
-            shutil.rmtree(upload_dir, ignore_errors=True)
+            elif sync:
+                # Placed by a racing commit that may not have made it durable yet.
+                files.makedirs(target_dir, durable=sync, root=root)
+                files.fsync_file(target)
+            if sync:
+                files.fsync_dir(target_dir)
+            files.remove_tree(upload_dir, ignore_errors=True)
             files.prune_empty_dirs(os.path.dirname(upload_dir), root)
 
         try:
@@ -266,7 +275,7 @@ class FsBlobStore(FsBackend):
 
         def abort() -> None:
             try:
-                shutil.rmtree(upload_dir)
+                files.remove_tree(upload_dir)
             except FileNotFoundError:
                 return
             files.prune_empty_dirs(os.path.dirname(upload_dir), root)

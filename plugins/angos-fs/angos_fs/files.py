@@ -4,10 +4,14 @@ I/O thread pool and turning ``OSError`` into the typed backend errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
+import shutil
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -99,28 +103,88 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def makedirs(path: str, *, durable: bool) -> None:
-    """``os.makedirs(path, exist_ok=True)``; with ``durable``, every directory it creates is
-    fsynced into its parent, so the new path survives a crash."""
-    if os.path.isdir(path):
-        return
+class _DurableDirs:
+    """Directories whose entry in their parent this process has seen fsynced.
+
+    A directory another thread (or process) created may be in use before its creator's fsync
+    of the parent has run: finding it there proves nothing. So a durable write makes every
+    directory on its path durable itself, the first time this process uses it, whoever
+    created it, and remembers that here. Removing a directory forgets it and everything
+    below it, so a re-created one is fsynced again.
+    """
+
+    MAX_ENTRIES = 16384
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._known: OrderedDict[str, None] = OrderedDict()
+        # Bumped by every removal: a directory fsynced while a removal ran may since have
+        # been removed and made again by someone who has not fsynced it yet.
+        self._removals = 0
+
+    def epoch(self) -> int:
+        with self._mutex:
+            return self._removals
+
+    def __contains__(self, path: str) -> bool:
+        with self._mutex:
+            if path in self._known:
+                self._known.move_to_end(path)
+                return True
+            return False
+
+    def add(self, path: str, epoch: int) -> None:
+        with self._mutex:
+            if epoch != self._removals:
+                return
+            self._known[path] = None
+            self._known.move_to_end(path)
+            while len(self._known) > self.MAX_ENTRIES:
+                self._known.popitem(last=False)
+
+    def forget(self, path: str, *, tree: bool = False) -> None:
+        with self._mutex:
+            self._removals += 1
+            self._known.pop(path, None)
+            if tree:
+                below = path.rstrip(os.sep) + os.sep
+                for known in [k for k in self._known if k.startswith(below)]:
+                    del self._known[known]
+
+
+DURABLE_DIRS = _DurableDirs()
+
+
+def makedirs(path: str, *, durable: bool, root: str | None = None) -> None:
+    """``os.makedirs(path, exist_ok=True)``.
+
+    With ``durable``, every directory on the path below ``root`` (all of them if ``None``)
+    is in its parent durably before this returns: each one this process has not yet seen
+    durable gets its parent fsynced after it exists, whether this call or a concurrent one
+    created it. Callers then write into ``path`` and fsync ``path`` itself.
+    """
     if not durable:
-        os.makedirs(path, exist_ok=True)
+        if not os.path.isdir(path):
+            os.makedirs(path, exist_ok=True)
         return
-    missing = []
-    p = path
-    while not os.path.isdir(p):
-        missing.append(p)
+    if path in DURABLE_DIRS and os.path.isdir(path):
+        return
+    stop = os.path.abspath(root) if root is not None else None
+    pending = []
+    p = os.path.abspath(path)
+    while p != stop and not (p in DURABLE_DIRS and os.path.isdir(p)):
         parent = os.path.dirname(p)
         if parent == p:
             break
+        pending.append(p)
         p = parent
-    for d in reversed(missing):
-        try:
+    for d in reversed(pending):
+        epoch = DURABLE_DIRS.epoch()
+        # Made by someone else, maybe not durably yet: the fsync below covers it.
+        with contextlib.suppress(FileExistsError):
             os.mkdir(d)
-        except FileExistsError:
-            continue
         fsync_dir(os.path.dirname(d))
+        DURABLE_DIRS.add(d, epoch)
 
 
 def prune_empty_dirs(path: str, stop: str) -> None:
@@ -136,7 +200,51 @@ def prune_empty_dirs(path: str, stop: str) -> None:
             os.rmdir(p)
         except OSError:  # not empty, already gone, or busy: stop here
             return
+        DURABLE_DIRS.forget(p)
         p = os.path.dirname(p)
+
+
+#: Passes of ``remove_tree`` over a tree that concurrent writers keep adding to.
+REMOVE_TREE_ATTEMPTS = 5
+
+
+def remove_tree(path: str, *, ignore_errors: bool = False) -> None:
+    """``shutil.rmtree``; the removed directories are no longer known durable.
+
+    A writer may create a file in the tree while it is removed (a tag's index entry is
+    created without the tag's lock): the directory is then not empty when its turn comes,
+    so the removal goes round again. ``FileNotFoundError`` if ``path`` does not exist.
+    """
+    DURABLE_DIRS.forget(os.path.abspath(path), tree=True)
+    if ignore_errors:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    last: OSError | None = None
+    for attempt in range(REMOVE_TREE_ATTEMPTS):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError as exc:
+            if not os.path.lexists(path):
+                if attempt == 0:
+                    raise
+                return  # gone: a concurrent removal finished it
+            last = exc  # an entry vanished under us (a writer's temporary file)
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+            last = exc
+    assert last is not None
+    raise last
+
+
+def fsync_file(path: str) -> None:
+    """fsync a file's data by path (a file another call wrote, before it is renamed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def retry_on_pruned(fn: Callable[[], R], attempts: int = 5) -> R:

@@ -10,7 +10,6 @@ import bisect
 import contextlib
 import errno
 import os
-import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -36,9 +35,10 @@ class FsMetadataStore(FsBackend):
     async def put(self, key: str, data: bytes) -> None:
         path = self.paths.path(key)
         sync = self.sync
+        root = self.paths.root
 
         def put() -> None:
-            tmp = _write_temp(path, data, sync)
+            tmp = _write_temp(path, data, sync, root)
             try:
                 os.replace(tmp, path)
             except BaseException:
@@ -55,21 +55,30 @@ class FsMetadataStore(FsBackend):
     async def create(self, key: str, data: bytes) -> bool:
         path = self.paths.path(key)
         sync = self.sync
+        root = self.paths.root
+
+        def existing() -> bool:
+            if sync:
+                # A racing creator may not have fsynced it into place yet: whoever made it,
+                # "already there" is only said once it is durable.
+                files.makedirs(os.path.dirname(path), durable=True, root=root)
+                files.fsync_dir(os.path.dirname(path))
+            return False
 
         def create() -> bool:
             if os.path.lexists(path):
-                return False
-            tmp = _write_temp(path, data, sync)
+                return existing()
+            tmp = _write_temp(path, data, sync, root)
             try:
                 # link() fails if the target exists: the complete file appears at once, and
                 # only one of any number of racing creators wins.
                 os.link(tmp, path)
             except FileExistsError:
-                return False
+                return existing()
             except OSError as exc:
                 if exc.errno not in _NO_LINKS:
                     raise
-                return _create_exclusive(path, data, sync)
+                return _create_exclusive(path, data, sync) or existing()
             finally:
                 _unlink_quietly(tmp)
             if sync:
@@ -112,7 +121,7 @@ class FsMetadataStore(FsBackend):
 
         def delete_tree() -> None:
             try:
-                shutil.rmtree(path)
+                files.remove_tree(path)
             except (FileNotFoundError, NotADirectoryError):
                 return
             if sync:
@@ -147,9 +156,9 @@ def _read(path: str) -> bytes | None:
         return None
 
 
-def _write_temp(path: str, data: bytes, sync: bool) -> str:
+def _write_temp(path: str, data: bytes, sync: bool, root: str) -> str:
     directory = os.path.dirname(path)
-    files.makedirs(directory, durable=sync)
+    files.makedirs(directory, durable=sync, root=root)
     tmp = os.path.join(directory, files.temp_name())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:

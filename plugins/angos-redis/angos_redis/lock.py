@@ -29,9 +29,10 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -41,6 +42,7 @@ from angos_redis.client import BACKEND, call, make_client, redact
 from angos_redis.config import RedisLockConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _ACQUIRE = """
 for i, key in ipairs(KEYS) do
@@ -137,6 +139,13 @@ class RedisLockProvider:
         #: Keys an unanswered command may have taken (or may yet take), by token.
         self._orphans: dict[str, _Orphan] = {}
         self._releaser: asyncio.Task[None] | None = None
+        #: Each command's own timeout (redis-py's socket timeout, one retry on top) and the
+        #: hard deadline of a command, reconnection and retry included.
+        self._op_timeout = min(2.0, config.ttl / 3)
+        self._deadline = 2 * self._op_timeout
+        #: Until when acquires fail at once: set when a command went unanswered for its
+        #: whole timeout (Redis hung), cleared by any answer.
+        self._fail_fast_until = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -150,7 +159,7 @@ class RedisLockProvider:
             return self._client
         # A command must come back well within the renewal interval, or the lease would run
         # out while we wait for it.
-        client = make_client(self.config.url, op_timeout_secs=min(2.0, self.config.ttl / 3))
+        client = make_client(self.config.url, op_timeout_secs=self._op_timeout)
         # Scripts go by EVALSHA and fall back to EVAL after a Redis restart emptied its cache.
         self._acquire_script = client.register_script(_ACQUIRE)
         self._renew_script = client.register_script(_RENEW)
@@ -175,6 +184,39 @@ class RedisLockProvider:
     def _redis_key(self, key: str) -> str:
         prefix = self.config.key_prefix
         return f"{prefix}:{key}" if prefix else key
+
+    async def _command(self, aw: Awaitable[T], what: str) -> T:
+        """One lock command, answered within ``_deadline`` or ``BackendUnavailable``.
+
+        A command that went unanswered that long means Redis is hung, not refusing: the
+        requests queued behind this one would each wait as long again, so for one command
+        timeout acquires fail at once (any answer ends that early).
+        """
+        sent = time.monotonic()
+        try:
+            async with asyncio.timeout(self._deadline):
+                result = await call(aw, self.config.url, what)
+        except TimeoutError as exc:
+            self._fail_fast_until = time.monotonic() + self._op_timeout
+            raise BackendUnavailable(
+                BACKEND,
+                f"{what} failed at {redact(self.config.url)}: no answer within {self._deadline:g}s",
+            ) from exc
+        except BackendUnavailable:
+            if time.monotonic() - sent >= self._op_timeout:
+                self._fail_fast_until = time.monotonic() + self._op_timeout
+            raise
+        self._fail_fast_until = 0.0
+        return result
+
+    def _check_answering(self, keys: tuple[str, ...]) -> None:
+        if time.monotonic() < self._fail_fast_until:
+            raise BackendUnavailable(
+                BACKEND,
+                f"acquiring lock {', '.join(keys)}: Redis at {redact(self.config.url)} "
+                f"left a lock command unanswered for {self._deadline:g}s just now; "
+                "not waiting for it again yet",
+            )
 
     @asynccontextmanager
     async def acquire(self, keys: Sequence[str]) -> AsyncIterator[RedisLease]:
@@ -203,12 +245,12 @@ class RedisLockProvider:
         began = time.monotonic()
         blocker = 0
         for attempt in range(retries + 1):
+            self._check_answering(keys)
             sent = time.monotonic()
             try:
                 blocker = int(
-                    await call(
+                    await self._command(
                         self._acquire_script(keys=keys, args=[token, self._ttl_ms]),
-                        self.config.url,
                         f"acquiring lock {', '.join(keys)}",
                     )
                 )
@@ -243,9 +285,8 @@ class RedisLockProvider:
             sent = time.monotonic()
             try:
                 held = int(
-                    await call(
+                    await self._command(
                         self._renew_script(keys=lease.keys, args=[lease.token, self._ttl_ms]),
-                        self.config.url,
                         f"renewing lock {', '.join(lease.keys)}",
                     )
                 )
@@ -265,10 +306,8 @@ class RedisLockProvider:
     async def _release_quietly(self, keys: tuple[str, ...], token: str) -> None:
         assert self._release_script is not None
         try:
-            await call(
-                self._release_script(keys=keys, args=[token]),
-                self.config.url,
-                f"releasing lock {', '.join(keys)}",
+            await self._command(
+                self._release_script(keys=keys, args=[token]), f"releasing lock {', '.join(keys)}"
             )
         except BackendUnavailable as exc:
             log.warning(
@@ -303,9 +342,8 @@ class RedisLockProvider:
             await asyncio.sleep(_ORPHAN_TICK_SECS)
             for token, orphan in list(self._orphans.items()):
                 try:
-                    await call(
+                    await self._command(
                         self._release_script(keys=orphan.keys, args=[token]),
-                        self.config.url,
                         f"releasing lock {', '.join(orphan.keys)}",
                     )
                 except BackendUnavailable:

@@ -2,8 +2,8 @@
 
 S3 PUTs are atomic (readers see the old or the new object), and ``create`` is a conditional
 PUT (``If-None-Match: *``), which AWS S3, MinIO and moto honour. On a service that ignores
-the header a racing create could succeed twice; core takes its lock around every create, so
-one registry (or several sharing a Redis lock) still stays consistent.
+the header a racing create could succeed twice; core only creates keys that name their
+content (links, manifest bytes), so both write the same bytes and nothing is lost.
 """
 
 from __future__ import annotations
