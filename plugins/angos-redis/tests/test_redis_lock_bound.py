@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from angos_redis import RedisLockProvider
 
 from angos_core.errors import BackendUnavailable
-from tests.support.redis_server import RedisServer
+from angos_core.testing.redis_server import RedisServer
 
 ProviderFactory = Callable[..., Awaitable[RedisLockProvider]]
 

@@ -37,7 +37,7 @@ from angos_fs import metadata_store as fs_metadata
 from angos_core import layout
 from angos_core.http import make_app_from_toml
 from angos_core.oci import mediatypes as mt
-from tests.api_support import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of, fs_toml
+from tests.support.api import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of, fs_toml
 from tests.support.moto_server import S3Bucket
 
 TAG = "v1"

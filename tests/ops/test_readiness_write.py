@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.api_support import Api, digest_of, open_api
+from tests.support.api import Api, digest_of, open_api
 
 
 def _mount(*args: str) -> bool:

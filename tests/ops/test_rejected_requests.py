@@ -15,7 +15,7 @@ from aiohttp import web
 
 from angos_core.http import make_app_from_toml
 from angos_core.http.rejected import BURST, RateLimit, ServerLog
-from tests.api_support import fs_toml
+from tests.support.api import fs_toml
 
 #: The start of a TLS 1.2+ ClientHello record.
 CLIENT_HELLO = bytes.fromhex("16030100f8010000f40303") + bytes(64)

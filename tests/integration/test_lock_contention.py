@@ -22,7 +22,7 @@ import pytest
 from tests.support.angos_server import AngosServer, AngosServerFactory
 from tests.support.moto_server import S3Bucket
 from tests.support.redis_server import RedisServer
-from tests.test_multi_replica import Client, Image, make_image
+from tests.integration.test_multi_replica import Client, Image, make_image
 
 pytestmark = pytest.mark.timeout(300)
 

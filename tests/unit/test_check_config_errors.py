@@ -209,4 +209,4 @@ def test_repository_plugins_match_what_the_plugins_declare() -> None:
     }
     assert {d: declared[d] for d in expected if d in declared} == expected
     for dist, (folder, _) in REPOSITORY_PLUGINS.items():
-        assert (Path(__file__).resolve().parent.parent / folder / "pyproject.toml").is_file(), dist
+        assert (Path(__file__).resolve().parents[2] / folder / "pyproject.toml").is_file(), dist

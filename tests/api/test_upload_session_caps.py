@@ -24,7 +24,7 @@ from angos_core.http.context import REGISTRY
 from angos_core.protocols import UploadRef
 from angos_core.registry.upload_limits import UploadSessionLimits
 from angos_core.registry.upload_purge import UploadPurger
-from tests.api_support import Api, digest_of, error_code, open_api
+from tests.support.api import Api, digest_of, error_code, open_api
 
 HOUR = 3600.0
 
