@@ -29,7 +29,7 @@ access_log = logging.getLogger("angos.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID: web.RequestKey[str] = web.RequestKey("angos_request_id", str)
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:+=/-]{1,128}$")
+_SANE_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")  # fullmatch: no trailing "\n"
 
 #: Probe and scrape endpoints: not in the request metrics, access-logged at debug level only.
 OPS_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -58,7 +58,7 @@ def request_id(request: BaseRequest) -> str:
     if isinstance(rid, str):
         return rid
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    rid = incoming if incoming and _SANE_ID.match(incoming) else new_request_id()
+    rid = incoming if incoming and _SANE_ID.fullmatch(incoming) else new_request_id()
     request[_REQUEST_ID] = rid
     return rid
 

@@ -63,7 +63,7 @@ class CatalogService:
                 if child.startswith("_"):
                     continue
                 sub = f"{name}/{child}" if name else child
-                if NAME_RE.match(sub):
+                if NAME_RE.fullmatch(sub):
                     await walk(f"{prefix}{child}/", sub)
 
         await walk(layout.REPOSITORIES, "")
