@@ -23,7 +23,7 @@ from aiohttp.web_request import BaseRequest
 
 from angos_core.http.health import SHUTTING_DOWN
 from angos_core.http.metrics import METRICS, Metrics
-from angos_core.logs import REDACTED, request_id_var
+from angos_core.logs import REDACTED, escape_field, request_id_var
 
 access_log = logging.getLogger("angos.access")
 
@@ -187,13 +187,14 @@ class AccessLogger(AbstractAccessLogger):
             level,
             '%s "%s %s" %s %.3fs in=%d out=%d',
             request.remote,
-            request.method,
-            path,
+            escape_field(request.method),
+            escape_field(path),
             response.status,
             time,
             received,
             sent,
-            # Already safe: the query was masked above, headers are not logged.
+            # Already safe: the query was masked above, headers are not logged. The fields
+            # stay raw: the JSON encoder escapes them.
             extra={"request_id": rid, "fields": fields, "redacted": True},
         )
 
