@@ -184,6 +184,8 @@ class ServerConfig:
     keepalive_timeout_secs: float = 75.0
     #: How long ``GET /readyz`` waits for each backend's health check.
     health_timeout_secs: float = 2.0
+    #: The ``Server`` header of every response: no versions for a scanner to match.
+    server_header: str = "angos"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -196,6 +198,12 @@ class ServerConfig:
         for key in ("keepalive_timeout_secs", "health_timeout_secs"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"server.{key}", f"must be positive, got {getattr(self, key)}")
+        header = self.server_header
+        if not header or not header.isascii() or not header.isprintable():
+            raise ConfigError(
+                "server.server_header",
+                f"must be non-empty printable ASCII (it is sent as a header), got {header!r}",
+            )
 
 
 @dataclass

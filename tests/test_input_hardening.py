@@ -18,9 +18,9 @@ from aiohttp.test_utils import make_mocked_request
 
 from angos_core.errors import DigestInvalid, NameInvalid, TagInvalid
 from angos_core.http.observe import request_id
+from angos_core.oci import mediatypes as mt
 from angos_core.oci.digest import is_digest, parse_digest
 from angos_core.oci.names import is_tag, validate_name, validate_tag
-from angos_core.oci import mediatypes as mt
 from tests.api_support import (
     OCI_CONFIG,
     OCI_LAYER,

@@ -28,7 +28,7 @@ def upload_range(size: int) -> str:
 #: More decimal digits than any byte offset has: a longer number is "past any blob", and
 #: never handed to ``int()`` (which refuses more than 4,300 digits with a ValueError).
 _MAX_OFFSET_DIGITS = 18
-BEYOND_ANY_OFFSET = 10**_MAX_OFFSET_DIGITS
+BEYOND_ANY_OFFSET: int = 10**_MAX_OFFSET_DIGITS
 
 
 def byte_offset(digits: str) -> int:

@@ -9,13 +9,17 @@ and 503 as soon as a graceful shutdown has begun so load balancers stop sending 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 from aiohttp import web
 
+from angos_core.errors import BackendError
 from angos_core.http.context import REGISTRY
 from angos_core.logs import redact
+
+log = logging.getLogger("angos.http")
 
 HEALTH_TIMEOUT: web.AppKey[float] = web.AppKey("angos_health_timeout", float)
 SHUTTING_DOWN: web.AppKey[list[bool]] = web.AppKey("angos_shutting_down", list)
@@ -33,6 +37,10 @@ async def _check(backend: Any, limit_secs: float) -> dict[str, Any]:
             await backend.health()
     except TimeoutError:
         entry.update(ok=False, error=f"no answer within {limit_secs:g}s")
+    except BackendError as exc:
+        # The body says what failed; where on disk (``log_detail``) goes to the log only.
+        log.warning("readyz: %s", exc)
+        entry.update(ok=False, error=redact(f"{exc.backend}: {exc.message}"))
     except Exception as exc:
         entry.update(ok=False, error=redact(str(exc)) or type(exc).__name__)
     else:

@@ -15,7 +15,6 @@ from angos_core.errors import DigestInvalid, ManifestInvalid
 from angos_core.oci import mediatypes as mt
 from angos_core.oci.digest import parse_digest
 
-
 #: Deeper JSON is refused before parsing: manifests nest a handful of levels, and a parser
 #: recursing once per level would otherwise hit the interpreter's recursion limit.
 MAX_JSON_DEPTH = 64

@@ -50,8 +50,9 @@ def unavailable(exc: OSError, action: str) -> BackendUnavailable:
         reason = "permission denied"
     elif exc.errno == errno.EROFS:
         reason = "read-only file system"
-    where = f" ({exc.filename})" if exc.filename else ""
-    return BackendUnavailable(BACKEND, f"{action}: {reason}{where}")
+    # The action names the key; the absolute path is for the log only.
+    where = f"path {exc.filename}" if exc.filename else ""
+    return BackendUnavailable(BACKEND, f"{action}: {reason}", log_detail=where)
 
 
 class KeyPaths:
@@ -158,7 +159,9 @@ def check_writable(root: str) -> None:
     probe = os.path.join(root, temp_name())
     try:
         if not os.path.isdir(root):
-            raise BackendUnavailable(BACKEND, f"root_dir {root} is not a directory")
+            raise BackendUnavailable(
+                BACKEND, "root_dir is not a directory", log_detail=f"root_dir {root}"
+            )
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, b"ok")
@@ -166,7 +169,7 @@ def check_writable(root: str) -> None:
             os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise unavailable(exc, f"root_dir {root} is not writable") from exc
+        raise unavailable(exc, "root_dir is not writable") from exc
 
 
 class FsBackend:
