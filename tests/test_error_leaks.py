@@ -82,5 +82,7 @@ async def test_server_header_is_configurable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["", "a\\r\\nX-Evil: 1", "caf\\u00e9"])
 def test_server_header_must_be_printable_ascii(tmp_path: Path, value: str) -> None:
-    with pytest.raises(ConfigError, match="server.server_header"):
+    with pytest.raises(
+        ConfigError, match=r"server\.server_header: must be non-empty printable ASCII"
+    ):
         config_from_toml(fs_toml(tmp_path, f'[server]\nserver_header = "{value}"\n'))

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from angos_core.logs import JsonFormatter, TextFormatter, _RequestIdFilter, escape_field
+from angos_core import logs
+from angos_core.logs import JsonFormatter, TextFormatter, _RequestIdFilter
 from tests.api_support import Api, open_api
 
 FORGED = '2026-01-01T00:00:00.000Z INFO angos.access: 10.0.0.1 "GET /v2/ok" 200'
@@ -103,10 +104,10 @@ def test_text_formatter_escapes_any_message() -> None:
 
 
 def test_escape_field_keeps_ordinary_text() -> None:
-    assert escape_field("/v2/lib/app/blobs/sha256:abc?n=1&last=é") == (
+    assert logs.escape_field("/v2/lib/app/blobs/sha256:abc?n=1&last=é") == (
         "/v2/lib/app/blobs/sha256:abc?n=1&last=é"
     )
-    assert escape_field('a"b\\c\td') == "a\\x22b\\x5cc\\x09d"
+    assert logs.escape_field('a"b\\c\td') == "a\\x22b\\x5cc\\x09d"
 
 
 async def test_json_lines_stay_one_line_per_record(api: Api, json_log: io.StringIO) -> None:
