@@ -4,7 +4,9 @@ failing filesystem (they go to the log) and the server's software versions."""
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from angos_core import layout
 from angos_core.errors import ConfigError
 from angos_core.http.app import config_from_toml
 from tests.api_support import Api, fs_toml, open_api
+from tests.support.angos_server import AngosServerFactory
 
 
 @pytest.fixture
@@ -86,3 +89,18 @@ def test_server_header_must_be_printable_ascii(tmp_path: Path, value: str) -> No
         ConfigError, match=r"server\.server_header: must be non-empty printable ASCII"
     ):
         config_from_toml(fs_toml(tmp_path, f'[server]\nserver_header = "{value}"\n'))
+
+
+def test_serve_answers_malformed_http_without_versions(
+    angos_server_factory: AngosServerFactory, tmp_path: Path
+) -> None:
+    # aiohttp answers a request it cannot parse itself, before any app code runs.
+    server = angos_server_factory(fs_toml(tmp_path / "data"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head = reply.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert re.match(r"HTTP/1\.[01] 400 ", head), head
+    assert "Server: angos" in head.split("\r\n"), head
