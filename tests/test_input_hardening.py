@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
@@ -303,3 +304,14 @@ async def test_ignored_range_serves_the_whole_blob(api: Api, header: str) -> Non
     assert resp.status == 200
     assert "Content-Range" not in resp.headers
     assert await resp.read() == DATA
+
+
+@pytest.mark.parametrize("last", ["%1A", "v1%0A", "%00", "%E2%80%AE"])
+async def test_tags_list_cursor_outside_the_tag_alphabet(api: Api, last: str) -> None:
+    # Found by tests/test_fuzz_requests.py: S3 answered 500 to such a StartAfter.
+    for tag in ("v1", "v2", "v3"):
+        await api.push_image("lib/app", tag=tag)
+    resp = await api.raw("GET", f"/v2/lib/app/tags/list?n=2&last={last}")
+    assert resp.status == 200, await resp.text()
+    expected = [t for t in ("v1", "v2", "v3") if t > unquote(last)]
+    assert (await resp.json())["tags"] == expected[:2]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from angos_core import layout
 from angos_core.errors import NameUnknown, PaginationNumberInvalid
-from angos_core.oci.names import NAME_RE, validate_name
+from angos_core.oci.names import NAME_RE, is_tag, validate_name
 from angos_core.registry.stores import Stores
 
 #: Page size when the client does not ask for one (Distribution's default is 100 for the
 #: catalog; tags are returned whole unless ``n`` is given).
 DEFAULT_CATALOG_PAGE = 1000
+_TAG_CHARS = re.compile(r"[A-Za-z0-9._-]*")
 MAX_PAGE = 10000
 
 
@@ -35,11 +38,21 @@ class CatalogService:
         meta = self.stores.meta
         if n == 0:
             return [], False
-        tags = await meta.list_children(
-            layout.tags_prefix(name),
-            start_after=last or None,
-            limit=None if n is None else n + 1,
-        )
+        if last and not is_tag(last):
+            # A cursor no tag can equal (a client's own, with control characters, say) never
+            # reaches a backend, which may refuse it (S3 answers 500): list from its longest
+            # tag-alphabet prefix, then drop what does not sort after it.
+            prefix = _TAG_CHARS.match(last)
+            start = prefix.group(0) if prefix else ""
+            found = await meta.list_children(layout.tags_prefix(name), start_after=start or None)
+            tags = [t for t in found if t > last]
+            tags = tags if n is None else tags[: n + 1]
+        else:
+            tags = await meta.list_children(
+                layout.tags_prefix(name),
+                start_after=last or None,
+                limit=None if n is None else n + 1,
+            )
         if (
             not tags
             and not last
