@@ -197,6 +197,8 @@ class ServerConfig:
     #: Connections one process holds at most (lowered to fit the open-file limit); at the
     #: cap a new connection closes the oldest idle one.
     max_connections: int = 4096
+    #: The ``Server`` header of every response: no versions for a scanner to match.
+    server_header: str = "angos"
 
     def __post_init__(self) -> None:
         errors = []
@@ -220,6 +222,14 @@ class ServerConfig:
                 errors.append(
                     ConfigError(f"server.{key}", f"must be positive, got {getattr(self, key)}")
                 )
+        header = self.server_header
+        if not header or not header.isascii() or not header.isprintable():
+            errors.append(
+                ConfigError(
+                    "server.server_header",
+                    f"must be non-empty printable ASCII (it is sent as a header), got {header!r}",
+                )
+            )
         ConfigErrors.raise_if_any(errors)
 
 

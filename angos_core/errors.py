@@ -190,12 +190,19 @@ class ServiceUnavailable(RegistryError):
 
 
 class BackendError(AngosError):
-    """A backend failed. ``backend`` names the driver (``fs``, ``s3``, ``redis``, ...)."""
+    """A backend failed. ``backend`` names the driver (``fs``, ``s3``, ``redis``, ...).
 
-    def __init__(self, backend: str, message: str) -> None:
+    ``message`` may reach a client (503 bodies, ``/readyz``): it names store-relative keys
+    only. ``log_detail`` (an absolute path, say) is for the operator: it is in ``str(exc)``,
+    which is what log lines print, and never in a response.
+    """
+
+    def __init__(self, backend: str, message: str, *, log_detail: str = "") -> None:
         self.backend = backend
         self.message = message
-        super().__init__(f"{backend}: {message}")
+        self.log_detail = log_detail
+        text = f"{backend}: {message}"
+        super().__init__(f"{text} ({log_detail})" if log_detail else text)
 
 
 class BackendUnavailable(BackendError):

@@ -52,6 +52,29 @@ def redact(text: str) -> str:
     return text
 
 
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every non-printable character (newlines, ANSI escapes, ...) written as
+    ``\\xNN``, so that what a client sent cannot start a forged line in a text log."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
+def escape_field(text: str) -> str:
+    """``escape_controls`` plus ``\\`` and ``"``: for a client-controlled value written
+    between quotes, so it cannot end its field early either."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return "".join(_escape_char(c) if not c.isprintable() or c in '"\\' else c for c in text)
+
+
 def is_secret_setting(name: str) -> bool:
     return bool(_SECRET_KEY_RE.search(name))
 
@@ -138,12 +161,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger [request id]: message`` (the id only inside a request)."""
+    """``time LEVEL logger [request id]: message`` (the id only inside a request).
+
+    One record is one line: control characters in the message (a decoded URL path, a
+    header) are escaped; only a traceback adds lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        rid = getattr(record, "request_id", "-")
+        rid = escape_controls(str(getattr(record, "request_id", "-")))
         where = f"{record.name} [{rid}]" if rid != "-" else record.name
-        line = f"{_timestamp(record)} {record.levelname} {where}: {_message(record)}"
+        line = (
+            f"{_timestamp(record)} {record.levelname} {where}: {escape_controls(_message(record))}"
+        )
         if record.exc_info:
             line += "\n" + redact(self.formatException(record.exc_info))
         return line

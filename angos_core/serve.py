@@ -34,7 +34,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from angos_core import __version__
 from angos_core.config import AngosConfig
@@ -186,6 +186,9 @@ async def serve_app(
     from angos_core.http.app import make_app
 
     app = make_app(config, maintenance=maintenance)
+    # The app sets the header on its own responses; aiohttp's answers to malformed HTTP never
+    # reach the app and read this module default instead (one config per process here).
+    web_response.SERVER_SOFTWARE = config.server.server_header  # type: ignore[attr-defined]
     grace = config.server.shutdown_grace_secs
     runner = limited_runner(app, config)
     stop = asyncio.Event()

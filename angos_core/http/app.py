@@ -87,6 +87,12 @@ def make_app(
     metrics = app[METRICS] = Metrics()
     app[REQUEST_TASKS] = set()
     app.on_response_prepare.append(_api_version)
+
+    async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+        # Before aiohttp's own default ("Python/3.x aiohttp/3.x"), which it only sets if absent.
+        response.headers["Server"] = server.server_header
+
+    app.on_response_prepare.append(_server_header)
     app.on_response_prepare.append(add_request_id_header)
 
     def observe(kind: str, backend: str, op: str, secs: float, error: str | None) -> None:

@@ -8,11 +8,14 @@ import re
 from aiohttp import web
 
 from angos_core.errors import BackendError, RangeNotSatisfiable
-from angos_core.http.context import registry
+from angos_core.http.context import byte_offset, registry
 from angos_core.http.threaded_sendfile import ThreadedFileResponse
 from angos_core.registry import BlobInfo
 
-_RANGE_RE = re.compile(r"^\s*bytes=(\d*)-(\d*)\s*$")
+# ASCII digits only ("\d" takes any Unicode digit, which int() would then accept).
+_RANGE_RE = re.compile(r"\s*bytes=([0-9]*)-([0-9]*)\s*", re.ASCII)
+#: The single ranges aiohttp's ``FileResponse`` parses exactly as ``parse_range`` does.
+_SENDFILE_RANGE_RE = re.compile(r"bytes=[0-9]{1,18}-[0-9]{0,18}|bytes=-[0-9]{1,18}")
 OCTET_STREAM = "application/octet-stream"
 log = logging.getLogger("angos.http")
 
@@ -25,17 +28,17 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """
     if not header:
         return None
-    m = _RANGE_RE.match(header)
+    m = _RANGE_RE.fullmatch(header)
     if not m or (not m.group(1) and not m.group(2)):
         return None
     first, last = m.group(1), m.group(2)
     if not first:  # suffix range: the last N bytes
-        n = int(last)
+        n = byte_offset(last)
         if n == 0 or size == 0:
             raise RangeNotSatisfiable(detail={"range": header, "size": size})
         return max(size - n, 0), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = byte_offset(first)
+    end = byte_offset(last) if last else size - 1
     if start >= size or end < start:
         raise RangeNotSatisfiable(detail={"range": header, "size": size})
     return start, min(end, size - 1)
@@ -81,16 +84,19 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         raise web.HTTPTemporaryRedirect(url, headers={"Docker-Content-Digest": info.digest})
 
     path = reg.blobs.local_path(info.digest)
-    if path is not None:
-        if range_header:
-            # Refuse an unsatisfiable range ourselves: aiohttp's 416 has no JSON body.
-            parse_range(range_header, await reg.blobs.size(info.digest))
-        # sendfile, with Range / If-Range handled by aiohttp.
+    size = await reg.blobs.size(info.digest) if path is None or range_header else None
+    # Refuse an unsatisfiable range ourselves: aiohttp's 416 has no JSON body.
+    rng = parse_range(range_header, size) if size is not None else None
+    if path is not None and (
+        not range_header or (rng is not None and _SENDFILE_RANGE_RE.fullmatch(range_header))
+    ):
+        # sendfile, with Range / If-Range handled by aiohttp. A Range that parse_range ignores
+        # (multi-range, malformed) would get aiohttp's bare 416, so those are streamed below.
         headers.pop("ETag")
         return ThreadedFileResponse(path, headers=headers)
 
-    size = await reg.blobs.size(info.digest)
-    rng = parse_range(range_header, size)
+    if size is None:
+        size = await reg.blobs.size(info.digest)
     if rng is None:
         start, length, status = 0, size, 200
     else:

@@ -23,3 +23,18 @@ def upload_location(name: str, upload_id: str) -> str:
 def upload_range(size: int) -> str:
     # Distribution answers "0-0" for an empty session, and docker expects that.
     return f"0-{max(size - 1, 0)}"
+
+
+#: More decimal digits than any byte offset has: a longer number is "past any blob", and
+#: never handed to ``int()`` (which refuses more than 4,300 digits with a ValueError).
+_MAX_OFFSET_DIGITS = 18
+BEYOND_ANY_OFFSET: int = 10**_MAX_OFFSET_DIGITS
+
+
+def byte_offset(digits: str) -> int:
+    """An ASCII decimal from a Range or Content-Range header, saturated at
+    ``BEYOND_ANY_OFFSET`` (leading zeros are not significant)."""
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_OFFSET_DIGITS:
+        return BEYOND_ANY_OFFSET
+    return int(significant or "0")

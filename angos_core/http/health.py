@@ -17,14 +17,17 @@ balancers stop sending traffic.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 from aiohttp import web
 
-from angos_core.errors import BackendReadOnly
+from angos_core.errors import BackendError, BackendReadOnly
 from angos_core.http.context import REGISTRY
 from angos_core.logs import redact
+
+log = logging.getLogger("angos.http")
 
 HEALTH_TIMEOUT: web.AppKey[float] = web.AppKey("angos_health_timeout", float)
 SHUTTING_DOWN: web.AppKey[list[bool]] = web.AppKey("angos_shutting_down", list)
@@ -50,8 +53,11 @@ async def _check(backend: Any, limit_secs: float) -> dict[str, Any]:
     except TimeoutError:
         entry.update(ok=False, read=False, write=False)
         entry["error"] = f"no answer within {limit_secs:g}s"
-    except BackendReadOnly as exc:
-        entry.update(ok=False, read=True, write=False, error=redact(str(exc)))
+    except BackendError as exc:
+        # The body says what failed; where on disk (``log_detail``) goes to the log only.
+        log.warning("readyz: %s", exc)
+        entry.update(ok=False, read=isinstance(exc, BackendReadOnly), write=False)
+        entry["error"] = redact(f"{exc.backend}: {exc.message}")
     except Exception as exc:
         entry.update(ok=False, read=False, write=False)
         entry["error"] = redact(str(exc)) or type(exc).__name__

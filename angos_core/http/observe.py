@@ -24,13 +24,13 @@ from aiohttp.web_request import BaseRequest
 from angos_core.http.aiohttp_compat import rejected_by_parser
 from angos_core.http.health import SHUTTING_DOWN
 from angos_core.http.metrics import METRICS, Metrics
-from angos_core.logs import REDACTED, request_id_var
+from angos_core.logs import REDACTED, escape_field, request_id_var
 
 access_log = logging.getLogger("angos.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID: web.RequestKey[str] = web.RequestKey("angos_request_id", str)
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:+=/-]{1,128}$")
+_SANE_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")  # fullmatch: no trailing "\n"
 
 #: Probe and scrape endpoints: not in the request metrics, access-logged at debug level only.
 OPS_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -59,7 +59,7 @@ def request_id(request: BaseRequest) -> str:
     if isinstance(rid, str):
         return rid
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    rid = incoming if incoming and _SANE_ID.match(incoming) else new_request_id()
+    rid = incoming if incoming and _SANE_ID.fullmatch(incoming) else new_request_id()
     request[_REQUEST_ID] = rid
     return rid
 
@@ -190,13 +190,14 @@ class AccessLogger(AbstractAccessLogger):
             level,
             '%s "%s %s" %s %.3fs in=%d out=%d',
             request.remote,
-            request.method,
-            path,
+            escape_field(request.method),
+            escape_field(path),
             response.status,
             time,
             received,
             sent,
-            # Already safe: the query was masked above, headers are not logged.
+            # Already safe: the query was masked above, headers are not logged. The fields
+            # stay raw: the JSON encoder escapes them.
             extra={"request_id": rid, "fields": fields, "redacted": True},
         )
 

@@ -7,12 +7,14 @@ import re
 from aiohttp import web
 
 from angos_core.errors import BlobUploadInvalid, DigestInvalid
-from angos_core.http.context import registry, upload_location, upload_range
+from angos_core.http.context import byte_offset, registry, upload_location, upload_range
 from angos_core.http.streams import body_chunks, has_body
 from angos_core.oci.digest import parse_digest
 from angos_core.protocols import UploadRef
 
-_CONTENT_RANGE_RE = re.compile(r"^\s*(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?\s*$")
+_CONTENT_RANGE_RE = re.compile(
+    r"\s*(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/(?:[0-9]+|\*))?\s*", re.ASCII
+)
 
 
 def _blob_created(name: str, digest: str) -> web.Response:
@@ -41,12 +43,12 @@ def _content_range(request: web.Request) -> int | None:
     header = request.headers.get("Content-Range")
     if not header:
         return None
-    m = _CONTENT_RANGE_RE.match(header)
+    m = _CONTENT_RANGE_RE.fullmatch(header)
     if not m:
         raise BlobUploadInvalid(
             f"malformed Content-Range {header!r}", detail={"Content-Range": header}
         )
-    start, end = int(m.group(1)), int(m.group(2))
+    start, end = byte_offset(m.group(1)), byte_offset(m.group(2))
     if end < start:
         raise BlobUploadInvalid(
             f"Content-Range {header!r} ends before it starts", detail={"Content-Range": header}

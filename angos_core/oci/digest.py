@@ -13,7 +13,8 @@ ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
 
 # The spec's grammar is wider (algorithm-component/separators); we accept the registered
 # algorithms only, whose encoded part is lowercase hex of a fixed length.
-_DIGEST_RE = re.compile(r"^(?P<alg>[a-z0-9]+(?:[.+_-][a-z0-9]+)*):(?P<hex>[a-zA-Z0-9=_-]+)$")
+# Always used with fullmatch: "$" would also match before a final "\n".
+_DIGEST_RE = re.compile(r"(?P<alg>[a-z0-9]+(?:[.+_-][a-z0-9]+)*):(?P<hex>[a-zA-Z0-9=_-]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,7 @@ class Digest:
 
 def parse_digest(value: str) -> Digest:
     """Parse ``alg:hex``; raise ``DigestInvalid`` for anything else (never touches a path)."""
-    m = _DIGEST_RE.match(value or "")
+    m = _DIGEST_RE.fullmatch(value or "")
     if not m:
         raise DigestInvalid(f"invalid digest {value!r}", detail={"digest": value})
     alg, hexpart = m.group("alg"), m.group("hex")

@@ -7,12 +7,19 @@ module only reads them to learn what they reference.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from angos_core.errors import DigestInvalid, ManifestInvalid
 from angos_core.oci import mediatypes as mt
 from angos_core.oci.digest import parse_digest
+
+#: Deeper JSON is refused before parsing: manifests nest a handful of levels, and a parser
+#: recursing once per level would otherwise hit the interpreter's recursion limit.
+MAX_JSON_DEPTH = 64
+_INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +98,42 @@ def _descriptors(value: Any, where: str) -> tuple[Descriptor, ...]:
     return tuple(_descriptor(v, f"{where}[{i}]") for i, v in enumerate(value))
 
 
+def _too_deep(body: bytes) -> bool:
+    """Whether ``body`` nests arrays and objects deeper than ``MAX_JSON_DEPTH``.
+
+    Linear in the body and run in C (a few tens of ms for 4 MiB): escapes go, then everything
+    but quotes and brackets, then what lies between quotes (string contents may hold
+    brackets); innermost pairs are then removed once per level. Brackets that do not pair up
+    are left for the parser to report.
+    """
+    if b"\\" in body:
+        # Escaped backslashes first, so that a remaining \" is an escaped quote.
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(body.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+    for _ in range(MAX_JSON_DEPTH):
+        if not brackets:
+            return False
+        brackets, removed = _INNERMOST_PAIR.subn(b"", brackets)
+        if not removed:
+            return False
+    return bool(brackets)
+
+
+def _nested_too_deep() -> ManifestInvalid:
+    return _invalid(
+        f"manifest JSON is nested deeper than {MAX_JSON_DEPTH} levels", max_depth=MAX_JSON_DEPTH
+    )
+
+
 def _load(body: bytes) -> dict[str, Any]:
+    if _too_deep(body):
+        raise _nested_too_deep()
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _invalid(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:  # brackets that never close: the scan above leaves them
+        raise _nested_too_deep() from None
     if not isinstance(doc, dict):
         raise _invalid("manifest must be a JSON object")
     return doc
@@ -170,7 +208,7 @@ def stored_media_type(body: bytes) -> str:
     """The media type to serve a stored manifest with (lenient: it was accepted once)."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return "application/octet-stream"
     if not isinstance(doc, dict):
         return "application/octet-stream"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 from angos_core import layout
 from angos_core.errors import NameUnknown, PaginationNumberInvalid
-from angos_core.oci.names import NAME_RE, validate_name
+from angos_core.oci.names import NAME_RE, is_tag, validate_name
 from angos_core.registry.links import Links
 from angos_core.registry.stores import Stores
 
 #: Page size when the client does not ask for one (Distribution's default is 100 for the
 #: catalog; tags are returned whole unless ``n`` is given).
 DEFAULT_CATALOG_PAGE = 1000
+_TAG_CHARS = re.compile(r"[A-Za-z0-9._-]*")
 MAX_PAGE = 10000
 
 
@@ -46,16 +49,24 @@ class CatalogService:
         want = None if n is None else n + 1
         tags: list[str] = []
         cursor = last or None
+        if last and not is_tag(last):
+            # A cursor no tag can equal (a client's own, with control characters, say) never
+            # reaches a backend, which may refuse it (S3 answers 500): list from its longest
+            # tag-alphabet prefix, and drop below what does not sort after it.
+            alphabet_prefix = _TAG_CHARS.match(last)
+            cursor = (alphabet_prefix.group(0) if alphabet_prefix else "") or None
         while want is None or len(tags) < want:
             names = await meta.list_children(
                 prefix, start_after=cursor, limit=None if want is None else want - len(tags)
             )
             if not names:
                 break
+            cursor = names[-1]
+            if last:
+                names = [t for t in names if t > last]
             tags += await self.links.live_tags(name, names)
             if want is None:
                 break
-            cursor = names[-1]
         if (
             not tags
             and not last
@@ -79,7 +90,7 @@ class CatalogService:
                 if child.startswith("_"):
                     continue
                 sub = f"{name}/{child}" if name else child
-                if NAME_RE.match(sub):
+                if NAME_RE.fullmatch(sub):
                     await walk(f"{prefix}{child}/", sub)
 
         await walk(layout.REPOSITORIES, "")

@@ -45,6 +45,10 @@ def translate(backend: str, op: str, exc: BaseException) -> BaseException:
     """
     if isinstance(exc, AngosError) or not isinstance(exc, Exception):
         return exc
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # The file name is a local path: the log gets it, a client only the reason.
+        reason = f"{op} failed: {type(exc).__name__}: {exc.strerror or exc.errno}"
+        return BackendUnavailable(backend, reason, log_detail=f"path {exc.filename}")
     if isinstance(exc, TimeoutError | ConnectionError | OSError):
         return BackendUnavailable(backend, f"{op} failed: {type(exc).__name__}: {exc}")
     return BackendError(backend, f"{op} failed: {type(exc).__name__}: {exc}")

@@ -19,10 +19,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.integration.test_multi_replica import Client, Image, make_image
 from tests.support.angos_server import AngosServer, AngosServerFactory
 from tests.support.moto_server import S3Bucket
 from tests.support.redis_server import RedisServer
-from tests.integration.test_multi_replica import Client, Image, make_image
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -57,8 +57,9 @@ def unavailable(exc: OSError, action: str) -> BackendUnavailable:
         reason = "permission denied"
     elif exc.errno == errno.EROFS:
         reason = "read-only file system"
-    where = f" ({exc.filename})" if exc.filename else ""
-    return BackendUnavailable(BACKEND, f"{action}: {reason}{where}")
+    # The action names the key; the absolute path is for the log only.
+    where = f"path {exc.filename}" if exc.filename else ""
+    return BackendUnavailable(BACKEND, f"{action}: {reason}", log_detail=where)
 
 
 class KeyPaths:
@@ -269,7 +270,9 @@ def check_writable(root: str) -> None:
     probe = os.path.join(root, temp_name())
     try:
         if not os.path.isdir(root):
-            raise BackendUnavailable(BACKEND, f"root_dir {root} is not a directory")
+            raise BackendUnavailable(
+                BACKEND, "root_dir is not a directory", log_detail=f"root_dir {root}"
+            )
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, b"ok")
@@ -277,14 +280,14 @@ def check_writable(root: str) -> None:
             os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        error = unavailable(exc, f"root_dir {root} is not writable")
+        error = unavailable(exc, "root_dir is not writable")
         try:
             # A read-only mount or a full disk still serves every blob and link already
             # there: say so, and /readyz keeps the registry in service for pulls.
             os.listdir(root)
         except OSError:
             raise error from exc
-        raise BackendReadOnly(BACKEND, error.message) from exc
+        raise BackendReadOnly(BACKEND, error.message, log_detail=error.log_detail) from exc
 
 
 class FsBackend:
