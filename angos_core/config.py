@@ -206,6 +206,20 @@ class GlobalConfig:
     redirect_expiry_secs: int = 900
     #: Manifests larger than this are refused with 413.
     max_manifest_size: ByteSize = field(default_factory=lambda: ByteSize(4 * 1024 * 1024))
+    #: A manifest listing more descriptors (config, layers, index children, subject) than
+    #: this is refused with MANIFEST_INVALID: each one costs a reference check.
+    max_manifest_descriptors: int = 10000
+    #: Accept an index whose child manifests are not in the repository yet (the spec's MAY;
+    #: some build tools push the index first). Blobs an image manifest lists stay required.
+    accept_index_with_missing_children: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_manifest_descriptors < 1:
+            raise ConfigError(
+                "global.max_manifest_descriptors",
+                f"must be at least 1, got {self.max_manifest_descriptors}: set it to the most "
+                "descriptors one manifest may list, e.g. 10000",
+            )
 
 
 @dataclass
