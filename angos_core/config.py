@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from angos_core.errors import ConfigError, PluginError
-from angos_core.hookspecs import BackendSpec
+from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
 
 T = TypeVar("T")
@@ -279,6 +279,12 @@ class BackendChoice:
 
     def build(self) -> Any:
         return self.spec.factory(self.settings)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the backend is safe for several processes or replicas: what its spec
+        declares (``CAP_SHARED``), the one place core decides it."""
+        return CAP_SHARED in self.spec.capabilities
 
 
 @dataclass

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from angos_core.oci import mediatypes as mt
-from tests.api_support import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of, error_code
-from tests.api_support import open_api
+from tests.api_support import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    Api,
+    descriptor,
+    digest_of,
+    error_code,
+    open_api,
+)
 
 CONFIG = b'{"architecture":"amd64","os":"linux"}'
 LAYER = b"layer bytes"

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from angos_core.config import AngosConfig, load_toml, parse_config
-from angos_core.http.context import REGISTRY, SERVER
+from angos_core.http.context import REGISTRY, SERVER, track_shutdown
 from angos_core.http.errors import error_middleware
 from angos_core.http.health import add_health_routes
 from angos_core.http.metrics import METRICS, Metrics, metrics_handler
@@ -30,7 +30,6 @@ from angos_core.http.observe import (
 from angos_core.http.routes import add_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores
-from angos_core.registry.upload_purge import UploadPurger
 from angos_core.registry.wrappers import Observer
 
 log = logging.getLogger("angos")
@@ -72,6 +71,7 @@ def make_app(
     app[SERVER] = server
     metrics = app[METRICS] = Metrics()
     app[REQUEST_TASKS] = set()
+    track_shutdown(app)
     app.on_response_prepare.append(_api_version)
     app.on_response_prepare.append(add_request_id_header)
 
@@ -98,7 +98,7 @@ def make_app(
         if not (maintenance and settings.enabled):
             yield
             return
-        purger = UploadPurger(app[REGISTRY].stores.blobs, settings, observer=metrics)
+        purger = app[REGISTRY].upload_purger(settings, observer=metrics)
         task = asyncio.create_task(purger.run_forever(), name="angos-upload-purge")
         try:
             yield

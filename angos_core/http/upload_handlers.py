@@ -94,7 +94,7 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
 async def _discard(request: web.Request, upload: UploadRef) -> None:
     # The original error is what the client must see.
     with contextlib.suppress(Exception):
-        await registry(request).stores.blobs.upload_abort(upload)
+        await registry(request).uploads.discard(upload)
 
 
 async def patch_upload(request: web.Request) -> web.StreamResponse:

@@ -170,5 +170,10 @@ class UploadService:
 
     async def cancel(self, upload: UploadRef) -> None:
         await self.size(upload)  # BlobUploadUnknown for a session that does not exist
+        await self.discard(upload)
+
+    async def discard(self, upload: UploadRef) -> None:
+        """Drop a session this process just started and could not finish (no existence
+        check: the caller knows it exists, and its error is what the client must see)."""
         self._forget(upload)
         await self.stores.blobs.upload_abort(upload)

@@ -1,0 +1,49 @@
+"""Every use of aiohttp internals (names with a leading underscore) lives here, so an aiohttp
+upgrade that renames one breaks one small module, not handlers scattered across the code.
+
+Each helper is self-contained: a function or class per internal it wraps.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
+
+
+def match_info_if_routed(request: BaseRequest) -> UrlMappingMatchInfo | None:
+    """The request's match info, or None before routing (``request.match_info`` would
+    raise for a request aiohttp rejected as malformed HTTP, which never reached the router).
+    """
+    match_info = getattr(request, "_match_info", None)
+    return match_info if isinstance(match_info, UrlMappingMatchInfo) else None
+
+
+def request_in_progress(connection: object) -> bool:
+    """Whether an aiohttp server connection (``RequestHandler``) is handling a request:
+    one that is idle between requests can be closed at once during a drain."""
+    return bool(getattr(connection, "_request_in_progress", False))
+
+
+class SendfileFileResponse(web.FileResponse):
+    """``web.FileResponse`` whose body transfer (after Range and conditional handling) is
+    :meth:`send_body`, which a subclass overrides; :meth:`aiohttp_send_body` is aiohttp's own.
+    aiohttp exposes this step only as the private ``_sendfile``."""
+
+    async def _sendfile(
+        self, request: BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        return await self.send_body(request, fobj, offset, count)
+
+    async def send_body(
+        self, request: BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        return await self.aiohttp_send_body(request, fobj, offset, count)
+
+    async def aiohttp_send_body(
+        self, request: BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        return await super()._sendfile(request, fobj, offset, count)
