@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import typing
 from collections.abc import Sequence
 
 from angos_core import __version__
-from angos_core.config import AngosConfig, load_config
+from angos_core.config import AngosConfig, load_config, port_problem, with_server_overrides
 from angos_core.errors import AngosError, ConfigError, PluginError
 from angos_core.logs import setup_logging
 from angos_core.plugins import load_catalogue
@@ -16,7 +17,10 @@ from angos_core.registry import Registry, Stores
 from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
 from angos_core.serve import check_shared_backends, describe, serve
 
+#: A usage error: a bad option, or a config that cannot be used (``serve``, ``gc``).
 EXIT_CONFIG = 2
+#: ``check-config`` found problems in the configuration.
+EXIT_INVALID = 1
 
 
 def _load(path: str | None) -> AngosConfig:
@@ -24,19 +28,21 @@ def _load(path: str | None) -> AngosConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = with_server_overrides(
+        _load(args.config), bind_address=args.bind or None, port=args.port, workers=args.workers
+    )
     setup_logging(config.log)
-    bind = args.bind or config.server.bind_address
-    port = config.server.port if args.port is None else args.port
-    workers = config.server.workers if args.workers is None else args.workers
-    if workers < 1:
-        raise ConfigError("--workers", f"must be at least 1, got {workers}")
-    return serve(config, bind, port, workers)
+    return serve(config)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    check_shared_backends(config, config.server.workers)
+    try:
+        config = _load(args.config)
+        check_shared_backends(config, config.server.workers)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"angos: config error: {error}", file=sys.stderr)
+        return EXIT_INVALID
     print(
         f"config OK ({config.source}): {describe(config)}; "
         f"server {config.server.bind_address}:{config.server.port}"
@@ -69,8 +75,35 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return asyncio.run(_gc(config, args))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (argparse prints the whole usage first), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(port_problem(port))
+    return port
+
+
+def _workers(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return workers
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="angos", description="Angos OCI registry")
+    parser = _Parser(prog="angos", description="Angos OCI registry")
     parser.add_argument("--version", action="version", version=f"angos {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -83,11 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument("--bind", help="address to listen on (overrides server.bind_address)")
     serve_cmd.add_argument(
-        "--port", type=int, help="port to listen on, 0 for any free port (overrides server.port)"
+        "--port", type=_port, help="port to listen on, 0 for any free port (overrides server.port)"
     )
     serve_cmd.add_argument(
         "--workers",
-        type=int,
+        type=_workers,
         help="processes serving the port with SO_REUSEPORT (overrides server.workers); "
         "more than 1 needs a shared lock provider and cache",
     )
@@ -127,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except ConfigError as exc:
-        print(f"angos: config error: {exc}", file=sys.stderr)
+        for error in exc.errors:
+            print(f"angos: config error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except PluginError as exc:
         print(f"angos: plugin error: {exc}", file=sys.stderr)

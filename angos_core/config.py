@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from angos_core.errors import ConfigError, PluginError
+from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
 
@@ -143,22 +143,32 @@ def config_fields(cls: type[Any]) -> dict[str, Any]:
 
 
 def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
-    """Fill dataclass ``cls`` from a TOML table; errors name the dotted key under ``path``."""
+    """Fill dataclass ``cls`` from a TOML table; errors name the dotted key under ``path``.
+
+    Every unknown key, wrong type and missing key of the table is reported, not only the
+    first (:class:`ConfigErrors` when there are several).
+    """
     known = config_fields(cls)
-    for key in table:
-        if key not in known:
-            raise ConfigError(
-                f"{path}.{key}",
-                f"unknown key; known keys here: {', '.join(sorted(known)) or 'none'}",
-            )
+    errors: list[ConfigError] = [
+        ConfigError(
+            f"{path}.{key}",
+            f"unknown key; known keys here: {', '.join(sorted(known)) or 'none'}",
+        )
+        for key in table
+        if key not in known
+    ]
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if not f.init:
             continue
         if f.name in table:
-            values[f.name] = _convert(known[f.name], table[f.name], f"{path}.{f.name}")
+            try:
+                values[f.name] = _convert(known[f.name], table[f.name], f"{path}.{f.name}")
+            except ConfigError as exc:
+                errors.extend(exc.errors)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{path}.{f.name}", "required key is missing")
+            errors.append(ConfigError(f"{path}.{f.name}", "required key is missing"))
+    ConfigErrors.raise_if_any(errors)
     try:
         return cls(**values)
     except ConfigError:
@@ -186,16 +196,27 @@ class ServerConfig:
     health_timeout_secs: float = 2.0
 
     def __post_init__(self) -> None:
+        errors = []
         if not 0 <= self.port <= 65535:
-            raise ConfigError("server.port", f"must be between 0 and 65535, got {self.port}")
+            errors.append(ConfigError("server.port", port_problem(self.port)))
         if self.workers < 1:
-            raise ConfigError("server.workers", f"must be at least 1, got {self.workers}")
+            errors.append(ConfigError("server.workers", f"must be at least 1, got {self.workers}"))
         for key in ("shutdown_grace_secs", "read_timeout_secs"):
             if getattr(self, key) < 0:
-                raise ConfigError(f"server.{key}", f"cannot be negative, got {getattr(self, key)}")
+                errors.append(
+                    ConfigError(f"server.{key}", f"cannot be negative, got {getattr(self, key)}")
+                )
         for key in ("keepalive_timeout_secs", "health_timeout_secs"):
             if getattr(self, key) <= 0:
-                raise ConfigError(f"server.{key}", f"must be positive, got {getattr(self, key)}")
+                errors.append(
+                    ConfigError(f"server.{key}", f"must be positive, got {getattr(self, key)}")
+                )
+        ConfigErrors.raise_if_any(errors)
+
+
+def port_problem(port: int) -> str:
+    """Why ``port`` cannot be listened on, for ``[server] port`` and ``--port`` alike."""
+    return f"must be between 0 and 65535 (0: any free port), got {port}"
 
 
 @dataclass
@@ -330,23 +351,47 @@ def _single_backend(data: dict[str, Any], section: str) -> tuple[str, dict[str, 
     return name, settings
 
 
+def _spec(catalogue: BackendCatalogue, kind: Kind, name: str, path: str) -> BackendSpec[Any]:
+    try:
+        return catalogue.get(kind, name)
+    except PluginError as exc:
+        raise ConfigError(path, str(exc)) from None
+
+
 def _choose(
     catalogue: BackendCatalogue, kind: Kind, name: str, table: dict[str, Any], path: str
 ) -> BackendChoice:
-    try:
-        spec = catalogue.get(kind, name)
-    except PluginError as exc:
-        raise ConfigError(path, str(exc)) from None
+    spec = _spec(catalogue, kind, name, path)
     settings = parse_table(spec.config_type, table, path)
     return BackendChoice(kind, name, spec, settings, table)
+
+
+class _Collector:
+    """Runs each independent part of the parse and keeps its errors, so that one run reports
+    every problem of the file."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def attempt(self, parse: typing.Callable[[], T]) -> T | None:
+        try:
+            return parse()
+        except ConfigError as exc:
+            self.errors.extend(exc.errors)
+            return None
 
 
 def parse_config(
     data: dict[str, Any], catalogue: BackendCatalogue, source: str = "<config>"
 ) -> AngosConfig:
+    """The typed configuration of ``data``; every problem found is reported at once
+    (:class:`ConfigErrors` when there are several)."""
+    found = _Collector()
     for key in data:
         if key not in _TOP_LEVEL:
-            raise ConfigError(key, f"unknown section; known sections: {', '.join(_TOP_LEVEL)}")
+            found.errors.append(
+                ConfigError(key, f"unknown section; known sections: {', '.join(_TOP_LEVEL)}")
+            )
 
     def section(name: str, cls: type[T]) -> T:
         table = data.get(name, {})
@@ -354,66 +399,44 @@ def parse_config(
             raise ConfigError(name, f"expected a table [{name}]")
         return parse_table(cls, table, name)
 
-    server = section("server", ServerConfig)
-    global_ = section("global", GlobalConfig)
-    log = section("log", LogConfig)
-    maintenance = section("maintenance", MaintenanceConfig)
+    server = found.attempt(lambda: section("server", ServerConfig))
+    global_ = found.attempt(lambda: section("global", GlobalConfig))
+    log = found.attempt(lambda: section("log", LogConfig))
+    maintenance = found.attempt(lambda: section("maintenance", MaintenanceConfig))
 
-    blob = _single_backend(data, "blob_store")
-    if blob is None:
-        raise ConfigError("blob_store", "missing; add for example [blob_store.fs] root_dir = ...")
-    blob_name, blob_table = blob
-    blob_choice = _choose(catalogue, "blob_store", blob_name, blob_table, f"blob_store.{blob_name}")
-
-    meta = _single_backend(data, "metadata_store")
-    meta_name, meta_own = meta if meta is not None else (blob_name, {})
-    meta_path = f"metadata_store.{meta_name}"
-    try:
-        meta_spec = catalogue.get("metadata_store", meta_name)
-    except PluginError as exc:
-        raise ConfigError(meta_path, str(exc)) from None
-
-    # Sub-tables of [metadata_store.<name>] that are not settings of the store select the
-    # lock provider, as in [metadata_store.s3.redis].
-    store_fields = config_fields(meta_spec.config_type)
-    lock_tables = {
-        k: v for k, v in meta_own.items() if isinstance(v, dict) and k not in store_fields
-    }
-    if len(lock_tables) > 1:
-        raise ConfigError(
-            meta_path,
-            f"more than one lock provider configured: {', '.join(sorted(lock_tables))}; keep one",
-        )
-    own_settings = {k: v for k, v in meta_own.items() if k not in lock_tables}
-    # Same backend as the blob store: inherit its settings, override with our own.
-    meta_table = {**blob_table, **own_settings} if meta_name == blob_name else own_settings
-    meta_choice = BackendChoice(
-        "metadata_store",
-        meta_name,
-        meta_spec,
-        parse_table(meta_spec.config_type, meta_table, meta_path),
-        meta_table,
-    )
-
-    if lock_tables:
-        ((lock_name, lock_table),) = lock_tables.items()
-        if not catalogue.has("lock_provider", lock_name):
-            installed = ", ".join(catalogue.names("lock_provider")) or "none"
-            raise ConfigError(
-                f"{meta_path}.{lock_name}",
-                f"not a setting of metadata store {meta_name!r} nor an installed lock provider "
-                f"(installed: {installed}; pip install angos-{lock_name}?)",
+    blob = found.attempt(lambda: _single_backend(data, "blob_store"))
+    blob_choice = None
+    blob_errors: list[ConfigError] = []
+    if blob is not None:
+        blob_name, blob_table = blob
+        before = len(found.errors)
+        blob_choice = found.attempt(
+            lambda: _choose(
+                catalogue, "blob_store", blob_name, blob_table, f"blob_store.{blob_name}"
             )
-        lock_choice = _choose(
-            catalogue, "lock_provider", lock_name, lock_table, f"{meta_path}.{lock_name}"
         )
-    else:
-        lock_choice = _choose(catalogue, "lock_provider", "memory", {}, f"{meta_path}.memory")
+        blob_errors = found.errors[before:]
+    elif "blob_store" not in data:
+        found.errors.append(
+            ConfigError("blob_store", "missing; add for example [blob_store.fs] root_dir = ...")
+        )
 
-    cache = _single_backend(data, "cache")
-    cache_name, cache_table = cache if cache is not None else ("memory", {})
-    cache_choice = _choose(catalogue, "cache", cache_name, cache_table, f"cache.{cache_name}")
+    meta = found.attempt(lambda: _single_backend(data, "metadata_store"))
+    meta_choice = lock_choice = None
+    if meta is not None or (blob is not None and "metadata_store" not in data):
+        meta_choice, lock_choice = _metadata_and_lock(found, catalogue, meta, blob, blob_errors)
 
+    cache = found.attempt(lambda: _single_backend(data, "cache"))
+    cache_choice = None
+    if cache is not None or "cache" not in data:
+        cache_name, cache_table = cache if cache is not None else ("memory", {})
+        cache_choice = found.attempt(
+            lambda: _choose(catalogue, "cache", cache_name, cache_table, f"cache.{cache_name}")
+        )
+
+    ConfigErrors.raise_if_any(found.errors)
+    assert server and global_ and log and maintenance and blob_choice and meta_choice
+    assert lock_choice and cache_choice
     return AngosConfig(
         server=server,
         global_=global_,
@@ -425,6 +448,83 @@ def parse_config(
         source=source,
         maintenance=maintenance,
     )
+
+
+def _metadata_and_lock(
+    found: _Collector,
+    catalogue: BackendCatalogue,
+    meta: tuple[str, dict[str, Any]] | None,
+    blob: tuple[str, dict[str, Any]] | None,
+    blob_errors: list[ConfigError],
+) -> tuple[BackendChoice | None, BackendChoice | None]:
+    """The metadata store (``meta``, or the blob store's backend and settings when absent) and
+    the lock provider its sub-table selects; errors go to ``found``."""
+    blob_name, blob_table = blob if blob is not None else ("", {})
+    meta_name, meta_own = meta if meta is not None else (blob_name, {})
+    meta_path = f"metadata_store.{meta_name}"
+    if meta is None and not catalogue.has("metadata_store", meta_name):
+        # Inherited from a blob store nobody provides: its own error says it all.
+        if catalogue.has("blob_store", meta_name) or not blob_errors:
+            found.attempt(lambda: _spec(catalogue, "metadata_store", meta_name, meta_path))
+        return None, None
+    meta_spec = found.attempt(lambda: _spec(catalogue, "metadata_store", meta_name, meta_path))
+    if meta_spec is None:
+        return None, None
+
+    # Sub-tables of [metadata_store.<name>] that are not settings of the store select the
+    # lock provider, as in [metadata_store.s3.redis].
+    store_fields = config_fields(meta_spec.config_type)
+    lock_tables = {
+        k: v for k, v in meta_own.items() if isinstance(v, dict) and k not in store_fields
+    }
+    own_settings = {k: v for k, v in meta_own.items() if k not in lock_tables}
+    # Same backend as the blob store: inherit its settings, override with our own.
+    inherits = meta_name == blob_name
+    meta_table = {**blob_table, **own_settings} if inherits else own_settings
+    before = len(found.errors)
+    settings = found.attempt(lambda: parse_table(meta_spec.config_type, meta_table, meta_path))
+    if inherits:
+        # A problem of an inherited setting was reported under [blob_store.<name>] already.
+        blob_path = f"blob_store.{blob_name}"
+        reported = {(e.key[len(blob_path) :], e.message) for e in blob_errors}
+        found.errors[before:] = [
+            e for e in found.errors[before:] if (e.key[len(meta_path) :], e.message) not in reported
+        ]
+    meta_choice = (
+        None
+        if settings is None
+        else BackendChoice("metadata_store", meta_name, meta_spec, settings, meta_table)
+    )
+
+    if len(lock_tables) > 1:
+        found.errors.append(
+            ConfigError(
+                meta_path,
+                f"more than one lock provider configured: {', '.join(sorted(lock_tables))}; "
+                "keep one",
+            )
+        )
+        return meta_choice, None
+    if not lock_tables:
+        lock = found.attempt(
+            lambda: _choose(catalogue, "lock_provider", "memory", {}, f"{meta_path}.memory")
+        )
+        return meta_choice, lock
+    ((lock_name, lock_table),) = lock_tables.items()
+    lock_path = f"{meta_path}.{lock_name}"
+    if not catalogue.has("lock_provider", lock_name):
+        found.errors.append(
+            ConfigError(
+                lock_path,
+                f"not a setting of metadata store {meta_name!r} nor an installed lock provider: "
+                f"{catalogue.not_found('lock_provider', lock_name)}",
+            )
+        )
+        return meta_choice, None
+    lock = found.attempt(
+        lambda: _choose(catalogue, "lock_provider", lock_name, lock_table, lock_path)
+    )
+    return meta_choice, lock
 
 
 def load_toml(text: str, source: str) -> dict[str, Any]:
@@ -448,3 +548,23 @@ def load_config(path: str | Path | None, catalogue: BackendCatalogue) -> AngosCo
     except OSError as exc:
         raise ConfigError("", f"cannot read config file {str(p)!r}: {exc.strerror}") from exc
     return parse_config(load_toml(text, str(p)), catalogue, source=str(p))
+
+
+def with_server_overrides(
+    config: AngosConfig,
+    *,
+    bind_address: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+) -> AngosConfig:
+    """``config`` with the command line's ``--bind``/``--port``/``--workers`` applied (None:
+    keep the file's value). The one place overrides are applied: everything after it, the
+    startup ``config:`` line included, reads the result. Validated as the file's values are."""
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in (("bind_address", bind_address), ("port", port), ("workers", workers))
+        if value is not None
+    }
+    if not changes:
+        return config
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, **changes))

@@ -14,6 +14,7 @@ Two families:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -31,6 +32,37 @@ class ConfigError(AngosError):
         self.key = key
         self.message = message
         super().__init__(f"{key}: {message}" if key else message)
+
+    @property
+    def errors(self) -> list[ConfigError]:
+        """Every problem this error reports, one per line of ``angos check-config``."""
+        return [self]
+
+
+class ConfigErrors(ConfigError):
+    """Several problems found in one configuration (``check-config`` reports them all).
+
+    ``key`` and ``message`` are the first problem's, so code that handles one
+    :class:`ConfigError` still reads something true; ``errors`` holds every one.
+    """
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        self._errors = [one for error in errors for one in error.errors]
+        first = self._errors[0]
+        super().__init__(first.key, first.message)
+        self.args = ("\n".join(str(error) for error in self._errors),)
+
+    @property
+    def errors(self) -> list[ConfigError]:
+        return list(self._errors)
+
+    @staticmethod
+    def raise_if_any(errors: Sequence[ConfigError]) -> None:
+        """Raise nothing for no errors, the error itself for one, ``ConfigErrors`` for more."""
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ConfigErrors(errors)
 
 
 class PluginError(AngosError):

@@ -99,10 +99,45 @@ class BackendCatalogue:
         try:
             return self.specs[kind][name]
         except KeyError:
-            installed = ", ".join(self.names(kind)) or "none"
-            raise PluginError(
-                f"{kind} {name!r} not found; installed: {installed} (pip install angos-{name}?)"
-            ) from None
+            raise PluginError(self.not_found(kind, name)) from None
+
+    def not_found(self, kind: Kind, name: str) -> str:
+        """One line: what is installed, and how to install ``name`` (or which names exist)."""
+        installed = ", ".join(self.names(kind)) or "none"
+        return f"{kind} {name!r} not found; installed: {installed}; {install_hint(kind, name)}"
+
+
+#: The plugins in the Angos repository: distribution -> (folder in a checkout, what it
+#: provides). None of them is on a package index, so "pip install angos-x" cannot work.
+REPOSITORY_PLUGINS: dict[str, tuple[str, dict[Kind, tuple[str, ...]]]] = {
+    "angos-fs": ("plugins/angos-fs", {"blob_store": ("fs",), "metadata_store": ("fs",)}),
+    "angos-memory": ("plugins/angos-memory", {"lock_provider": ("memory",), "cache": ("memory",)}),
+    "angos-s3": ("plugins/angos-s3", {"blob_store": ("s3",), "metadata_store": ("s3",)}),
+    "angos-redis": ("plugins/angos-redis", {"lock_provider": ("redis",), "cache": ("redis",)}),
+    "angos-sqlite": ("examples/angos-sqlite", {"metadata_store": ("sqlite",)}),
+}
+
+
+def install_hint(kind: Kind, name: str) -> str:
+    """How to get backend ``name`` of ``kind``: the repository plugin's install commands, or,
+    for a name no repository plugin provides, the names they do provide."""
+    for dist, (folder, provides) in REPOSITORY_PLUGINS.items():
+        if name in provides.get(kind, ()):
+            return (
+                f"{dist} provides it and is not on a package index: pip install -e {folder} "
+                f"(from a checkout), or pip install --find-links dist {dist} (after bash "
+                "scripts/build-wheels)"
+            )
+    known = ", ".join(
+        f"{n} ({dist})"
+        for dist, (_, provides) in REPOSITORY_PLUGINS.items()
+        for n in provides.get(kind, ())
+    )
+    return (
+        f"no Angos plugin provides {name!r} (the repository's plugins provide {kind} {known}); "
+        f"check the name, or install the third-party plugin that provides it (by convention "
+        f"the distribution angos-{name})"
+    )
 
 
 def load_catalogue(extra_plugins: Iterable[object] = ()) -> BackendCatalogue:

@@ -38,6 +38,7 @@ from aiohttp import web
 from angos_core import __version__
 from angos_core.config import AngosConfig
 from angos_core.errors import AngosError, ConfigError
+from angos_core.listen import BACKLOG, check_port_free, listen_sockets
 from angos_core.logs import config_summary
 
 log = logging.getLogger("angos")
@@ -155,14 +156,13 @@ async def drain(runner: web.AppRunner, app: web.Application, grace: float) -> in
 
 async def serve_app(
     config: AngosConfig,
-    bind: str,
-    port: int,
+    sockets: list[socket.socket],
     *,
-    reuse_port: bool = False,
     on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
     maintenance: bool = True,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully (see the module docstring).
+    """Serve on ``sockets`` (already listening: see :mod:`angos_core.listen`) until
+    SIGTERM/SIGINT, then shut down gracefully (see the module docstring).
 
     ``maintenance``: run the background work of ``[maintenance]`` in this process.
     """
@@ -177,8 +177,8 @@ async def serve_app(
         loop.add_signal_handler(sig, stop.set)
     await runner.setup()  # opens the backends
     try:
-        site = web.TCPSite(runner, bind, port, backlog=1024, reuse_port=reuse_port or None)
-        await site.start()
+        for sock in sockets:
+            await web.SockSite(runner, sock, backlog=BACKLOG).start()
         addresses = [(str(a[0]), int(a[1])) for a in runner.addresses]
         if on_ready is not None:
             on_ready(addresses)
@@ -195,7 +195,13 @@ async def serve_app(
             signal.signal(sig, signal.SIG_IGN)
 
 
-def serve_one(config: AngosConfig, bind: str, port: int) -> int:
+def serve_one(config: AngosConfig) -> int:
+    # Bound before the backends open, so a port in use fails before anything is created.
+    sockets = listen_sockets(config.server.bind_address, config.server.port)
+    log_startup(config)
+    loop_name = install_event_loop()
+    log.debug("event loop: %s", loop_name)
+
     def announce(addresses: list[tuple[str, int]]) -> None:
         for host, real_port in addresses:
             log.info(
@@ -207,7 +213,7 @@ def serve_one(config: AngosConfig, bind: str, port: int) -> int:
                 config.source,
             )
 
-    asyncio.run(serve_app(config, bind, port, on_ready=announce))
+    asyncio.run(serve_app(config, sockets, on_ready=announce))
     log.info("angos stopped")
     return 0
 
@@ -232,11 +238,14 @@ class _Worker:
     ready: bool = False
 
 
-def _port_holder(bind: str) -> tuple[socket.socket, int]:
-    """A bound, non-listening SO_REUSEPORT socket that fixes the port when 0 was asked for:
-    every worker then binds that same port (the kernel only hands connections to listeners)."""
+def _port_holder(bind: str, port: int) -> tuple[socket.socket, int]:
+    """A bound, non-listening SO_REUSEPORT socket that holds the workers' port from before
+    the first one starts: fixes the port when 0 was asked for (every worker then binds that
+    same port; the kernel only hands connections to listeners), and keeps a server started
+    meanwhile without SO_REUSEPORT off it. :class:`ListenError` if the port is in use."""
+    port = check_port_free(bind, port)
     family, kind, proto, _, address = socket.getaddrinfo(
-        bind or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        bind or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     holder = socket.socket(family, kind, proto)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -274,12 +283,11 @@ class Master:
             # Maintenance (upload purging) in worker 0 only: the workers share one store, so
             # a pass in each would repeat the same listing N times and race on the same
             # (idempotent, so harmless) aborts. A replaced worker 0 takes it up again.
+            sockets = listen_sockets(self.bind, self.port, reuse_port=True)
             asyncio.run(
                 serve_app(
                     self.config,
-                    self.bind,
-                    self.port,
-                    reuse_port=True,
+                    sockets,
                     on_ready=ready,
                     maintenance=index == 0,
                 )
@@ -382,9 +390,8 @@ class Master:
     def run(self) -> int:
         from angos_core.http.metrics import MULTIPROC_ENV
 
-        holder = None
-        if self.port == 0:
-            holder, self.port = _port_holder(self.bind)
+        holder, self.port = _port_holder(self.bind, self.port)
+        log_startup(self.config)
         # The workers' metric files: /metrics on any worker sums over all of them.
         self.metrics_dir = tempfile.mkdtemp(prefix="angos-metrics-")
         os.environ[MULTIPROC_ENV] = self.metrics_dir
@@ -426,19 +433,18 @@ class Master:
                             os.kill(pid, signal.SIGKILL)
                     self.stop_started = time.monotonic()
         finally:
-            if holder is not None:
-                holder.close()
+            holder.close()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
         log.info("angos stopped")
         return self.failed_code
 
 
-def serve(config: AngosConfig, bind: str, port: int, workers: int) -> int:
-    """Serve until stopped; the process exit code."""
-    check_shared_backends(config, workers)
-    log_startup(config)
-    if workers <= 1:
-        loop_name = install_event_loop()
-        log.debug("event loop: %s", loop_name)
-        return serve_one(config, bind, port)
-    return Master(config, bind, port, workers).run()
+def serve(config: AngosConfig) -> int:
+    """Serve ``config`` (command-line overrides already applied) until stopped; the process
+    exit code. A port that cannot be listened on is a :class:`ListenError` before anything
+    is opened."""
+    server = config.server
+    check_shared_backends(config, server.workers)
+    if server.workers <= 1:
+        return serve_one(config)
+    return Master(config, server.bind_address, server.port, server.workers).run()

@@ -47,7 +47,7 @@ def test_check_config_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
 ) -> None:
     cfg = write(tmp_path / "c.toml", text)
-    assert main(["check-config", "-c", str(cfg)]) == 2
+    assert main(["check-config", "-c", str(cfg)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("angos: config error: ")
     assert expected in err
@@ -55,7 +55,7 @@ def test_check_config_errors(
 
 
 def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check-config", "-c", str(tmp_path / "absent.toml")]) == 2
+    assert main(["check-config", "-c", str(tmp_path / "absent.toml")]) == 1
     assert "cannot read config file" in capsys.readouterr().err
 
 

@@ -396,7 +396,7 @@ def test_missing_plugin_lists_what_is_installed(catalogue: BackendCatalogue) -> 
     error = config_error("[blob_store.s4]\nbucket = 'b'\n", catalogue)
     assert error.key == "blob_store.s4"
     assert "blob_store 's4' not found; installed: fake, fs" in error.message
-    assert "pip install angos-s4" in error.message
+    assert "no Angos plugin provides 's4'" in error.message and "s3 (angos-s3)" in error.message
 
     error = config_error("[blob_store.fs]\n[metadata_store.sqlite]\npath = 'x'\n", catalogue)
     assert error.key == "metadata_store.sqlite"
@@ -404,7 +404,8 @@ def test_missing_plugin_lists_what_is_installed(catalogue: BackendCatalogue) -> 
 
     error = config_error("[blob_store.fs]\n[cache.redis]\nurl = 'u'\n", catalogue)
     assert error.key == "cache.redis"
-    assert "installed: fakecache, memory" in error.message and "angos-redis" in error.message
+    assert "installed: fakecache, memory" in error.message
+    assert "pip install -e plugins/angos-redis" in error.message
 
 
 def test_core_alone_names_the_package_to_install() -> None:
@@ -413,7 +414,8 @@ def test_core_alone_names_the_package_to_install() -> None:
         parse("[blob_store.fs]\n", bare)
     assert info.value.key == "blob_store.fs"
     assert "installed: none" in info.value.message
-    assert "pip install angos-fs" in info.value.message
+    assert "pip install -e plugins/angos-fs" in info.value.message
+    assert "pip install --find-links dist angos-fs" in info.value.message
 
 
 # ---------------------------------------------------------------------- sizes

@@ -176,7 +176,7 @@ def test_workers_refuse_the_memory_lock(tmp_path: Path) -> None:
     # check-config says the same about a config asking for workers.
     config.write_text(_fs(tmp_path / "data", "[server]\nworkers = 3\n"))
     result = _run(["check-config", "-c", str(config)], tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "3 workers need a lock provider" in result.stderr
 
 

@@ -1,17 +1,28 @@
-"""Every use of aiohttp internals (names with a leading underscore) lives here, so an aiohttp
-upgrade that renames one breaks one small module, not handlers scattered across the code.
+"""The aiohttp internals Angos relies on, kept in this one module.
 
-Each helper is self-contained: a function or class per internal it wraps.
+Each function names what it reads and why no public API gives it, so an aiohttp upgrade
+that moves something breaks here, visibly, and nowhere else.
 """
 
 from __future__ import annotations
 
 from typing import IO, Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
+
+
+def rejected_by_parser(request: BaseRequest) -> bool:
+    """aiohttp answered this request itself, with 400, because its HTTP parser refused the
+    bytes (TLS on the plain port, a malformed request line or header).
+
+    Such a request is aiohttp's placeholder message (method ``UNKNOWN``, path ``/``), not
+    anything the client sent; ``BaseRequest.message`` is deprecated, so the private
+    ``_message`` is compared with aiohttp's ``web_protocol.ERROR``.
+    """
+    return getattr(request, "_message", None) is web_protocol.ERROR
 
 
 def match_info_if_routed(request: BaseRequest) -> UrlMappingMatchInfo | None:

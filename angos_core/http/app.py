@@ -27,6 +27,7 @@ from angos_core.http.observe import (
     add_request_id_header,
     observe_middleware,
 )
+from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores
@@ -64,6 +65,8 @@ def make_app(
         handler_args={
             "access_log_class": AccessLogger,
             "access_log": access_log,
+            # Requests aiohttp's parser rejects: one line each, not an ERROR traceback.
+            "logger": server_log(),
             "keepalive_timeout": server.keepalive_timeout_secs,
         },
     )

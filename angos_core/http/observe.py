@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
-from angos_core.http.aiohttp_compat import match_info_if_routed
+from angos_core.http.aiohttp_compat import match_info_if_routed, rejected_by_parser
 from angos_core.http.context import shutting_down
 from angos_core.http.metrics import METRICS, Metrics
 from angos_core.logs import REDACTED, request_id_var
@@ -159,6 +159,8 @@ class AccessLogger(AbstractAccessLogger):
             logging.getLogger("angos.http").exception("access log failed")
 
     def _log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if rejected_by_parser(request):
+            return  # aiohttp's placeholder, not a request: logged by angos_core.http.rejected
         route = route_template(request)
         content = request.content
         received = int(getattr(content, "total_bytes", 0) or 0)
