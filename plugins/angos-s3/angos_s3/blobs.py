@@ -15,6 +15,9 @@ An upload (see :mod:`angos_s3.state` for the objects it keeps in the bucket):
   time. A blob below one part never had a multipart upload: its tail object is the copy's
   source. Then the session's objects are deleted.
 * ``upload_abort`` aborts the multipart upload and deletes the session's objects.
+
+The session's state and its multipart calls live in :mod:`angos_s3.sessions`, which both
+this store and the appender use: blobs -> append -> sessions, never back.
 """
 
 from __future__ import annotations
