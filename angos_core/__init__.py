@@ -8,6 +8,7 @@ below, and raises the typed errors of :mod:`angos_core.errors`.
 from angos_core.config import ByteSize
 from angos_core.errors import (
     BackendError,
+    BackendReadOnly,
     BackendUnavailable,
     BlobNotFound,
     KeyNotFound,
@@ -34,6 +35,7 @@ __all__ = [
     "CAP_PRESIGNED_URLS",
     "CAP_SHARED",
     "BackendError",
+    "BackendReadOnly",
     "BackendSpec",
     "BackendUnavailable",
     "BlobNotFound",

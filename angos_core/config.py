@@ -194,6 +194,9 @@ class ServerConfig:
     keepalive_timeout_secs: float = 75.0
     #: How long ``GET /readyz`` waits for each backend's health check.
     health_timeout_secs: float = 2.0
+    #: Connections one process holds at most (lowered to fit the open-file limit); at the
+    #: cap a new connection closes the oldest idle one.
+    max_connections: int = 4096
 
     def __post_init__(self) -> None:
         errors = []
@@ -201,6 +204,12 @@ class ServerConfig:
             errors.append(ConfigError("server.port", port_problem(self.port)))
         if self.workers < 1:
             errors.append(ConfigError("server.workers", f"must be at least 1, got {self.workers}"))
+        if self.max_connections < 1:
+            errors.append(
+                ConfigError(
+                    "server.max_connections", f"must be at least 1, got {self.max_connections}"
+                )
+            )
         for key in ("shutdown_grace_secs", "read_timeout_secs"):
             if getattr(self, key) < 0:
                 errors.append(
@@ -233,6 +242,10 @@ class GlobalConfig:
     #: Accept an index whose child manifests are not in the repository yet (the spec's MAY;
     #: some build tools push the index first). Blobs an image manifest lists stay required.
     accept_index_with_missing_children: bool = False
+    #: Open upload sessions one process admits per repository, and per client address
+    #: (429 beyond); 0: no limit. See angos_core.registry.upload_limits.
+    max_upload_sessions_per_repository: int = 5000
+    max_upload_sessions_per_client: int = 1000
 
     def __post_init__(self) -> None:
         if self.max_manifest_descriptors < 1:
@@ -241,6 +254,13 @@ class GlobalConfig:
                 f"must be at least 1, got {self.max_manifest_descriptors}: set it to the most "
                 "descriptors one manifest may list, e.g. 10000",
             )
+        for key in ("max_upload_sessions_per_repository", "max_upload_sessions_per_client"):
+            if getattr(self, key) < 0:
+                raise ConfigError(
+                    f"global.{key}",
+                    f"cannot be negative, got {getattr(self, key)}: set the most open upload "
+                    "sessions to admit, or 0 for no limit",
+                )
 
 
 @dataclass
@@ -260,8 +280,11 @@ class UploadPurgingConfig:
     enabled: bool = True
     #: A session started longer ago than this is abandoned (7 days).
     age_secs: float = 604800.0
-    #: Seconds between two passes (1 day); the first runs 1-2 minutes after startup.
-    interval_secs: float = 86400.0
+    #: A session that holds no byte this long after its start is abandoned too (1 hour).
+    empty_age_secs: float = 3600.0
+    #: Seconds between two passes (1 hour: Distribution's is 1 day, but then an empty
+    #: session would stay a day); the first runs 1-2 minutes after startup.
+    interval_secs: float = 3600.0
     #: Only log what would be purged.
     dry_run: bool = False
 
@@ -269,7 +292,9 @@ class UploadPurgingConfig:
         fixes = {
             "age_secs": "set it to the seconds after its start when an unfinished upload counts "
             "as abandoned, e.g. 604800 (7 days)",
-            "interval_secs": "set it to the seconds between two purge passes, e.g. 86400 (1 day)",
+            "empty_age_secs": "set it to the seconds after its start when an upload that "
+            "received no byte counts as abandoned, e.g. 3600 (1 hour)",
+            "interval_secs": "set it to the seconds between two purge passes, e.g. 3600 (1 hour)",
         }
         for key, fix in fixes.items():
             value = getattr(self, key)

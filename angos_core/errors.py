@@ -168,6 +168,13 @@ class Denied(RegistryError):
 class TooManyRequests(RegistryError):
     code, status, default_message = "TOOMANYREQUESTS", 429, "too many requests"
 
+    def __init__(
+        self, message: str | None = None, detail: Any = None, retry_after_secs: int = 1
+    ) -> None:
+        super().__init__(message, detail)
+        #: Sent as ``Retry-After``.
+        self.retry_after_secs = retry_after_secs
+
 
 class ManifestTooLarge(RegistryError):
     code, status, default_message = "SIZE_INVALID", 413, "manifest too large"
@@ -193,6 +200,15 @@ class BackendError(AngosError):
 
 class BackendUnavailable(BackendError):
     """The backend cannot be reached or timed out. Mapped to 503; safe to retry."""
+
+
+class BackendReadOnly(BackendUnavailable):
+    """The backend serves reads but refuses writes (read-only mount, full disk, ...).
+
+    Raised by ``health()`` only. A subclass of :class:`BackendUnavailable`, so code that
+    knows nothing of it still treats it as a failure; ``/readyz`` tells it apart: the
+    registry stays ready for pulls and only the write check fails.
+    """
 
 
 class BlobNotFound(BackendError):

@@ -135,7 +135,13 @@ class BlobStore(Protocol):
         """Connect or check what is needed before the first request. Called once at startup."""
 
     async def health(self) -> None:
-        """Return if the store is reachable; raise ``BackendUnavailable`` if not."""
+        """Return if the store is reachable; raise ``BackendUnavailable`` if not.
+
+        Optional refinement: raise ``BackendReadOnly`` (a ``BackendUnavailable``) when reads
+        still work but writes fail (read-only mount, full disk), so ``/readyz`` keeps the
+        registry in service for pulls. A store that cannot tell raises
+        ``BackendUnavailable`` and counts as unable to serve at all.
+        """
 
     async def aclose(self) -> None:
         """Release connections and files. Called once at shutdown."""
@@ -180,7 +186,13 @@ class MetadataStore(Protocol):
         """Connect or check what is needed before the first request. Called once at startup."""
 
     async def health(self) -> None:
-        """Return if the store is reachable; raise ``BackendUnavailable`` if not."""
+        """Return if the store is reachable; raise ``BackendUnavailable`` if not.
+
+        Optional refinement: raise ``BackendReadOnly`` (a ``BackendUnavailable``) when reads
+        still work but writes fail (read-only mount, full disk), so ``/readyz`` keeps the
+        registry in service for pulls. A store that cannot tell raises
+        ``BackendUnavailable`` and counts as unable to serve at all.
+        """
 
     async def aclose(self) -> None:
         """Release connections and files. Called once at shutdown."""

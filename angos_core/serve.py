@@ -22,6 +22,7 @@ import ctypes
 import json
 import logging
 import os
+import resource
 import select
 import shutil
 import signal
@@ -38,6 +39,12 @@ from aiohttp import web
 from angos_core import __version__
 from angos_core.config import AngosConfig
 from angos_core.errors import AngosError, ConfigError
+from angos_core.http.connections import (
+    AcceptErrors,
+    LimitedAppRunner,
+    connection_cap,
+    raise_open_file_limit,
+)
 from angos_core.listen import BACKLOG, check_port_free, listen_sockets
 from angos_core.logs import config_summary
 
@@ -108,6 +115,19 @@ def check_shared_backends(config: AngosConfig, workers: int) -> None:
 # --------------------------------------------------------------------------- one process
 
 
+def limited_runner(app: web.Application, config: AngosConfig) -> LimitedAppRunner:
+    """The app's runner, holding at most ``[server] max_connections`` connections (see
+    :mod:`angos_core.http.connections`), with ``accept()`` failures logged per interval."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    open_files = soft if soft != resource.RLIM_INFINITY else 1 << 20
+    cap = connection_cap(config.server.max_connections, open_files)
+    runner = LimitedAppRunner(
+        app, max_connections=cap, handle_signals=False, shutdown_timeout=CLEANUP_SECS
+    )
+    AcceptErrors(runner).install(asyncio.get_running_loop())
+    return runner
+
+
 #: Seconds aiohttp's own clean-up may take once the drain has ended (cancelled requests
 #: unwinding, connections closing).
 CLEANUP_SECS = 5.0
@@ -170,7 +190,7 @@ async def serve_app(
 
     app = make_app(config, maintenance=maintenance)
     grace = config.server.shutdown_grace_secs
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=CLEANUP_SECS)
+    runner = limited_runner(app, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -445,6 +465,7 @@ def serve(config: AngosConfig) -> int:
     is opened."""
     server = config.server
     check_shared_backends(config, server.workers)
+    raise_open_file_limit()  # before forking: the workers inherit it
     if server.workers <= 1:
         return serve_one(config)
     return Master(config, server.bind_address, server.port, server.workers).run()

@@ -333,8 +333,9 @@ async def test_no_purging_when_disabled_or_not_this_process(
 
 def test_config_defaults_match_distribution(tmp_path: Path) -> None:
     settings = config_from_toml(purge_toml(tmp_path)).maintenance.upload_purging
+    # Distribution's age; passes hourly (not daily) so that empty sessions go within hours.
     assert settings == UploadPurgingConfig(
-        enabled=True, age_secs=604800, interval_secs=86400, dry_run=False
+        enabled=True, age_secs=604800, empty_age_secs=3600, interval_secs=3600, dry_run=False
     )
     default = config_from_toml(f'[blob_store.fs]\nroot_dir = "{tmp_path}"\n')
     assert default.maintenance.upload_purging == settings
@@ -344,7 +345,7 @@ def test_config_defaults_match_distribution(tmp_path: Path) -> None:
     ("table", "key", "words"),
     [
         ("age_secs = 0", "maintenance.upload_purging.age_secs", "must be positive"),
-        ("interval_secs = -5", "maintenance.upload_purging.interval_secs", "e.g. 86400"),
+        ("interval_secs = -5", "maintenance.upload_purging.interval_secs", "e.g. 3600"),
         ("age = 10", "maintenance.upload_purging.age", "unknown key"),
         ('interval_secs = "1d"', "maintenance.upload_purging.interval_secs", "expected float"),
     ],

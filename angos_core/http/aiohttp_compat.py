@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-from aiohttp import web, web_protocol
+from aiohttp import web, web_protocol, web_server
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
@@ -33,12 +33,6 @@ def match_info_if_routed(request: BaseRequest) -> UrlMappingMatchInfo | None:
     return match_info if isinstance(match_info, UrlMappingMatchInfo) else None
 
 
-def request_in_progress(connection: object) -> bool:
-    """Whether an aiohttp server connection (``RequestHandler``) is handling a request:
-    one that is idle between requests can be closed at once during a drain."""
-    return bool(getattr(connection, "_request_in_progress", False))
-
-
 class SendfileFileResponse(web.FileResponse):
     """``web.FileResponse`` whose body transfer (after Range and conditional handling) is
     :meth:`send_body`, which a subclass overrides; :meth:`aiohttp_send_body` is aiohttp's own.
@@ -58,3 +52,20 @@ class SendfileFileResponse(web.FileResponse):
         self, request: BaseRequest, fobj: IO[Any], offset: int, count: int
     ) -> AbstractStreamWriter:
         return await super()._sendfile(request, fobj, offset, count)
+
+
+def request_in_progress(handler: web_protocol.RequestHandler) -> bool:
+    """The connection is handling a request (not idle between keep-alive requests, nor
+    still waiting for a request's headers).
+
+    No public API says so; ``RequestHandler._request_in_progress`` is what aiohttp's own
+    shutdown uses. Unknown (attribute gone) counts as busy, so nothing is closed by mistake.
+    """
+    return getattr(handler, "_request_in_progress", True) is not False
+
+
+def server_settings(server: web_server.Server) -> dict[str, Any]:
+    """The keyword arguments (``handler_args`` and the runner's) a ``web.Server`` passes to
+    each ``RequestHandler``, to build an equivalent one: ``Server._kwargs``."""
+    settings: dict[str, Any] = server._kwargs
+    return settings

@@ -30,7 +30,7 @@ from angos_core.http.observe import (
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
 from angos_core.plugins import load_catalogue
-from angos_core.registry import Registry, Stores
+from angos_core.registry import Registry, Stores, UploadSessionLimits
 from angos_core.registry.wrappers import Observer
 
 log = logging.getLogger("angos")
@@ -41,6 +41,17 @@ API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 
 async def _api_version(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+
+
+def upload_limits(config: AngosConfig) -> UploadSessionLimits | None:
+    """The per-process bound on open upload sessions (``[global]``), or None if off."""
+    settings = config.global_
+    per_repository = settings.max_upload_sessions_per_repository
+    per_client = settings.max_upload_sessions_per_client
+    if not (per_repository or per_client):
+        return None
+    window = config.maintenance.upload_purging.empty_age_secs
+    return UploadSessionLimits(per_repository, per_client, window)
 
 
 def make_app(
@@ -86,7 +97,7 @@ def make_app(
     async def backends(app: web.Application) -> AsyncIterator[None]:
         built = stores if stores is not None else Stores.from_config(config, observe)
         await built.open()
-        app[REGISTRY] = Registry(built)
+        app[REGISTRY] = Registry(built, upload_limits(config))
         log.info("angos backends open: %s (config: %s)", built.describe(), config.source)
         try:
             yield

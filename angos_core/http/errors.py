@@ -15,6 +15,7 @@ from angos_core.errors import (
     LockUnavailable,
     RangeNotSatisfiable,
     RegistryError,
+    TooManyRequests,
 )
 from angos_core.http.streams import BodyStalled, ClientGone
 from angos_core.registry.uploads import ChunkOutOfOrder
@@ -48,6 +49,8 @@ def _registry_error(request: web.Request, exc: RegistryError) -> web.Response:
         headers["Docker-Upload-UUID"] = up.upload_id
     elif isinstance(exc, RangeNotSatisfiable) and isinstance(exc.detail, dict):
         headers["Content-Range"] = f"bytes */{exc.detail.get('size', '*')}"
+    elif isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after_secs)
     return error_response(exc.status, exc.code, exc.message, exc.detail, headers)
 
 

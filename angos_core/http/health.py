@@ -1,9 +1,17 @@
-"""``GET /healthz`` (the process answers) and ``GET /readyz`` (every backend answers).
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (the registry can serve).
 
 Both are unauthenticated and cheap. ``/readyz`` calls ``health()`` of the four configured
 backends through their wrappers (so the calls show in the backend metrics), concurrently,
-each bounded by ``[server] health_timeout_secs``; it answers 503 naming the failing backends,
-and 503 as soon as a graceful shutdown has begun so load balancers stop sending traffic.
+each bounded by ``[server] health_timeout_secs``, and answers two questions:
+
+* ``GET /readyz``: can this process serve reads? 200 while the blob store and the metadata
+  store answer, even read-only (a full disk or a read-only mount still serves every pull).
+* ``GET /readyz?write=1``: can it also accept pushes and deletes? 200 only if both stores
+  are writable and the lock provider answers.
+
+The cache fails neither: core treats a cache failure as a miss. The body lists every
+backend's read and write state. Both answer 503 once a graceful shutdown has begun, so load
+balancers stop sending traffic.
 """
 
 from __future__ import annotations
@@ -14,10 +22,18 @@ from typing import Any
 
 from aiohttp import web
 
+from angos_core.errors import BackendReadOnly
 from angos_core.http.context import REGISTRY, shutting_down
 from angos_core.logs import redact
 
 HEALTH_TIMEOUT: web.AppKey[float] = web.AppKey("angos_health_timeout", float)
+
+#: Which backends each answer needs. Reads take no lock; nothing needs the cache.
+NEEDED_FOR_READ = ("blob_store", "metadata_store")
+NEEDED_FOR_WRITE = ("blob_store", "metadata_store", "lock_provider")
+
+_TRUE = ("1", "true", "yes")
+_FALSE = ("", "0", "false", "no")
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -31,17 +47,35 @@ async def _check(backend: Any, limit_secs: float) -> dict[str, Any]:
         async with asyncio.timeout(limit_secs):
             await backend.health()
     except TimeoutError:
-        entry.update(ok=False, error=f"no answer within {limit_secs:g}s")
+        entry.update(ok=False, read=False, write=False)
+        entry["error"] = f"no answer within {limit_secs:g}s"
+    except BackendReadOnly as exc:
+        entry.update(ok=False, read=True, write=False, error=redact(str(exc)))
     except Exception as exc:
-        entry.update(ok=False, error=redact(str(exc)) or type(exc).__name__)
+        entry.update(ok=False, read=False, write=False)
+        entry["error"] = redact(str(exc)) or type(exc).__name__
     else:
-        entry["ok"] = True
+        entry.update(ok=True, read=True, write=True)
     entry["seconds"] = round(time.perf_counter() - start, 4)
     return entry
 
 
+def _status(can_read: bool, can_write: bool, all_ok: bool) -> str:
+    if not can_read:
+        return "unavailable"
+    if not can_write:
+        return "read-only"
+    return "ready" if all_ok else "degraded"
+
+
 async def readyz(request: web.Request) -> web.StreamResponse:
     app = request.app
+    asked = request.query.get("write", "").lower()
+    if asked not in _TRUE + _FALSE:
+        return web.json_response(
+            {"status": "bad request", "error": "write must be 1 or 0"}, status=400
+        )
+    want_write = asked in _TRUE
     if shutting_down(app):
         return web.json_response({"status": "shutting down", "backends": {}}, status=503)
     registry = app.get(REGISTRY)
@@ -51,12 +85,19 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     timeout = app.get(HEALTH_TIMEOUT, 2.0)
     results = await asyncio.gather(*(_check(b, timeout) for b in kinds.values()))
     backends = dict(zip(kinds, results, strict=True))
+    can_read = all(backends[kind]["read"] for kind in NEEDED_FOR_READ)
+    can_write = can_read and all(backends[kind]["write"] for kind in NEEDED_FOR_WRITE)
     failing = [kind for kind, entry in backends.items() if not entry["ok"]]
-    body: dict[str, Any] = {"status": "ready" if not failing else "unavailable"}
+    body: dict[str, Any] = {
+        "status": _status(can_read, can_write, not failing),
+        "read": can_read,
+        "write": can_write,
+    }
     if failing:
         body["failing"] = [f"{kind} ({backends[kind]['name']})" for kind in failing]
     body["backends"] = backends
-    return web.json_response(body, status=503 if failing else 200)
+    ready = can_write if want_write else can_read
+    return web.json_response(body, status=200 if ready else 503)
 
 
 def add_health_routes(app: web.Application, timeout: float) -> None:

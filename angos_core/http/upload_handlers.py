@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 from aiohttp import web
@@ -77,24 +76,19 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
     digest = query.get("digest")
     if digest:
         parse_digest(digest)
-        upload = await reg.uploads.start(name)
+        upload = await reg.uploads.start(name, request.remote)
         try:
             if has_body(request):
                 await reg.uploads.append(upload, body_chunks(request), 0)
             await reg.uploads.complete(upload, digest)
         except BaseException:
-            await _discard(request, upload)
+            # The original error is what the client must see.
+            await reg.uploads.discard(upload)
             raise
         return _blob_created(name, digest)
 
-    upload = await reg.uploads.start(name)
+    upload = await reg.uploads.start(name, request.remote)
     return _accepted(upload, 0)
-
-
-async def _discard(request: web.Request, upload: UploadRef) -> None:
-    # The original error is what the client must see.
-    with contextlib.suppress(Exception):
-        await registry(request).uploads.discard(upload)
 
 
 async def patch_upload(request: web.Request) -> web.StreamResponse:

@@ -15,16 +15,17 @@ from angos_core.registry.links import Links
 from angos_core.registry.manifests import ManifestService, PushResult, StoredManifest
 from angos_core.registry.referrers import ReferrerService
 from angos_core.registry.stores import Stores
+from angos_core.registry.upload_limits import UploadSessionLimits
 from angos_core.registry.upload_purge import PurgeObserver, UploadPurger
 from angos_core.registry.uploads import ChunkOutOfOrder, UploadService
 
 
 class Registry:
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, upload_limits: UploadSessionLimits | None = None) -> None:
         self.stores = stores
         self.links = Links(stores.meta, stores.cache)
         self.blobs = BlobService(stores, self.links)
-        self.uploads = UploadService(stores, self.links)
+        self.uploads = UploadService(stores, self.links, upload_limits)
         self.manifests = ManifestService(stores, self.links)
         self.referrers = ReferrerService(stores, self.links, self.manifests)
         self.catalog = CatalogService(stores)
@@ -44,7 +45,13 @@ class Registry:
         self, settings: UploadPurgingConfig, *, observer: PurgeObserver | None = None
     ) -> UploadPurger:
         """The ``[maintenance.upload_purging]`` task over this registry's blob store."""
-        return UploadPurger(self.stores.blobs, settings, observer=observer)
+        limits = self.uploads.limits
+        return UploadPurger(
+            self.stores.blobs,
+            settings,
+            observer=observer,
+            released=limits.release if limits is not None else None,
+        )
 
 
 __all__ = [
@@ -54,4 +61,5 @@ __all__ = [
     "Registry",
     "StoredManifest",
     "Stores",
+    "UploadSessionLimits",
 ]

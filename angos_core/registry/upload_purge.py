@@ -5,7 +5,10 @@ session in the blob store: a directory on fs, objects and an open multipart uplo
 Every ``[maintenance.upload_purging] interval_secs`` a pass lists every session
 (``BlobStore.list_uploads``) and aborts (``upload_abort``) each one that *started* more than
 ``age_secs`` ago, whatever it did since: the age is measured from the start, as in
-Distribution, so a week-old session still receiving chunks is purged too.
+Distribution, so a week-old session still receiving chunks is purged too. A session older
+than ``empty_age_secs`` that holds no byte (one ``upload_size`` call, for such sessions
+only) is purged as well: a client that opens sessions and never sends anything cannot keep
+them for a week.
 
 Safe with several replicas, or a replica and a client racing: ``upload_abort`` is
 idempotent, a pass only aborts sessions it found, and a session is the private state of one
@@ -50,6 +53,8 @@ class UploadLister(Protocol):
     def list_uploads(self) -> AsyncIterator[tuple[UploadRef, datetime]]: ...
 
     async def upload_abort(self, upload: UploadRef) -> None: ...
+
+    async def upload_size(self, upload: UploadRef) -> int: ...
 
 
 class PurgeObserver(Protocol):
@@ -105,15 +110,19 @@ class UploadPurger:
         *,
         observer: PurgeObserver | None = None,
         clock: Callable[[], datetime] = _now,
+        released: Callable[[str], None] | None = None,
     ) -> None:
         self.blobs = blobs
         self.settings = settings
         self.observer = observer
         self.clock = clock
+        #: Told the upload id of every session purged (the per-process session count).
+        self.released = released
 
     async def run_pass(self) -> PassResult:
         """List every session and abort those older than the age. Never raises ``Exception``."""
         age = timedelta(seconds=self.settings.age_secs)
+        empty_age = timedelta(seconds=self.settings.empty_age_secs)
         dry_run = self.settings.dry_run
         result = PassResult()
         now = self.clock()
@@ -130,18 +139,25 @@ class UploadPurger:
                         result.skipped += 1
                         log.debug("upload purge: not a session, skipped: %r", upload)
                         continue
-                    if now - started <= age:
+                    if now - started <= min(age, empty_age):
                         continue
+                    why = "started"
+                    if now - started <= age:
+                        # Past the empty age only: one size call, for old sessions only.
+                        if not await self._is_empty(upload):
+                            continue
+                        why = "empty, started"
                     if dry_run:
                         result.would_purge += 1
                         log.info(
                             "upload purge (dry run): would purge upload %s of repository %s, "
-                            "started %s ago",
+                            "%s %s ago",
                             upload.upload_id,
                             upload.name,
+                            why,
                             _age_text(now - started),
                         )
-                    elif await self._purge(upload, now - started):
+                    elif await self._purge(upload, now - started, why):
                         result.purged += 1
                     else:
                         result.failed += 1
@@ -162,7 +178,13 @@ class UploadPurger:
         self._summarise(result)
         return result
 
-    async def _purge(self, upload: UploadRef, age: timedelta) -> bool:
+    async def _is_empty(self, upload: UploadRef) -> bool:
+        try:
+            return await self.blobs.upload_size(upload) == 0
+        except Exception:  # gone meanwhile, or unreadable: not ours to purge early
+            return False
+
+    async def _purge(self, upload: UploadRef, age: timedelta, why: str = "started") -> bool:
         try:
             await self.blobs.upload_abort(upload)
         except Exception as exc:  # one session's failure must not stop the pass
@@ -175,11 +197,14 @@ class UploadPurger:
             )
             return False
         log.info(
-            "upload purge: purged upload %s of repository %s, started %s ago",
+            "upload purge: purged upload %s of repository %s, %s %s ago",
             upload.upload_id,
             upload.name,
+            why,
             _age_text(age),
         )
+        if self.released is not None:
+            self.released(upload.upload_id)
         if self.observer is not None:
             self.observer.upload_purged()
         return True

@@ -8,6 +8,7 @@ re-hashed. The digest is always verified before the blob is committed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterable
@@ -26,6 +27,7 @@ from angos_core.protocols import UploadRef
 from angos_core.registry.hashing import HashingStream, hash_stream
 from angos_core.registry.links import Links, repo_lock_key
 from angos_core.registry.stores import Stores
+from angos_core.registry.upload_limits import UploadSessionLimits
 
 #: The algorithm hashed while streaming; another one is computed at completion if asked for.
 STREAM_ALGORITHM = "sha256"
@@ -49,9 +51,12 @@ class _Progress:
 
 
 class UploadService:
-    def __init__(self, stores: Stores, links: Links) -> None:
+    def __init__(
+        self, stores: Stores, links: Links, limits: UploadSessionLimits | None = None
+    ) -> None:
         self.stores = stores
         self.links = links
+        self.limits = limits
         self._progress: OrderedDict[tuple[str, str], _Progress] = OrderedDict()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -66,6 +71,12 @@ class UploadService:
     def _forget(self, upload: UploadRef) -> _Progress | None:
         return self._progress.pop((upload.name, upload.upload_id), None)
 
+    def _ended(self, upload: UploadRef) -> None:
+        """The session is gone (completed, aborted, not found): it no longer counts."""
+        self._forget(upload)
+        if self.limits is not None:
+            self.limits.release(upload.upload_id)
+
     @staticmethod
     def ref(name: str, upload_id: str) -> UploadRef:
         validate_name(name)
@@ -74,10 +85,19 @@ class UploadService:
 
     # ------------------------------------------------------------------ operations
 
-    async def start(self, name: str) -> UploadRef:
+    async def start(self, name: str, client: str | None = None) -> UploadRef:
+        """A new session; ``TooManyRequests`` if ``name`` or ``client`` (the client's
+        address) already holds the most sessions ``[global]`` allows."""
         validate_name(name)
         upload = UploadRef(name, new_upload_id())
-        await self.stores.blobs.upload_start(upload)
+        if self.limits is not None:
+            # Counted before the store call, so concurrent starts cannot overshoot.
+            self.limits.admit(upload.upload_id, name, client)
+        try:
+            await self.stores.blobs.upload_start(upload)
+        except BaseException:
+            self._ended(upload)
+            raise
         self._remember(upload, _Progress(0, hashlib.new(STREAM_ALGORITHM)))
         return upload
 
@@ -85,7 +105,7 @@ class UploadService:
         try:
             return await self.stores.blobs.upload_size(upload)
         except UploadNotFound:
-            self._forget(upload)
+            self._ended(upload)
             raise BlobUploadUnknown(detail={"uuid": upload.upload_id}) from None
 
     async def append(
@@ -117,7 +137,7 @@ class UploadService:
                     continue
                 raise ChunkOutOfOrder(upload, exc.expected) from None
             except UploadNotFound:
-                self._forget(upload)
+                self._ended(upload)
                 raise BlobUploadUnknown(detail={"uuid": upload.upload_id}) from None
             except BaseException:
                 # Part of the stream may have been stored: the running hash no longer says
@@ -148,10 +168,12 @@ class UploadService:
                     self.stores.blobs.upload_read(upload), parsed.algorithm
                 )
             except UploadNotFound:
+                self._ended(upload)
                 raise BlobUploadUnknown(detail={"uuid": upload.upload_id}) from None
             size = hashed
         if computed != parsed.hex:
             await self.stores.blobs.upload_abort(upload)
+            self._ended(upload)
             raise DigestInvalid(
                 detail={"digest": digest, "computed": f"{parsed.algorithm}:{computed}"}
             )
@@ -162,7 +184,9 @@ class UploadService:
         try:
             await self.stores.blobs.upload_commit(upload, digest)
         except UploadNotFound:
+            self._ended(upload)
             raise BlobUploadUnknown(detail={"uuid": upload.upload_id}) from None
+        self._ended(upload)
         async with self.stores.locks.acquire([repo_lock_key(upload.name)]) as lease:
             lease.check()
             await self.links.put_layer(upload.name, digest)
@@ -170,10 +194,11 @@ class UploadService:
 
     async def cancel(self, upload: UploadRef) -> None:
         await self.size(upload)  # BlobUploadUnknown for a session that does not exist
-        await self.discard(upload)
+        await self.stores.blobs.upload_abort(upload)
+        self._ended(upload)
 
     async def discard(self, upload: UploadRef) -> None:
-        """Drop a session this process just started and could not finish (no existence
-        check: the caller knows it exists, and its error is what the client must see)."""
-        self._forget(upload)
-        await self.stores.blobs.upload_abort(upload)
+        """Abort a session after a failure; never raises (the failure is what matters)."""
+        self._ended(upload)
+        with contextlib.suppress(Exception):
+            await self.stores.blobs.upload_abort(upload)

@@ -38,8 +38,12 @@ def _no_observer(kind: str, backend: str, op: str, secs: float, error: str | Non
 
 
 def translate(backend: str, op: str, exc: BaseException) -> BaseException:
-    """The exception to raise for ``exc`` raised by backend ``backend`` during ``op``."""
-    if isinstance(exc, AngosError | asyncio.CancelledError):
+    """The exception to raise for ``exc`` raised by backend ``backend`` during ``op``.
+
+    Non-``Exception`` signals (cancellation, ``GeneratorExit`` when a consumer closes a
+    stream early, ``KeyboardInterrupt``) are control flow, not backend failures.
+    """
+    if isinstance(exc, AngosError) or not isinstance(exc, Exception):
         return exc
     if isinstance(exc, TimeoutError | ConnectionError | OSError):
         return BackendUnavailable(backend, f"{op} failed: {type(exc).__name__}: {exc}")
@@ -78,6 +82,12 @@ class _Wrapped:
             if err is exc:
                 raise
             raise err from exc
+        finally:
+            # Leaving ``async for`` early does not close an async generator: close the
+            # backend's stream now (its files, connections, listings) rather than at GC.
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
         self._observe(self.kind, self.name, op, time.perf_counter() - start, None)
 
     async def open(self) -> None:

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from angos_core.errors import BackendError, BackendUnavailable
+from angos_core.errors import BackendError, BackendReadOnly, BackendUnavailable
 from angos_fs.config import FsConfig
 
 BACKEND = "fs"
+
+log = logging.getLogger("angos.fs")
 
 #: Temporary files start with this; every listing hides names starting with ".", and no
 #: key the layout builds has a component starting with one.
@@ -166,7 +169,14 @@ def check_writable(root: str) -> None:
             os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise unavailable(exc, f"root_dir {root} is not writable") from exc
+        error = unavailable(exc, f"root_dir {root} is not writable")
+        try:
+            # A read-only mount or a full disk still serves every blob and link already
+            # there: say so, and /readyz keeps the registry in service for pulls.
+            os.listdir(root)
+        except OSError:
+            raise error from exc
+        raise BackendReadOnly(BACKEND, error.message) from exc
 
 
 class FsBackend:
@@ -184,7 +194,11 @@ class FsBackend:
             await run(makedirs, self.paths.root, durable=False)
         except OSError as exc:
             raise unavailable(exc, "cannot create root_dir") from exc
-        await self.health()
+        try:
+            await self.health()
+        except BackendReadOnly as exc:
+            # Start anyway: pulls work, pushes get 503 and /readyz?write=1 says why.
+            log.warning("%s; serving reads only until it is writable again", exc)
 
     async def health(self) -> None:
         await run(check_writable, self.paths.root)
