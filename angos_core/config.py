@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
-from angos_core.hookspecs import BackendSpec
+from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
 
 T = TypeVar("T")
@@ -246,12 +246,24 @@ class GlobalConfig:
     redirect_expiry_secs: int = 900
     #: Manifests larger than this are refused with 413.
     max_manifest_size: ByteSize = field(default_factory=lambda: ByteSize(4 * 1024 * 1024))
+    #: A manifest listing more descriptors (config, layers, index children, subject) than
+    #: this is refused with MANIFEST_INVALID: each one costs a reference check.
+    max_manifest_descriptors: int = 10000
+    #: Accept an index whose child manifests are not in the repository yet (the spec's MAY;
+    #: some build tools push the index first). Blobs an image manifest lists stay required.
+    accept_index_with_missing_children: bool = False
     #: Open upload sessions one process admits per repository, and per client address
     #: (429 beyond); 0: no limit. See angos_core.registry.upload_limits.
     max_upload_sessions_per_repository: int = 5000
     max_upload_sessions_per_client: int = 1000
 
     def __post_init__(self) -> None:
+        if self.max_manifest_descriptors < 1:
+            raise ConfigError(
+                "global.max_manifest_descriptors",
+                f"must be at least 1, got {self.max_manifest_descriptors}: set it to the most "
+                "descriptors one manifest may list, e.g. 10000",
+            )
         for key in ("max_upload_sessions_per_repository", "max_upload_sessions_per_client"):
             if getattr(self, key) < 0:
                 raise ConfigError(
@@ -323,6 +335,12 @@ class BackendChoice:
 
     def build(self) -> Any:
         return self.spec.factory(self.settings)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the backend is safe for several processes or replicas: what its spec
+        declares (``CAP_SHARED``), the one place core decides it."""
+        return CAP_SHARED in self.spec.capabilities
 
 
 @dataclass

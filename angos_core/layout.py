@@ -49,10 +49,6 @@ def layers_prefix(name: str) -> str:
     return f"{REPOSITORIES}{name}/_layers/"
 
 
-def manifests_prefix(name: str) -> str:
-    return f"{REPOSITORIES}{name}/_manifests/"
-
-
 def revision_link_key(name: str, digest: str) -> str:
     alg, hexpart = _split(digest)
     return f"{REPOSITORIES}{name}/_manifests/revisions/{alg}/{hexpart}/link"

@@ -90,20 +90,22 @@ def check_shared_backends(config: AngosConfig, workers: int) -> None:
     if workers <= 1:
         return
     store = config.metadata_store.name
-    if config.lock_provider.name == "memory":
+    locks, cache = config.lock_provider, config.cache
+    # What the backend's spec declares (capability "shared"), never a guess from its name.
+    if not locks.shared:
         raise ConfigError(
             "server.workers",
             f"{workers} workers need a lock provider shared by every process, but the lock "
-            "provider is 'memory': it only excludes requests inside one process, so two "
+            f"provider is '{locks.name}': it only excludes requests inside one process, so two "
             "workers could interleave a tag update and lose a write. Configure a shared one, "
             f'e.g. [metadata_store.{store}.redis] url = "redis://HOST:6379", or run one '
             "worker (see docs/operations.md)",
         )
-    if config.cache.name == "memory":
+    if not cache.shared:
         raise ConfigError(
             "server.workers",
             f"{workers} workers need a cache shared by every process, but the cache is "
-            "'memory': each worker would keep its own copy, and a tag moved through one "
+            f"'{cache.name}': each worker would keep its own copy, and a tag moved through one "
             "worker would still be answered with the old digest by the others until the entry "
             'expires. Configure a shared one, e.g. [cache.redis] url = "redis://HOST:6379", '
             "or run one worker (see docs/operations.md)",
@@ -139,10 +141,11 @@ async def drain(runner: web.AppRunner, app: web.Application, grace: float) -> in
     body is not closed (aiohttp drops the data of a closing connection), so an upload in
     progress can complete; it closes after its response.
     """
-    from angos_core.http.health import SHUTTING_DOWN
+    from angos_core.http.aiohttp_compat import request_in_progress
+    from angos_core.http.context import mark_shutting_down
     from angos_core.http.observe import REQUEST_TASKS
 
-    app[SHUTTING_DOWN][0] = True
+    mark_shutting_down(app)
     for site in list(runner.sites):
         await site.stop()
     tasks = app[REQUEST_TASKS]
@@ -156,7 +159,7 @@ async def drain(runner: web.AppRunner, app: web.Application, grace: float) -> in
     while True:
         server = runner.server
         for conn in server.connections if server is not None else []:
-            if not getattr(conn, "_request_in_progress", False):
+            if not request_in_progress(conn):
                 conn.close()
         remaining = deadline - loop.time()
         if not tasks or remaining <= 0:

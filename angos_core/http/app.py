@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from angos_core.config import AngosConfig, load_toml, parse_config
-from angos_core.http.context import REGISTRY, SERVER
+from angos_core.http.context import REGISTRY, SERVER, track_shutdown
 from angos_core.http.errors import error_middleware
 from angos_core.http.health import add_health_routes
 from angos_core.http.metrics import METRICS, Metrics, metrics_handler
@@ -31,7 +31,6 @@ from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores, UploadSessionLimits
-from angos_core.registry.upload_purge import UploadPurger
 from angos_core.registry.wrappers import Observer
 
 log = logging.getLogger("angos")
@@ -86,6 +85,7 @@ def make_app(
     app[SERVER] = server
     metrics = app[METRICS] = Metrics()
     app[REQUEST_TASKS] = set()
+    track_shutdown(app)
     app.on_response_prepare.append(_api_version)
 
     async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -118,14 +118,7 @@ def make_app(
         if not (maintenance and settings.enabled):
             yield
             return
-        registry = app[REGISTRY]
-        limits = registry.uploads.limits
-        purger = UploadPurger(
-            registry.stores.blobs,
-            settings,
-            observer=metrics,
-            released=limits.release if limits is not None else None,
-        )
+        purger = app[REGISTRY].upload_purger(settings, observer=metrics)
         task = asyncio.create_task(purger.run_forever(), name="angos-upload-purge")
         try:
             yield

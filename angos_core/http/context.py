@@ -12,8 +12,34 @@ REGISTRY: web.AppKey[Registry] = web.AppKey("angos_registry", Registry)
 SERVER: web.AppKey[ServerConfig] = web.AppKey("angos_server", ServerConfig)
 
 
+#: ``[True]`` once a graceful shutdown has begun. A list: a running app is frozen (no new
+#: keys), the list's content is not.
+_SHUTTING_DOWN: web.AppKey[list[bool]] = web.AppKey("angos_shutting_down", list)
+
+
 def registry(request: web.Request) -> Registry:
     return request.app[REGISTRY]
+
+
+def track_shutdown(app: web.Application) -> None:
+    """Give ``app`` its shutting-down flag, raised by :func:`mark_shutting_down` (``angos
+    serve`` when its drain starts) or else by aiohttp's ``on_shutdown`` (other runners)."""
+    app[_SHUTTING_DOWN] = [False]
+
+    async def on_shutdown(app: web.Application) -> None:
+        mark_shutting_down(app)
+
+    app.on_shutdown.append(on_shutdown)
+
+
+def mark_shutting_down(app: web.Application) -> None:
+    app[_SHUTTING_DOWN][0] = True
+
+
+def shutting_down(app: web.Application) -> bool:
+    """Whether a graceful shutdown has begun: ``/readyz`` answers 503, connections close
+    after their response."""
+    return app.get(_SHUTTING_DOWN, [False])[0]
 
 
 def upload_location(name: str, upload_id: str) -> str:

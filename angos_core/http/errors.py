@@ -22,8 +22,6 @@ from angos_core.registry.uploads import ChunkOutOfOrder
 
 log = logging.getLogger("angos.http")
 
-JSON = "application/json; charset=utf-8"
-
 
 def error_response(
     status: int,

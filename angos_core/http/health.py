@@ -24,13 +24,12 @@ from typing import Any
 from aiohttp import web
 
 from angos_core.errors import BackendError, BackendReadOnly
-from angos_core.http.context import REGISTRY
+from angos_core.http.context import REGISTRY, shutting_down
 from angos_core.logs import redact
 
 log = logging.getLogger("angos.http")
 
 HEALTH_TIMEOUT: web.AppKey[float] = web.AppKey("angos_health_timeout", float)
-SHUTTING_DOWN: web.AppKey[list[bool]] = web.AppKey("angos_shutting_down", list)
 
 #: Which backends each answer needs. Reads take no lock; nothing needs the cache.
 NEEDED_FOR_READ = ("blob_store", "metadata_store")
@@ -83,18 +82,12 @@ async def readyz(request: web.Request) -> web.StreamResponse:
             {"status": "bad request", "error": "write must be 1 or 0"}, status=400
         )
     want_write = asked in _TRUE
-    if app.get(SHUTTING_DOWN, [False])[0]:
+    if shutting_down(app):
         return web.json_response({"status": "shutting down", "backends": {}}, status=503)
     registry = app.get(REGISTRY)
     if registry is None:
         return web.json_response({"status": "starting", "backends": {}}, status=503)
-    stores = registry.stores
-    kinds = {
-        "blob_store": stores.blobs,
-        "metadata_store": stores.meta,
-        "lock_provider": stores.locks,
-        "cache": stores.cache,
-    }
+    kinds = registry.backends()
     timeout = app.get(HEALTH_TIMEOUT, 2.0)
     results = await asyncio.gather(*(_check(b, timeout) for b in kinds.values()))
     backends = dict(zip(kinds, results, strict=True))
@@ -115,12 +108,5 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 def add_health_routes(app: web.Application, timeout: float) -> None:
     app[HEALTH_TIMEOUT] = timeout
-    app[SHUTTING_DOWN] = [False]
-
-    async def _mark_shutdown(app: web.Application) -> None:
-        app[SHUTTING_DOWN][0] = True
-
-    # ``angos serve`` sets the flag when its drain starts; this covers other runners.
-    app.on_shutdown.append(_mark_shutdown)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from angos_core.errors import ManifestUnknown
 from angos_core.http.context import registry
@@ -62,7 +63,7 @@ async def get_manifest(request: web.Request) -> web.StreamResponse:
 async def put_manifest(request: web.Request) -> web.StreamResponse:
     reg = registry(request)
     name, reference = request.match_info["name"], request.match_info["reference"]
-    body = await read_limited(request, int(reg.stores.settings.max_manifest_size))
+    body = await read_limited(request, reg.manifests.max_size)
     result = await reg.manifests.put(
         name,
         reference,
@@ -70,12 +71,18 @@ async def put_manifest(request: web.Request) -> web.StreamResponse:
         request.headers.get("Content-Type"),
         extra_tags=request.query.getall("tag", []),
     )
-    headers = {
-        "Location": f"/v2/{name}/manifests/{result.digest}",
-        "Docker-Content-Digest": result.digest,
-    }
+    headers = CIMultiDict(
+        {
+            "Location": f"/v2/{name}/manifests/{result.digest}",
+            "Docker-Content-Digest": result.digest,
+        }
+    )
     if result.subject:
         headers["OCI-Subject"] = result.subject
+    # The spec: one OCI-Tag header for each tag of the ``tag`` parameters that was set; a
+    # client that sees none assumes the parameters were ignored and pushes by tag instead.
+    for tag in result.extra_tags:
+        headers.add("OCI-Tag", tag)
     return web.Response(status=201, headers=headers)
 
 

@@ -21,8 +21,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
-from angos_core.http.aiohttp_compat import rejected_by_parser
-from angos_core.http.health import SHUTTING_DOWN
+from angos_core.http.aiohttp_compat import match_info_if_routed, rejected_by_parser
+from angos_core.http.context import shutting_down
 from angos_core.http.metrics import METRICS, Metrics
 from angos_core.logs import REDACTED, escape_field, request_id_var
 
@@ -66,7 +66,7 @@ def request_id(request: BaseRequest) -> str:
 
 def route_template(request: BaseRequest) -> str:
     """The matched route's template (bounded label), or ``unmatched``."""
-    match_info = getattr(request, "_match_info", None)
+    match_info = match_info_if_routed(request)
     route = getattr(match_info, "route", None)
     resource = getattr(route, "resource", None)
     if resource is None:
@@ -110,7 +110,7 @@ async def observe_middleware(request: web.Request, handler: Any) -> web.StreamRe
             metrics.uploads_in_progress.inc()
     try:
         response: web.StreamResponse = await handler(request)
-        if request.app.get(SHUTTING_DOWN, [False])[0]:
+        if shutting_down(request.app):
             # Shutting down: this connection closes after its response.
             response.force_close()
         return response
@@ -143,8 +143,8 @@ def _bytes_sent(request: BaseRequest, response: web.StreamResponse) -> int:
 
 def _metrics(request: BaseRequest) -> Metrics | None:
     # A request aiohttp rejected before routing (malformed HTTP) has no app.
-    match_info = getattr(request, "_match_info", None)
-    apps = getattr(match_info, "apps", ()) if match_info is not None else ()
+    match_info = match_info_if_routed(request)
+    apps = match_info.apps if match_info is not None else ()
     return apps[0].get(METRICS) if apps else None
 
 

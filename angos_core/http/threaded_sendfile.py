@@ -21,6 +21,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_request import BaseRequest
 
+from angos_core.http.aiohttp_compat import SendfileFileResponse
+
 #: A client that accepts nothing for this long is dropped (the loop's own timeouts cannot
 #: see a socket it has handed to a thread).
 STALL_TIMEOUT_SECS = 60.0
@@ -102,16 +104,16 @@ def _send_file(sock_fd: int, file_fd: int, offset: int, count: int, stop: thread
         sock.detach()  # the caller closes the descriptor
 
 
-class ThreadedFileResponse(web.FileResponse):
+class ThreadedFileResponse(SendfileFileResponse):
     """``web.FileResponse`` (Range, If-Range, conditional requests) with threaded sendfile."""
 
-    async def _sendfile(
+    async def send_body(
         self, request: BaseRequest, fobj: IO[Any], offset: int, count: int
     ) -> AbstractStreamWriter:
         transport = request.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
         if transport is None or sock is None or self.compression or count == 0:
-            return await super()._sendfile(request, fobj, offset, count)
+            return await self.aiohttp_send_body(request, fobj, offset, count)
         writer = await web.StreamResponse.prepare(self, request)
         assert writer is not None
         # The headers must be on the wire before the body, and the loop must not read (and

@@ -50,9 +50,5 @@ def is_digest(value: str) -> bool:
     return True
 
 
-def new_hasher(algorithm: str) -> hashlib._Hash:
-    return hashlib.new(algorithm)
-
-
 def digest_bytes(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"

@@ -6,6 +6,9 @@ layer only translates requests into these calls.
 
 from __future__ import annotations
 
+from typing import Any
+
+from angos_core.config import UploadPurgingConfig
 from angos_core.registry.blobs import BlobInfo, BlobService
 from angos_core.registry.catalog import CatalogService
 from angos_core.registry.links import Links
@@ -13,6 +16,7 @@ from angos_core.registry.manifests import ManifestService, PushResult, StoredMan
 from angos_core.registry.referrers import ReferrerService
 from angos_core.registry.stores import Stores
 from angos_core.registry.upload_limits import UploadSessionLimits
+from angos_core.registry.upload_purge import PurgeObserver, UploadPurger
 from angos_core.registry.uploads import ChunkOutOfOrder, UploadService
 
 
@@ -25,6 +29,29 @@ class Registry:
         self.manifests = ManifestService(stores, self.links)
         self.referrers = ReferrerService(stores, self.links, self.manifests)
         self.catalog = CatalogService(stores, self.links)
+
+    def backends(self) -> dict[str, Any]:
+        """The four wrapped backends by kind, for health checks (each has ``name`` and
+        ``health()``)."""
+        stores = self.stores
+        return {
+            "blob_store": stores.blobs,
+            "metadata_store": stores.meta,
+            "lock_provider": stores.locks,
+            "cache": stores.cache,
+        }
+
+    def upload_purger(
+        self, settings: UploadPurgingConfig, *, observer: PurgeObserver | None = None
+    ) -> UploadPurger:
+        """The ``[maintenance.upload_purging]`` task over this registry's blob store."""
+        limits = self.uploads.limits
+        return UploadPurger(
+            self.stores.blobs,
+            settings,
+            observer=observer,
+            released=limits.release if limits is not None else None,
+        )
 
 
 __all__ = [

@@ -90,12 +90,18 @@ class GarbageCollector:
     # ------------------------------------------------------------------ reading
 
     async def _manifest(self, name: str, digest: str) -> Manifest:
+        manifest = await self._manifest_if_stored(name, digest)
+        if manifest is None:
+            raise GcError(f"manifest {digest} of repository {name}: body missing; nothing deleted")
+        return manifest
+
+    async def _manifest_if_stored(self, name: str, digest: str) -> Manifest | None:
         cached = self._parsed.get(digest)
         if cached is not None:
             return cached
         body = await self.registry.manifests.body(digest)
         if body is None:
-            raise GcError(f"manifest {digest} of repository {name}: body missing; nothing deleted")
+            return None
         manifest = parse_stored(body)
         if manifest is None:
             raise GcError(
@@ -134,14 +140,23 @@ class GarbageCollector:
     # ------------------------------------------------------------------ mark
 
     async def _mark(self, name: str, digest: str, result: GcResult) -> None:
-        todo = [digest]
+        # (digest, whether it must be stored): a revision must, an index's child need not
+        # ([global] accept_index_with_missing_children); a child that is also a revision is
+        # a root of its own, checked as one.
+        todo = [(digest, True)]
         while todo:
-            current = todo.pop()
+            current, required = todo.pop()
             if current in result.marked:
                 continue
+            if required:
+                manifest = await self._manifest(name, current)
+            else:
+                found = await self._manifest_if_stored(name, current)
+                if found is None:
+                    continue
+                manifest = found
             result.marked.add(current)
             result.manifests_marked += 1
-            manifest = await self._manifest(name, current)
             if manifest.config is not None and manifest.config.digest not in result.marked:
                 result.marked.add(manifest.config.digest)
                 result.blobs_marked += 1
@@ -149,7 +164,7 @@ class GarbageCollector:
                 if layer.digest not in result.marked:
                     result.marked.add(layer.digest)
                     result.blobs_marked += 1
-            todo.extend(d.digest for d in manifest.manifests)
+            todo.extend((d.digest, False) for d in manifest.manifests)
 
     # ------------------------------------------------------------------ run
 

@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.support.api import OCI_CONFIG, OCI_LAYER, descriptor, digest_of
 from tests.support.angos_server import AngosServer, AngosServerFactory, loopback
+from tests.support.api import OCI_CONFIG, OCI_LAYER, descriptor, digest_of
 from tests.support.moto_server import S3Bucket
 
 #: Batches per store and requests per batch: 2 x 260 x 20 = 10,400 requests.

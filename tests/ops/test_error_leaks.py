@@ -15,8 +15,8 @@ import pytest
 from angos_core import layout
 from angos_core.errors import ConfigError
 from angos_core.http.app import config_from_toml
-from tests.support.api import Api, fs_toml, open_api
 from tests.support.angos_server import AngosServerFactory
+from tests.support.api import Api, fs_toml, open_api
 
 
 @pytest.fixture

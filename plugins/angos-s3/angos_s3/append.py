@@ -17,22 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable
-from typing import TYPE_CHECKING
 
 from angos_core.protocols import UploadRef
+from angos_s3.sessions import UploadSessions
 from angos_s3.spool import Spool
 from angos_s3.state import Part, UploadState
 
-if TYPE_CHECKING:
-    from angos_s3.blobs import S3BlobStore
-
 
 class Appender:
-    def __init__(self, store: S3BlobStore, upload: UploadRef, state: UploadState) -> None:
-        self.store = store
+    def __init__(self, sessions: UploadSessions, upload: UploadRef, state: UploadState) -> None:
+        self.sessions = sessions
         self.upload = upload
         self.state = state
-        self.part_size = store.part_size
+        self.part_size = sessions.part_size
         self.old_tail = state.tail_key
         self.recorded = len(state.parts)
         self.spool = Spool()
@@ -51,7 +48,7 @@ class Appender:
                     if not self.primed:
                         # Only once bytes arrive: an empty append (the body of a final PUT)
                         # neither moves the tail through this process nor rewrites the state.
-                        await self.store._prime(self.upload, self.state, self.spool)
+                        await self.sessions.prime(self.upload, self.state, self.spool)
                         self.primed = True
                     view = memoryview(chunk)
                     while view:
@@ -66,7 +63,7 @@ class Appender:
                     await self._salvage()
                 raise
             if self.primed:
-                await self.store._save_tail(self.upload, self.state, self.spool, self.old_tail)
+                await self.sessions.save_tail(self.upload, self.state, self.spool, self.old_tail)
             return self.state.size
         finally:
             if self.inflight is not None:
@@ -82,13 +79,13 @@ class Appender:
         await self._settle()
         state = self.state
         if state.mpu_id is None:
-            await self.store._create_multipart(self.upload, state)
+            await self.sessions.create_multipart(self.upload, state)
         assert state.mpu_id is not None
         full, self.spool = self.spool, self.spare or Spool()
         self.spare = None
         self.inflight_spool = full
         self.inflight = asyncio.create_task(
-            self.store._upload_part(self.upload, state.mpu_id, len(state.parts) + 1, full)
+            self.sessions.upload_part(self.upload, state.mpu_id, len(state.parts) + 1, full)
         )
 
     async def _settle(self) -> None:
@@ -114,8 +111,8 @@ class Appender:
         if not self.lost:
             with contextlib.suppress(Exception):
                 await self._settle()
-        store, state = self.store, self.state
+        sessions, state = self.sessions, self.state
         if not self.lost:
-            await store._save_tail(self.upload, state, self.spool, self.old_tail)
+            await sessions.save_tail(self.upload, state, self.spool, self.old_tail)
         elif len(state.parts) > self.recorded:
-            await store._save_tail(self.upload, state, None, self.old_tail)
+            await sessions.save_tail(self.upload, state, None, self.old_tail)

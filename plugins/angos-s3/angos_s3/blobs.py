@@ -15,6 +15,9 @@ An upload (see :mod:`angos_s3.state` for the objects it keeps in the bucket):
   time. A blob below one part never had a multipart upload: its tail object is the copy's
   source. Then the session's objects are deleted.
 * ``upload_abort`` aborts the multipart upload and deletes the session's objects.
+
+The session's state and its multipart calls live in :mod:`angos_s3.sessions`, which both
+this store and the appender use: blobs -> append -> sessions, never back.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from angos_core.protocols import UploadRef
 from angos_s3.append import Appender
 from angos_s3.client import BACKEND, Missing, S3Backend
 from angos_s3.config import S3_MAX_PART_SIZE, S3Config
-from angos_s3.spool import Spool
-from angos_s3.state import Part, UploadState, data_key, state_key, tail_key
+from angos_s3.sessions import UploadSessions
+from angos_s3.state import UploadState, data_key, state_key
 
 #: What S3 answers a presigned GET of a blob with, as the registry itself would.
 BLOB_TYPE = "application/octet-stream"
@@ -53,19 +56,12 @@ BLOB_TYPE = "application/octet-stream"
 class S3BlobStore(S3Backend):
     def __init__(self, config: S3Config) -> None:
         super().__init__(config)
-        self.part_size = int(config.multipart_part_size)
+        self.sessions = UploadSessions(self.s3, int(config.multipart_part_size))
 
     # ------------------------------------------------------------------ committed blobs
 
-    async def _size(self, key: str) -> int | None:
-        try:
-            head = await self.s3.call("head_object", key)
-        except Missing:
-            return None
-        return int(head["ContentLength"])
-
     async def stat(self, digest: str) -> int | None:
-        return await self._size(blob_data_key(digest))
+        return await self.s3.size(blob_data_key(digest))
 
     async def modified_at(self, digest: str) -> datetime | None:
         try:
@@ -86,7 +82,7 @@ class S3BlobStore(S3Backend):
 
     async def delete(self, digest: str) -> bool:
         key = blob_data_key(digest)
-        if await self._size(key) is None:
+        if await self.s3.size(key) is None:
             return False
         await self.s3.call("delete_object", key)
         return True
@@ -112,23 +108,6 @@ class S3BlobStore(S3Backend):
 
     # ------------------------------------------------------------------ upload state
 
-    async def _load(self, upload: UploadRef) -> UploadState:
-        try:
-            resp = await self.s3.call("get_object", state_key(upload))
-            async with resp["Body"] as body:
-                raw = await body.read()
-        except Missing:
-            raise UploadNotFound(BACKEND, f"upload {upload.upload_id} not found") from None
-        return UploadState.from_json(raw)
-
-    async def _save(self, upload: UploadRef, state: UploadState, old_tail: str | None) -> None:
-        state.gen += 1
-        await self.s3.call("put_object", state_key(upload), Body=state.to_json())
-        if old_tail is not None and old_tail != state.tail_key:
-            # Garbage only: nothing refers to it any more; the session's delete sweeps it too.
-            with contextlib.suppress(Exception):
-                await self.s3.call("delete_object", old_tail)
-
     # ------------------------------------------------------------------ uploads
 
     async def upload_start(self, upload: UploadRef) -> None:
@@ -145,123 +124,20 @@ class S3BlobStore(S3Backend):
         )
 
     async def upload_size(self, upload: UploadRef) -> int:
-        return (await self._load(upload)).size
+        return (await self.sessions.load(upload)).size
 
     async def upload_append(
         self, upload: UploadRef, offset: int, chunks: AsyncIterable[bytes]
     ) -> int:
-        state = await self._load(upload)
+        state = await self.sessions.load(upload)
         if offset != state.size:
             raise UploadOffsetMismatch(BACKEND, state.size, offset)
-        return await Appender(self, upload, state).run(chunks)
-
-    async def _prime(self, upload: UploadRef, state: UploadState, spool: Spool) -> None:
-        """Put the bytes after the last full part (the tail) in ``spool``, to append to."""
-        if state.sealed:
-            await self._unseal(upload, state, spool)
-        elif state.tail_key is not None:
-            async for chunk in self.s3.stream(state.tail_key):
-                await spool.write(chunk)
-
-    async def _create_multipart(self, upload: UploadRef, state: UploadState) -> None:
-        resp = await self.s3.call("create_multipart_upload", data_key(upload))
-        state.mpu_id = resp["UploadId"]
-        # Recorded at once so an abort can find the multipart upload even if this request
-        # dies before its end.
-        await self._save(upload, state, None)
-
-    async def _upload_part(self, upload: UploadRef, mpu_id: str, number: int, spool: Spool) -> Part:
-        body, md5 = await spool.body()
-        resp = await self.s3.call(
-            "upload_part",
-            data_key(upload),
-            UploadId=mpu_id,
-            PartNumber=number,
-            Body=body,
-            ContentLength=spool.size,
-            ContentMD5=md5,
-        )
-        return Part(resp["ETag"], spool.size)
-
-    async def _save_tail(
-        self, upload: UploadRef, state: UploadState, spool: Spool | None, old_tail: str | None
-    ) -> None:
-        """Store ``spool`` as the new tail (None: no tail), then the state."""
-        if spool is not None and spool.size:
-            key = tail_key(upload, state.gen + 1)
-            body, md5 = await spool.body()
-            await self.s3.call(
-                "put_object", key, Body=body, ContentLength=spool.size, ContentMD5=md5
-            )
-            state.tail_key, state.tail_size = key, spool.size
-        else:
-            state.tail_key, state.tail_size = None, 0
-        state.size = state.parts_size + state.tail_size
-        await self._save(upload, state, old_tail)
-
-    async def _seal(self, upload: UploadRef, state: UploadState) -> None:
-        """Complete the multipart upload, the tail as its last part, into ``data``."""
-        assert state.mpu_id is not None
-        key = data_key(upload)
-        parts = list(state.parts)
-        try:
-            if state.tail_key is not None:
-                resp = await self.s3.call(
-                    "upload_part_copy",
-                    key,
-                    UploadId=state.mpu_id,
-                    PartNumber=len(parts) + 1,
-                    CopySource=self._source(state.tail_key),
-                )
-                parts.append(Part(resp["CopyPartResult"]["ETag"], state.tail_size))
-            await self.s3.call(
-                "complete_multipart_upload",
-                key,
-                UploadId=state.mpu_id,
-                MultipartUpload={
-                    "Parts": [{"ETag": p.etag, "PartNumber": i + 1} for i, p in enumerate(parts)]
-                },
-            )
-        except Missing:
-            # A request that completed it died before recording so: the data says.
-            if await self._size(key) != state.size:
-                raise
-        old_tail = state.tail_key
-        state.mpu_id, state.parts, state.tail_key, state.tail_size = None, [], None, 0
-        state.sealed = True
-        await self._save(upload, state, old_tail)
-
-    async def _unseal(self, upload: UploadRef, state: UploadState, spool: Spool) -> None:
-        """Reopen a sealed session for appending: full parts copied server-side into a new
-        multipart upload, the rest into ``spool``. The state is saved by the caller."""
-        key = data_key(upload)
-        resp = await self.s3.call("create_multipart_upload", key)
-        mpu_id = resp["UploadId"]
-        full = state.size // self.part_size
-        parts = []
-        for i in range(full):
-            first = i * self.part_size
-            resp = await self.s3.call(
-                "upload_part_copy",
-                key,
-                UploadId=mpu_id,
-                PartNumber=i + 1,
-                CopySource=self._source(key),
-                CopySourceRange=f"bytes={first}-{first + self.part_size - 1}",
-            )
-            parts.append(Part(resp["CopyPartResult"]["ETag"], self.part_size))
-        if state.size > full * self.part_size:
-            async for chunk in self.s3.stream(key, full * self.part_size):
-                await spool.write(chunk)
-        state.sealed, state.mpu_id, state.parts = False, mpu_id, parts
-
-    def _source(self, key: str) -> dict[str, str]:
-        return {"Bucket": self.s3.bucket, "Key": self.s3.key(key)}
+        return await Appender(self.sessions, upload, state).run(chunks)
 
     async def upload_read(self, upload: UploadRef) -> AsyncIterator[bytes]:
-        state = await self._load(upload)
+        state = await self.sessions.load(upload)
         if state.mpu_id is not None and not state.sealed:
-            await self._seal(upload, state)
+            await self.sessions.seal(upload, state)
         if state.sealed:
             source: str | None = data_key(upload)
         else:
@@ -275,11 +151,11 @@ class S3BlobStore(S3Backend):
             raise UploadNotFound(BACKEND, f"upload {upload.upload_id} lost its data") from None
 
     async def upload_commit(self, upload: UploadRef, digest: str) -> None:
-        state = await self._load(upload)
+        state = await self.sessions.load(upload)
         target = blob_data_key(digest)
-        if await self._size(target) is None:
+        if await self.s3.size(target) is None:
             if state.mpu_id is not None and not state.sealed:
-                await self._seal(upload, state)
+                await self.sessions.seal(upload, state)
             source = data_key(upload) if state.sealed else state.tail_key
             if source is None:
                 await self.s3.call("put_object", target, Body=b"", ContentType=BLOB_TYPE)
@@ -294,7 +170,7 @@ class S3BlobStore(S3Backend):
             await self.s3.call(
                 "copy_object",
                 target,
-                CopySource=self._source(source),
+                CopySource=self.sessions.source(source),
                 MetadataDirective="REPLACE",
                 ContentType=BLOB_TYPE,
             )
@@ -312,7 +188,7 @@ class S3BlobStore(S3Backend):
                     target,
                     UploadId=mpu_id,
                     PartNumber=number,
-                    CopySource=self._source(source),
+                    CopySource=self.sessions.source(source),
                     CopySourceRange=f"bytes={first}-{last}",
                 )
             return {"ETag": r["CopyPartResult"]["ETag"], "PartNumber": number}
@@ -342,7 +218,7 @@ class S3BlobStore(S3Backend):
 
     async def upload_abort(self, upload: UploadRef) -> None:
         try:
-            state: UploadState | None = await self._load(upload)
+            state: UploadState | None = await self.sessions.load(upload)
         except UploadNotFound:
             state = None
         await self._discard(upload, state)

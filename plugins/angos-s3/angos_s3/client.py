@@ -303,6 +303,14 @@ class S3Client:
             finally:
                 body.close()
 
+    async def size(self, key: str) -> int | None:
+        """The size of the object at the relative ``key``, or None if there is none."""
+        try:
+            head = await self.call("head_object", key)
+        except Missing:
+            return None
+        return int(head["ContentLength"])
+
     # ------------------------------------------------------------------ listing
 
     async def pages(
