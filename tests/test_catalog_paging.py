@@ -126,12 +126,14 @@ async def test_catalog_page_lists_only_what_it_returns(tmp_path: Any) -> None:
     page, more = await catalog.catalog(10, "repo0100")
     assert page == sorted(names)[sorted(names).index("repo0100") + 1 :][:10]
     assert more
-    # The root listing, then a repository check and a nested listing per name visited.
-    assert counting.calls <= 1 + 2 * 11
+    # The root listing, the marker's directory (names nested below it follow it), then one
+    # listing per name visited: it says whether the name is a repository and starts its walk.
+    assert counting.calls == 2 + 11
 
     counting.calls = 0
     assert await catalog.catalog(5, "ns/sub050") == (
         [f"ns/sub{i:03d}" for i in range(51, 56)],
         True,
     )
-    assert counting.calls <= 3 + 2 * 6
+    # The root, ns, the marker's directory, then one per name.
+    assert counting.calls == 3 + 6

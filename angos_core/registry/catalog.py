@@ -69,21 +69,28 @@ class CatalogService:
                     return found[:n], True
         return found, False
 
-    async def _names(self, prefix: str, name: str, after: str | None) -> AsyncGenerator[str, None]:
+    async def _names(
+        self, prefix: str, name: str, after: str | None, first: list[str] | None = None
+    ) -> AsyncGenerator[str, None]:
         """Repository names strictly below the directory ``prefix`` (holding repository
-        ``name``, "" at the root) that sort after ``after``, in byte order.
+        ``name``, "" at the root) that sort after ``after``, in byte order. ``first`` is the
+        directory's first listing when the caller already read it.
 
         A child ``c`` contributes its own name at ``c`` and its nested names at ``c/``; the
         two positions differ when a sibling extends ``c`` with a byte below ``/`` ("a-c"
         lies between "a" and "a/b"), so nested walks wait in a heap keyed by ``c/`` until
-        no sibling still to come sorts before them.
+        no sibling still to come sorts before them. Each child directory is listed once:
+        that listing says whether it is a repository and starts its nested walk.
         """
         meta = self.stores.meta
         base = f"{name}/" if name else ""
-        pending: list[tuple[str, str, str | None]] = []  # (base + c + "/", c, after within)
+        # (base + c + "/", c, marker within, c's first listing)
+        pending: list[tuple[str, str, str | None, list[str]]] = []
         cursor = _listing_start(after[len(base) :]) if after is not None else None
+        children = first
         while True:
-            children = await meta.list_children(prefix, start_after=cursor, limit=_CHUNK)
+            if children is None:
+                children = await meta.list_children(prefix, start_after=cursor, limit=_CHUNK)
             for child in children:
                 full = f"{base}{child}"
                 while pending and pending[0][0] < full:
@@ -91,33 +98,47 @@ class CatalogService:
                         yield found
                 if child.startswith("_") or not NAME_RE.match(full):
                     continue
-                if (after is None or full > after) and await self._is_repository(
-                    f"{prefix}{child}/"
-                ):
-                    yield full
                 nested = f"{full}/"
                 if after is None or nested > after:
-                    heapq.heappush(pending, (nested, child, None))
+                    within = None
                 elif after.startswith(nested):
-                    heapq.heappush(pending, (nested, child, after))
+                    within = after
+                else:
+                    continue  # the name and everything below it sort before the marker
+                directory = f"{prefix}{child}/"
+                listing = await meta.list_children(
+                    directory,
+                    start_after=None if within is None else _listing_start(within[len(nested) :]),
+                    limit=_CHUNK,
+                )
+                if (after is None or full > after) and await self._is_repository(
+                    directory, listing
+                ):
+                    yield full
+                heapq.heappush(pending, (nested, child, within, listing))
             if len(children) < _CHUNK:
                 break
             cursor = children[-1]
+            children = None
         while pending:
             async for found in self._nested(prefix, *heapq.heappop(pending)):
                 yield found
 
     async def _nested(
-        self, prefix: str, nested: str, child: str, after: str | None
+        self, prefix: str, nested: str, child: str, after: str | None, first: list[str]
     ) -> AsyncGenerator[str, None]:
         async with contextlib.aclosing(
-            self._names(f"{prefix}{child}/", nested[:-1], after)
+            self._names(f"{prefix}{child}/", nested[:-1], after, first)
         ) as names:
             async for found in names:
                 yield found
 
-    async def _is_repository(self, prefix: str) -> bool:
-        # Read from just before "_manifests"; only stray names "_manifest..." lie between.
+    async def _is_repository(self, prefix: str, listing: list[str]) -> bool:
+        """Whether ``prefix`` holds ``_manifests``, given its listing from the start."""
+        if len(listing) < _CHUNK or listing[-1] >= _MARKER:
+            return _MARKER in listing
+        # A directory with more than a chunk of nested names: read from just before
+        # "_manifests"; only stray names "_manifest..." lie between.
         cursor = "_manifest"
         while page := await self.stores.meta.list_children(prefix, start_after=cursor, limit=8):
             for child in page:
@@ -127,8 +148,9 @@ class CatalogService:
         return False
 
 
-#: Children read per list call while walking: one S3 ListObjectsV2 page.
-_CHUNK = 1000
+#: Children read per list call while walking: one S3 ListObjectsV2 page (1,000 keys), less
+#: the key of the previous chunk's last child, which S3 lists again as ``<child>/``.
+_CHUNK = 999
 _MARKER = "_manifests"
 
 
