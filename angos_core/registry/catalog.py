@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import re
+from collections.abc import AsyncGenerator
 
 from angos_core import layout
 from angos_core.errors import NameUnknown, PaginationNumberInvalid
@@ -79,27 +82,113 @@ class CatalogService:
 
     async def repositories(self) -> list[str]:
         """Every repository name, sorted. A directory with a ``_manifests`` child is one."""
-        meta = self.stores.meta
-        found: list[str] = []
-
-        async def walk(prefix: str, name: str) -> None:
-            children = await meta.list_children(prefix)
-            if name and "_manifests" in children:
-                found.append(name)
-            for child in children:
-                if child.startswith("_"):
-                    continue
-                sub = f"{name}/{child}" if name else child
-                if NAME_RE.fullmatch(sub):
-                    await walk(f"{prefix}{child}/", sub)
-
-        await walk(layout.REPOSITORIES, "")
-        return sorted(found)
+        async with contextlib.aclosing(self._names(layout.REPOSITORIES, "", None)) as names:
+            return [name async for name in names]
 
     async def catalog(self, n: int | None, last: str | None) -> tuple[list[str], bool]:
-        names = await self.repositories()
-        if last:
-            names = [r for r in names if r > last]
-        if n is not None and len(names) > n:
-            return names[:n], True
-        return names, False
+        """One page of repository names after ``last``; the walk stops after ``n`` + 1."""
+        found: list[str] = []
+        async with contextlib.aclosing(self._names(layout.REPOSITORIES, "", last or None)) as it:
+            async for name in it:
+                found.append(name)
+                if n is not None and len(found) > n:
+                    return found[:n], True
+        return found, False
+
+    async def _names(
+        self, prefix: str, name: str, after: str | None, first: list[str] | None = None
+    ) -> AsyncGenerator[str, None]:
+        """Repository names strictly below the directory ``prefix`` (holding repository
+        ``name``, "" at the root) that sort after ``after``, in byte order. ``first`` is the
+        directory's first listing when the caller already read it.
+
+        A child ``c`` contributes its own name at ``c`` and its nested names at ``c/``; the
+        two positions differ when a sibling extends ``c`` with a byte below ``/`` ("a-c"
+        lies between "a" and "a/b"), so nested walks wait in a heap keyed by ``c/`` until
+        no sibling still to come sorts before them. Each child directory is listed once:
+        that listing says whether it is a repository and starts its nested walk.
+        """
+        meta = self.stores.meta
+        base = f"{name}/" if name else ""
+        # (base + c + "/", c, marker within, c's first listing)
+        pending: list[tuple[str, str, str | None, list[str]]] = []
+        cursor = _listing_start(after[len(base) :]) if after is not None else None
+        children = first
+        while True:
+            if children is None:
+                children = await meta.list_children(prefix, start_after=cursor, limit=_CHUNK)
+            for child in children:
+                full = f"{base}{child}"
+                while pending and pending[0][0] < full:
+                    async for found in self._nested(prefix, *heapq.heappop(pending)):
+                        yield found
+                if child.startswith("_") or not NAME_RE.fullmatch(full):
+                    continue
+                nested = f"{full}/"
+                if after is None or nested > after:
+                    within = None
+                elif after.startswith(nested):
+                    within = after
+                else:
+                    continue  # the name and everything below it sort before the marker
+                directory = f"{prefix}{child}/"
+                listing = await meta.list_children(
+                    directory,
+                    start_after=None if within is None else _listing_start(within[len(nested) :]),
+                    limit=_CHUNK,
+                )
+                if (after is None or full > after) and await self._is_repository(
+                    directory, listing
+                ):
+                    yield full
+                heapq.heappush(pending, (nested, child, within, listing))
+            if len(children) < _CHUNK:
+                break
+            cursor = children[-1]
+            children = None
+        while pending:
+            async for found in self._nested(prefix, *heapq.heappop(pending)):
+                yield found
+
+    async def _nested(
+        self, prefix: str, nested: str, child: str, after: str | None, first: list[str]
+    ) -> AsyncGenerator[str, None]:
+        async with contextlib.aclosing(
+            self._names(f"{prefix}{child}/", nested[:-1], after, first)
+        ) as names:
+            async for found in names:
+                yield found
+
+    async def _is_repository(self, prefix: str, listing: list[str]) -> bool:
+        """Whether ``prefix`` holds ``_manifests``, given its listing from the start."""
+        if len(listing) < _CHUNK or listing[-1] >= _MARKER:
+            return _MARKER in listing
+        # A directory with more than a chunk of nested names: read from just before
+        # "_manifests"; only stray names "_manifest..." lie between.
+        cursor = "_manifest"
+        while page := await self.stores.meta.list_children(prefix, start_after=cursor, limit=8):
+            for child in page:
+                if child >= _MARKER:
+                    return child == _MARKER
+            cursor = page[-1]
+        return False
+
+
+#: Children read per list call while walking: one S3 ListObjectsV2 page (1,000 keys), less
+#: the key of the previous chunk's last child, which S3 lists again as ``<child>/``.
+_CHUNK = 999
+_MARKER = "_manifests"
+
+
+def _listing_start(rest: str) -> str | None:
+    """A ``start_after`` for a directory listing that skips only children holding no name
+    above ``rest`` (the marker relative to the directory).
+
+    A child ``c`` holds such names if ``c >= rest`` or if ``c`` is a proper prefix of
+    ``rest`` followed by a byte up to ``/`` (then ``c/...`` can sort above ``rest``). The
+    shortest such prefix is the smallest candidate; start just below it.
+    """
+    for i in range(1, len(rest) + 1):
+        if i == len(rest) or rest[i] <= "/":
+            return rest[: i - 1] or None
+    return None

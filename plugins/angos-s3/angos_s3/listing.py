@@ -15,19 +15,19 @@ from typing import Any
 
 def safe_to_stop(cutoff: str, position: str) -> bool:
     """True if every child not yet listed sorts after ``cutoff``, the listing being at key
-    ``position`` (relative to the directory; every unseen child's key is above it).
+    ``position`` (relative to the directory; every unseen child's key is above it, and
+    ``cutoff``'s own key was listed, so ``position >= cutoff``).
 
-    An unseen child ``m < cutoff`` lists at ``m`` or ``m/``. If ``m`` is not a prefix of
-    ``cutoff`` both are below ``cutoff + "0"``. If it is, ``m/`` can lie above ``cutoff`` only
-    when the byte after ``m`` in ``cutoff`` is below ``/``; the shortest such ``m`` lists
-    last. Past both bounds, nothing below ``cutoff`` is left.
+    An unseen child ``m < cutoff`` lists at ``m`` or ``m/``, above ``position``. If ``m`` is
+    not a prefix of ``cutoff``, both keys are below ``cutoff``: impossible. If it is, ``m/``
+    lies above ``cutoff`` only when the byte after ``m`` in ``cutoff`` is below ``/``; the
+    shortest such ``m`` lists last. Past its key, nothing below ``cutoff`` is left. Stopping
+    right at ``cutoff`` matters: a page of exactly ``limit`` names needs one call, not two.
     """
-    bound = cutoff + "0"  # "0" is the byte after "/"
     for i in range(1, len(cutoff)):
         if cutoff[i] < "/":
-            bound = max(bound, cutoff[:i] + "/")
-            break
-    return position >= bound
+            return position >= cutoff[:i] + "/"
+    return True
 
 
 async def list_children(
