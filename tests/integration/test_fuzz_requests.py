@@ -324,7 +324,8 @@ def requests(draw: st.DrawFn, uploads: st.SearchStrategy[str]) -> tuple[bytes, b
         headers.append(("X-Request-ID", draw(header_value)))
     if draw(st.integers(0, 9)) == 0:
         headers.append(("User-Agent", draw(header_value)))
-    target = path + ("?" + "&".join(query) if query and draw(st.integers(0, 4)) else "")
+    with_query = bool(query) and draw(st.integers(0, 4)) > 0
+    target = path + ("?" + "&".join(query) if with_query else "")
     cut = bool(body) and draw(st.integers(0, 7)) == 0
     length: int | None = len(body)
     if cut:

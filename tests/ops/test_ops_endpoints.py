@@ -241,8 +241,8 @@ async def test_metrics_count_requests_bytes_and_backends(tmp_path: Path) -> None
 async def test_metrics_lock_failures(tmp_path: Path) -> None:
     toml = fs_toml(tmp_path / "d", "[metadata_store.fs.stuck]\n")
     async with serving(toml) as client:
-        data = b"{}"
-        resp = await client.post(f"/v2/r/blobs/uploads/?digest={digest_of(data)}", data=data)
+        # Blob uploads take no lock (a layer link is a create-if-absent); a tag delete does.
+        resp = await client.delete("/v2/r/manifests/latest")
         assert resp.status == 503
         text = await scrape(client)
         assert (
@@ -251,7 +251,10 @@ async def test_metrics_lock_failures(tmp_path: Path) -> None:
         assert value(text, "angos_lock_wait_seconds_count", backend="stuck") == 1
         assert (
             value(
-                text, "angos_http_requests_total", route="/v2/{name}/blobs/uploads/", status="503"
+                text,
+                "angos_http_requests_total",
+                route="/v2/{name}/manifests/{reference}",
+                status="503",
             )
             == 1
         )
