@@ -293,7 +293,7 @@ async def test_ignored_range_serves_the_whole_blob(api: Api, header: str) -> Non
 
 @pytest.mark.parametrize("last", ["%1A", "v1%0A", "%00", "%E2%80%AE"])
 async def test_tags_list_cursor_outside_the_tag_alphabet(api: Api, last: str) -> None:
-    # Found by tests/test_fuzz_requests.py: S3 answered 500 to such a StartAfter.
+    # Found by tests/integration/test_fuzz_requests.py: S3 answered 500 to such a StartAfter.
     for tag in ("v1", "v2", "v3"):
         await api.push_image("lib/app", tag=tag)
     resp = await api.raw("GET", f"/v2/lib/app/tags/list?n=2&last={last}")
