@@ -22,8 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from angos_core import BackendSpec, hookimpl
 from angos_core.errors import BackendUnavailable, LockUnavailable
 from angos_core.http import make_app_from_toml
-from angos_core.oci import mediatypes as mt
-from tests.support.api import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of, fs_toml
+from tests.support.api import Api, digest_of, fs_toml
 from tests.support.redis_server import RedisServer
 
 
@@ -183,15 +182,7 @@ async def test_metrics_count_requests_bytes_and_backends(tmp_path: Path) -> None
         layer = b"L" * 300_000
         config = b'{"architecture":"amd64","os":"linux"}'
         for name in ("team/one", "team/two"):
-            await api.push_blob(name, config)
-            await api.push_blob(name, layer)
-            manifest = {
-                "schemaVersion": 2,
-                "mediaType": mt.OCI_MANIFEST,
-                "config": descriptor(config, OCI_CONFIG),
-                "layers": [descriptor(layer, OCI_LAYER)],
-            }
-            assert (await api.put_manifest(name, "v1", manifest)).status == 201
+            await api.push_image(name, "v1", layer=layer, config=config)
         resp = await client.get(f"/v2/team/one/blobs/{digest_of(layer)}")
         assert await resp.read() == layer
         assert (await client.get("/v2/team/none/manifests/v1")).status == 404
