@@ -165,6 +165,13 @@ class Denied(RegistryError):
     code, status, default_message = "DENIED", 403, "requested access to the resource is denied"
 
 
+class Unauthorized(RegistryError):
+    """Credentials are missing where the request needs them, or invalid: 401 with the
+    ``WWW-Authenticate`` challenge core adds."""
+
+    code, status, default_message = "UNAUTHORIZED", 401, "authentication required"
+
+
 class TooManyRequests(RegistryError):
     code, status, default_message = "TOOMANYREQUESTS", 429, "too many requests"
 
@@ -245,3 +252,26 @@ class LockUnavailable(BackendError):
 
 class LockLost(BackendError):
     """A held lock expired or could not be renewed; the holder must not commit."""
+
+
+# --------------------------------------------------------------------------- authenticators
+
+
+class AuthenticationFailed(AngosError):
+    """Credentials of an authenticator's kind that it refuses (401). ``message`` reaches the
+    client and never contains the credential; ``authenticator`` names the config entry."""
+
+    def __init__(self, authenticator: str, message: str = "invalid credentials") -> None:
+        super().__init__(message)
+        self.authenticator = authenticator
+        self.message = message
+
+
+class IdentityProviderUnavailable(AngosError):
+    """An authenticator cannot decide now (issuer unreachable, file unreadable): 503, never a
+    pass. ``message`` may reach a client: no secrets in it."""
+
+    def __init__(self, authenticator: str, message: str) -> None:
+        super().__init__(f"{authenticator}: {message}")
+        self.authenticator = authenticator
+        self.message = message
