@@ -56,7 +56,7 @@ def _headers(info: BlobInfo) -> dict[str, str]:
 
 async def head_blob(request: web.Request) -> web.StreamResponse:
     info = await registry(request).blobs.stat(
-        request.match_info["name"], request.match_info["digest"]
+        request.match_info["name"], request.match_info["digest"], probe=True
     )
     headers = _headers(info)
     headers["Content-Length"] = str(info.size)

@@ -13,6 +13,7 @@ from angos_core.registry.blobs import BlobInfo, BlobService
 from angos_core.registry.catalog import CatalogService
 from angos_core.registry.links import Links
 from angos_core.registry.manifests import ManifestService, PushResult, StoredManifest
+from angos_core.registry.references import References
 from angos_core.registry.referrers import ReferrerService
 from angos_core.registry.stores import Stores
 from angos_core.registry.upload_limits import UploadSessionLimits
@@ -24,9 +25,10 @@ class Registry:
     def __init__(self, stores: Stores, upload_limits: UploadSessionLimits | None = None) -> None:
         self.stores = stores
         self.links = Links(stores.meta, stores.cache)
-        self.blobs = BlobService(stores, self.links)
-        self.uploads = UploadService(stores, self.links, upload_limits)
-        self.manifests = ManifestService(stores, self.links)
+        self.references = References(stores)
+        self.blobs = BlobService(stores, self.links, self.references)
+        self.uploads = UploadService(stores, self.links, self.references, upload_limits)
+        self.manifests = ManifestService(stores, self.links, self.references)
         self.referrers = ReferrerService(stores, self.links, self.manifests)
         self.catalog = CatalogService(stores, self.links)
 

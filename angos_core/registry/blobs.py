@@ -10,6 +10,7 @@ from angos_core.errors import BlobUnknown
 from angos_core.oci.digest import parse_digest
 from angos_core.oci.names import validate_name
 from angos_core.registry.links import Links
+from angos_core.registry.references import References
 from angos_core.registry.stores import Stores
 
 
@@ -22,18 +23,27 @@ class BlobInfo:
 
 
 class BlobService:
-    def __init__(self, stores: Stores, links: Links) -> None:
+    def __init__(self, stores: Stores, links: Links, references: References) -> None:
         self.stores = stores
         self.links = links
+        self.references = references
 
-    async def stat(self, name: str, digest: str, *, need_size: bool = True) -> BlobInfo:
+    async def stat(
+        self, name: str, digest: str, *, need_size: bool = True, probe: bool = False
+    ) -> BlobInfo:
         """The blob as repository ``name`` sees it; ``BlobUnknown`` if not linked there.
 
         With ``need_size=False`` a linked blob is not stat'ed (``size`` is -1): a GET that
-        can sendfile a local path learns the size from the file itself.
+        can sendfile a local path learns the size from the file itself. ``probe`` is a
+        ``HEAD``: a pusher that finds the blob skips its upload, so a found blob is marked
+        for the garbage collector first (:meth:`References.head`).
         """
         validate_name(name)
         parse_digest(digest)
+        if probe and await self.links.has_layer(name, digest):
+            # Found: mark it before answering so (only then: a 404 sends the client to
+            # upload, which needs no protection).
+            await self.references.head(digest)
         if await self.links.has_layer(name, digest):
             if not need_size:
                 return BlobInfo(digest, -1)
@@ -79,10 +89,14 @@ class BlobService:
         validate_name(name)
         validate_name(from_name)
         parse_digest(digest)
-        if not await self.links.has_layer(from_name, digest):
-            return None
-        size = await self.stores.blobs.stat(digest)
-        if size is None:
-            return None
-        await self.links.put_layer(name, digest)
+        # A new reference to a blob that may be old and unreferenced: checked and linked
+        # under its lock, marked for a collection running meanwhile.
+        async with self.references.guarding([digest]):
+            if not await self.links.has_layer(from_name, digest):
+                return None
+            await self.references.mark([digest])
+            size = await self.stores.blobs.stat(digest)
+            if size is None:
+                return None
+            await self.links.put_layer(name, digest)
         return size

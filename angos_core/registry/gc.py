@@ -22,7 +22,8 @@ Must run while nothing is pushed (docs/operations.md says why).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -49,6 +50,10 @@ class GcResult:
     manifests_deleted: int = 0
     blobs_deleted: int = 0
     blobs_kept_young: int = 0
+    #: Unmarked at the mark, referenced by a writer before the sweep came to them.
+    blobs_kept_marked: int = 0
+    bodies_kept_marked: int = 0
+    manifests_kept_marked: int = 0
     bodies_deleted: int = 0
     layer_links_deleted: int = 0
     bytes_freed: int = 0
@@ -86,6 +91,7 @@ class GarbageCollector:
         self.out = out
         self.now = now
         self._parsed: dict[str, Manifest] = {}
+        self._recent_since = self.now() - self.min_age
 
     # ------------------------------------------------------------------ reading
 
@@ -169,30 +175,73 @@ class GarbageCollector:
     # ------------------------------------------------------------------ run
 
     async def run(self) -> GcResult:
+        """One collection, safe beside live writers (module docstring)."""
         result = GcResult()
+        # A writer's "recent" mark protects for the minimum age, as a young blob's data does.
+        self._recent_since = self.now() - self.min_age
+        if not self.dry_run:
+            await self._prepare()
         repositories = await self.registry.catalog.repositories()
         result.repositories = len(repositories)
-        roots: list[tuple[str, str]] = []
-        doomed: list[tuple[str, str]] = []
+        if self.delete_untagged:
+            for name in repositories:
+                revisions = await self.registry.links.digests_under(layout.revisions_prefix(name))
+                for digest in await self._untagged(name, revisions):
+                    await self._delete_untagged(name, digest, result)
+        # Roots listed after the untagged deletions; the whole mark (every body parsed)
+        # completes before anything is deleted.
         for name in repositories:
-            revisions = await self.registry.links.digests_under(layout.revisions_prefix(name))
-            untagged = await self._untagged(name, revisions) if self.delete_untagged else []
-            doomed += [(name, d) for d in untagged]
-            dropped = set(untagged)
-            roots += [(name, d) for d in revisions if d not in dropped]
-        # The whole mark (every body parsed) completes before anything is deleted.
-        for name, digest in roots:
-            await self._mark(name, digest, result)
-        for name, digest in doomed:
+            for digest in await self.registry.links.digests_under(layout.revisions_prefix(name)):
+                await self._mark(name, digest, result)
+        await self._sweep(repositories, result)
+        return result
+
+    async def _prepare(self) -> None:
+        """Clear the tombstones of a collector that died mid-deletion, then rotate the
+        reference marks (each under its object's key): from here on, a mark says the object
+        was referenced after this run's previous run began, or during this run."""
+        refs = self.registry.references
+        async with contextlib.aclosing(refs.tombstoned_digests()) as stale:
+            async for digest in stale:
+                async with refs.guarding([digest]):
+                    await refs.clear_tombstone(digest)
+        async with contextlib.aclosing(refs.marked_digests()) as marked:
+            async for digest in marked:
+                async with refs.guarding([digest]):
+                    await refs.rotate(digest, self._recent_since)
+
+    async def _delete_untagged(self, name: str, digest: str, result: GcResult) -> None:
+        refs = self.registry.references
+        async with refs.guarding([digest]):
+            # Pushed or referenced (as an index child, or pushed again with a tag) since the
+            # previous run began: not untagged for long enough to be sure, kept.
+            if await refs.is_marked(digest, self._recent_since, refs=not self.dry_run):
+                result.manifests_kept_marked += 1
+                return
             self._report(f"manifest {name}@{digest}")
             result.manifests_deleted += 1
             if not self.dry_run:
                 await self.registry.manifests.delete(name, digest)
-        await self._sweep(repositories, result)
-        return result
 
     def _report(self, what: str) -> None:
         self.out(f"{'would delete' if self.dry_run else 'deleted'} {what}")
+
+    async def _doom(self, digest: str, delete: Callable[[], Awaitable[None]]) -> bool:
+        """Delete an unmarked object unless a writer references it meanwhile: under its
+        key, with its tombstone up while the marks are read (for lockless ``HEAD``s). True
+        if it was deleted (or, in a dry run, would be)."""
+        refs = self.registry.references
+        if self.dry_run:
+            return not await refs.is_marked(digest, self._recent_since, refs=False)
+        async with refs.guarding([digest]):
+            await refs.set_tombstone(digest)
+            try:
+                if await refs.is_marked(digest, self._recent_since):
+                    return False
+                await delete()
+                return True
+            finally:
+                await refs.clear_tombstone(digest)
 
     async def _sweep(self, repositories: list[str], result: GcResult) -> None:
         marked = result.marked
@@ -210,9 +259,14 @@ class GarbageCollector:
                 result.blobs_kept_young += 1
                 continue
             size = await self.blobs.stat(digest) or 0
-            self._report(f"blob {digest} ({size} bytes)")
-            if not self.dry_run:
+
+            async def delete_blob(digest: str = digest) -> None:
                 await self.blobs.delete(digest)
+
+            if not await self._doom(digest, delete_blob):
+                result.blobs_kept_marked += 1
+                continue
+            self._report(f"blob {digest} ({size} bytes)")
             deleted.add(digest)
             result.blobs_deleted += 1
             result.bytes_freed += size
@@ -221,18 +275,31 @@ class GarbageCollector:
         for digest in await self._digests_under_blobs():
             if digest in marked or digest in seen:
                 continue
-            self._report(f"manifest body {digest}")
-            if not self.dry_run:
+
+            async def delete_body(digest: str = digest) -> None:
                 await self.meta.delete(layout.blob_data_key(digest))
+
+            if not await self._doom(digest, delete_body):
+                result.bodies_kept_marked += 1
+                continue
+            self._report(f"manifest body {digest}")
             result.bodies_deleted += 1
         for name in repositories:
             prefix = layout.layers_prefix(name)
             for digest in await self.registry.links.digests_under(prefix):
-                if digest in deleted:
+                if digest in deleted and await self._unlink_layer(name, digest):
                     self._report(f"layer link {name}/{digest}")
-                    if not self.dry_run:
-                        await self.registry.links.delete_layer(name, digest)
                     result.layer_links_deleted += 1
+
+    async def _unlink_layer(self, name: str, digest: str) -> bool:
+        """Drop a link to a deleted blob, unless an upload has brought the blob back."""
+        if self.dry_run:
+            return True
+        async with self.registry.references.guarding([digest]):
+            if await self.blobs.stat(digest) is not None:
+                return False
+            await self.registry.links.delete_layer(name, digest)
+            return True
 
     async def _digests_under_blobs(self) -> list[str]:
         """Every ``v2/blobs/<alg>/<fanout>/<hex>/data`` key of the metadata store."""

@@ -21,6 +21,7 @@ from angos_core.oci.digest import digest_bytes, parse_digest
 from angos_core.oci.manifest import Manifest, parse_manifest, parse_stored, stored_media_type
 from angos_core.oci.names import validate_name, validate_tag
 from angos_core.registry.links import Links, manifest_lock_key, tag_lock_key
+from angos_core.registry.references import References
 from angos_core.registry.stores import Stores
 
 #: Manifest bodies kept in process by digest. Safe to cache: a digest names its bytes, and
@@ -55,9 +56,10 @@ class PushResult:
 
 
 class ManifestService:
-    def __init__(self, stores: Stores, links: Links) -> None:
+    def __init__(self, stores: Stores, links: Links, references: References) -> None:
         self.stores = stores
         self.links = links
+        self.references = references
         self._bodies: OrderedDict[str, bytes] = OrderedDict()
         self._bodies_size = 0
 
@@ -118,15 +120,32 @@ class ManifestService:
         else:
             manifest = parse_manifest(body, content_type)
         self._check_descriptor_count(manifest)
-        await self._check_references(name, manifest)
-
-        # The body is content-addressed and a serving registry never deletes it (only the
-        # offline `angos gc` does), so it is written once and outside the lock.
-        await self.stores.meta.create(layout.blob_data_key(digest), body)
         unique_tags = list(dict.fromkeys(tags))
-        # The links that name their content are creates of their own: also unlocked, so
-        # the lock covers only the tag moves (docs/architecture.md, "Locking points").
-        await self._link(name, digest, manifest, unique_tags)
+        # Every object the push references, and its own body, under its ``blob:`` lock and
+        # marked from the checks until the revision is stored: a collection running
+        # meanwhile either marked them from an earlier reference or sees the mark
+        # (docs/architecture.md, "Online garbage collection").
+        referenced = _referenced(manifest)
+        async with self.references.guarding([*referenced, digest]):
+            await self.references.mark([*referenced, digest])
+            # Its own digest also as recent: an untagged child or referrer must outlive the
+            # next collection's untagged pass, until its index or subject arrives.
+            await self.references.mark_recent(digest)
+            await self._check_references(name, manifest)
+            # Content-addressed: written once (create-if-absent), as are the links that
+            # name their content, so the manifest lock below covers only the tag moves
+            # (docs/architecture.md, "Locking points").
+            await self.stores.meta.create(layout.blob_data_key(digest), body)
+            await self._link(name, digest, manifest, unique_tags)
+            # Still under the blob keys: a relink below stays covered (blob keys sort, and
+            # are always taken, before manifest and tag keys).
+            await self._move_tags(name, digest, manifest, unique_tags)
+        self._keep(digest, body)
+        return PushResult(digest, manifest.subject.digest if manifest.subject else None, extra)
+
+    async def _move_tags(
+        self, name: str, digest: str, manifest: Manifest, unique_tags: list[str]
+    ) -> None:
         locks = self.stores.locks
         async with locks.acquire([manifest_lock_key(name, digest)]) as manifest_lease:
             manifest_lease.check()
@@ -142,8 +161,6 @@ class ManifestService:
                         manifest_lease.check()
                         lease.check()
                         await self.links.move_tag(name, tag, digest)
-        self._keep(digest, body)
-        return PushResult(digest, manifest.subject.digest if manifest.subject else None, extra)
 
     def _check_descriptor_count(self, manifest: Manifest) -> None:
         limit = self.stores.settings.max_manifest_descriptors
@@ -181,12 +198,19 @@ class ManifestService:
             blobs = [manifest.config] if manifest.config is not None else []
             blobs += [d for d in manifest.layers if not mt.is_foreign_layer(d.media_type)]
             digests = [d.digest for d in blobs]
-            missing = await _first_missing(digests, lambda d: self.links.has_layer(name, d))
+            missing = await _first_missing(digests, lambda d: self._has_blob(name, d))
         if missing is not None:
             raise ManifestBlobUnknown(
                 f"manifest references {missing}, which is not in the repository",
                 detail={"digest": missing},
             )
+
+    async def _has_blob(self, name: str, digest: str) -> bool:
+        # The link says the repository holds it; the bytes are checked too, under the blob
+        # key: a collection deletes the bytes first and stale links after.
+        if not await self.links.has_layer(name, digest):
+            return False
+        return await self.stores.blobs.stat(digest) is not None
 
     # ------------------------------------------------------------------ fetch
 
@@ -268,6 +292,16 @@ class ManifestService:
             # left alone it would keep its directory forever.
             if not await self.links.delete_tag(name, tag):
                 raise ManifestUnknown(detail={"name": name, "reference": tag})
+
+
+def _referenced(manifest: Manifest) -> list[str]:
+    """What a manifest push makes a new reference to: an index's children, an image's
+    config and layers (foreign layers live elsewhere)."""
+    if manifest.is_index:
+        return [d.digest for d in manifest.manifests]
+    blobs = [manifest.config] if manifest.config is not None else []
+    blobs += [d for d in manifest.layers if not mt.is_foreign_layer(d.media_type)]
+    return [d.digest for d in blobs]
 
 
 async def _first_missing(

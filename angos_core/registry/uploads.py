@@ -26,6 +26,7 @@ from angos_core.oci.names import new_upload_id, validate_name, validate_upload_i
 from angos_core.protocols import UploadRef
 from angos_core.registry.hashing import HashingStream, hash_stream
 from angos_core.registry.links import Links
+from angos_core.registry.references import References
 from angos_core.registry.stores import Stores
 from angos_core.registry.upload_limits import UploadSessionLimits
 
@@ -52,10 +53,15 @@ class _Progress:
 
 class UploadService:
     def __init__(
-        self, stores: Stores, links: Links, limits: UploadSessionLimits | None = None
+        self,
+        stores: Stores,
+        links: Links,
+        references: References,
+        limits: UploadSessionLimits | None = None,
     ) -> None:
         self.stores = stores
         self.links = links
+        self.references = references
         self.limits = limits
         self._progress: OrderedDict[tuple[str, str], _Progress] = OrderedDict()
 
@@ -178,16 +184,19 @@ class UploadService:
                 detail={"digest": digest, "computed": f"{parsed.algorithm}:{computed}"}
             )
         # Committing makes the verified bytes a content-addressed blob, visible to no
-        # repository until linked; it is idempotent and core never deletes blob data. The
-        # link is one create-if-absent of a key that names its content: no lock (see
-        # docs/architecture.md, "Locking points").
-        try:
-            await self.stores.blobs.upload_commit(upload, digest)
-        except UploadNotFound:
+        # repository until linked; it is idempotent. Commit and link happen under the
+        # blob's lock, marked: a collection running meanwhile deletes neither the bytes
+        # (they may land on an old unreferenced blob of the same digest) nor the link
+        # (docs/architecture.md, "Online garbage collection").
+        async with self.references.guarding([digest]):
+            await self.references.mark([digest])
+            try:
+                await self.stores.blobs.upload_commit(upload, digest)
+            except UploadNotFound:
+                self._ended(upload)
+                raise BlobUploadUnknown(detail={"uuid": upload.upload_id}) from None
             self._ended(upload)
-            raise BlobUploadUnknown(detail={"uuid": upload.upload_id}) from None
-        self._ended(upload)
-        await self.links.put_layer(upload.name, digest)
+            await self.links.put_layer(upload.name, digest)
         return size
 
     async def cancel(self, upload: UploadRef) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from angos_core.testing.api import Api, serve_config
+from angos_core.testing.api import Api, serve_config, without_gc_bookkeeping
 from angos_core.testing.moto_server import S3Bucket, s3_client
 
 #: The key prefix of the S3 stores: the tests check nothing is written outside it.
@@ -113,13 +113,14 @@ class Storage:
         return keys
 
     def files(self) -> set[str]:
-        """Every stored object's relative path: files under the root and keys in the bucket."""
+        """Every stored object's relative path: files under the root and keys in the bucket,
+        less the garbage collector's marks (``without_gc_bookkeeping``)."""
         disk = (
             {str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()}
             if self.root.exists()
             else set()
         )
-        return disk | self.bucket_keys()
+        return without_gc_bookkeeping(disk | self.bucket_keys())
 
     @asynccontextmanager
     async def open_api(
