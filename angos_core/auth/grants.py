@@ -24,6 +24,7 @@ import enum
 from collections.abc import Iterable, Sequence
 
 from angos_core.auth.scope import ALL, allows
+
 from angos_core.identity import Access, Identity
 
 

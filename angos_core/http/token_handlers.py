@@ -93,7 +93,9 @@ def _token_body(issued: IssuedToken, granted: tuple[Access, ...]) -> dict[str, A
     return body
 
 
-def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def _json(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     # Tokens must not be kept by a cache between the client and the registry (RFC 6749 5.1).
     return web.Response(
         status=status,

@@ -24,9 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
-from angos_core.identity import ORDER_EXTERNAL_TOKEN, Credentials, Identity
-
 from angos_auth_token.claims import AccessClaimInvalid, lifetime_problem, parse_access
 from angos_auth_token.keys import (
     TrustedKeys,
@@ -35,6 +32,9 @@ from angos_auth_token.keys import (
     load_jwks_file,
 )
 from angos_auth_token.service import NO_CLOCK, check_realm
+
+from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
+from angos_core.identity import ORDER_EXTERNAL_TOKEN, Credentials, Identity
 
 log = logging.getLogger("angos.auth.token")
 
@@ -97,7 +97,9 @@ class ExternalTokenConfig:
                 f"allowed_algorithms: {refused or 'empty'}: choose among {', '.join(ASYMMETRIC)}"
             )
         if self.clock_skew_tolerance < 0:
-            errors.append(f"clock_skew_tolerance: cannot be negative, got {self.clock_skew_tolerance}")
+            errors.append(
+                f"clock_skew_tolerance: cannot be negative, got {self.clock_skew_tolerance}"
+            )
         if errors:
             raise ValueError("; ".join(errors))
 
@@ -158,7 +160,11 @@ class ExternalTokens:
             keys = TrustedKeys()
             config, path = issuer.config, f"{SECTION}.{issuer.entry}"
             for key, file, load in (
-                ("root_certificate_bundle", config.root_certificate_bundle, load_certificate_bundle),
+                (
+                    "root_certificate_bundle",
+                    config.root_certificate_bundle,
+                    load_certificate_bundle,
+                ),
                 ("jwks", config.jwks, load_jwks_file),
             ):
                 if file is None:
@@ -225,9 +231,7 @@ class ExternalTokens:
         config = issuer.config
         algorithm = header.get("alg")
         if algorithm not in config.allowed_algorithms:
-            raise AuthenticationFailed(
-                self.name, "invalid token: signing algorithm not allowed"
-            )
+            raise AuthenticationFailed(self.name, "invalid token: signing algorithm not allowed")
         now = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC)
         try:
             candidates = issuer.keys.candidates(header, now)
@@ -263,4 +267,3 @@ class ExternalTokens:
             return payload
         log.debug("token from %s: no trusted key verifies it (%r)", issuer.entry, failure)
         raise AuthenticationFailed(self.name, "invalid token: bad signature")
-

@@ -171,9 +171,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def verify_chain(
-    x5c: Any, roots: Sequence[x509.Certificate], now: datetime.datetime
-) -> PublicKey:
+def verify_chain(x5c: Any, roots: Sequence[x509.Certificate], now: datetime.datetime) -> PublicKey:
     """The leaf key of an ``x5c`` chain (base64 DER, leaf first) that leads to one of
     ``roots``: each certificate issued (signed) by the next or by a root, every one valid
     now, every issuer a CA. Raises :class:`UntrustedKey`."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from angos_auth_token.external import ExternalTokenConfig, ExternalTokens
+from angos_auth_token.service import TokenService, TokenServiceConfig
 
 from angos_core import hookimpl
 from angos_core.hookspecs import AuthenticatorSpec
-
-from angos_auth_token.external import ExternalTokenConfig, ExternalTokens
-from angos_auth_token.service import TokenService, TokenServiceConfig
 
 DISTRIBUTION = "angos-auth-token"
 
@@ -38,5 +37,3 @@ def angos_authenticators() -> list[AuthenticatorSpec]:
             form="entries",
         ),
     ]
-
-

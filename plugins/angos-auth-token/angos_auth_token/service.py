@@ -24,15 +24,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
-from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
-from angos_core.identity import ORDER_REGISTRY_TOKEN, Access, Credentials, Identity
-
 from angos_auth_token.claims import (
     AccessClaimInvalid,
     format_access,
     lifetime_problem,
     parse_access,
 )
+
+from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
+from angos_core.identity import ORDER_REGISTRY_TOKEN, Access, Credentials, Identity
 
 SECTION = "auth.token_service"
 ALGORITHM = "HS256"
@@ -72,8 +72,9 @@ def check_realm(realm: str, key: str) -> str:
     parts = urlsplit(realm)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            key, f"must be an absolute http or https URL such as https://registry.example.com"
-            f"{TOKEN_PATH}, got {realm!r}"
+            key,
+            f"must be an absolute http or https URL such as https://registry.example.com"
+            f"{TOKEN_PATH}, got {realm!r}",
         )
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ConfigError(
@@ -219,9 +220,7 @@ class TokenService:
             refresh_token = self._sign(REFRESH_TYPE, identity, now, self.refresh_ttl_secs, extra)
         return IssuedToken(token, self.ttl_secs, now, refresh_token)
 
-    def _sign(
-        self, typ: str, identity: Identity, now: int, ttl: int, extra: dict[str, Any]
-    ) -> str:
+    def _sign(self, typ: str, identity: Identity, now: int, ttl: int, extra: dict[str, Any]) -> str:
         payload: dict[str, Any] = {
             "iss": ISSUER,
             "sub": identity.id,

@@ -82,8 +82,14 @@ def bearer(token: str) -> Credentials:
     return Credentials(client_ip="192.0.2.1", bearer=token)
 
 
-def entry(tmp_path: Path, bundle: bytes | None = None, jwks: Any = None, **settings: Any) -> ExternalTokenConfig:
-    table: dict[str, Any] = {"realm": "https://auth.example.com/token", "service": SERVICE, "issuer": ISSUER}
+def entry(
+    tmp_path: Path, bundle: bytes | None = None, jwks: Any = None, **settings: Any
+) -> ExternalTokenConfig:
+    table: dict[str, Any] = {
+        "realm": "https://auth.example.com/token",
+        "service": SERVICE,
+        "issuer": ISSUER,
+    }
     if bundle is not None:
         (tmp_path / "bundle.pem").write_bytes(bundle)
         table["root_certificate_bundle"] = str(tmp_path / "bundle.pem")
@@ -94,7 +100,9 @@ def entry(tmp_path: Path, bundle: bytes | None = None, jwks: Any = None, **setti
     return parse_table(ExternalTokenConfig, table, "auth.token.corp")
 
 
-async def opened(*configs: ExternalTokenConfig, names: tuple[str, ...] = ("corp",)) -> ExternalTokens:
+async def opened(
+    *configs: ExternalTokenConfig, names: tuple[str, ...] = ("corp",)
+) -> ExternalTokens:
     tokens = ExternalTokens(dict(zip(names, configs, strict=True)), clock=NOW.timestamp)
     await tokens.open()
     return tokens
@@ -167,7 +175,10 @@ async def test_a_token_carrying_an_x5c_chain_to_the_root_is_trusted(
     for bad in (
         [der_b64(stray)],
         [der_b64(leaf)],  # the intermediate left out
-        [der_b64(leaf), der_b64(certificate(ec_key, "token intermediate", issuer=(root_key, root)))],
+        [
+            der_b64(leaf),
+            der_b64(certificate(ec_key, "token intermediate", issuer=(root_key, root))),
+        ],
         ["not base64!"],
     ):
         forged = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"x5c": bad})
@@ -225,13 +236,15 @@ async def test_forged_expired_foreign_and_confused_tokens_are_refused(
             claims(), rsa_key, algorithm="RS512", headers={"kid": kid}
         ),
         "malformed access": jwt.encode(
-            claims(access="repository:team/app:push"), rsa_key, algorithm="RS256",
+            claims(access="repository:team/app:push"),
+            rsa_key,
+            algorithm="RS256",
             headers={"kid": kid},
         ),
     }
     # HS256 keyed with the public key: PyJWT refuses to sign it, so build it by hand.
-    import hmac
     import hashlib
+    import hmac
 
     head = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "kid": kid}).encode()).rstrip(b"=")
     body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=")
@@ -251,7 +264,9 @@ async def test_tokens_of_other_issuers_and_other_credentials_are_not_its_kind(
     tmp_path: Path, rsa_key: rsa.RSAPrivateKey
 ) -> None:
     tokens = await opened(entry(tmp_path, pem(certificate(rsa_key, "token-signer"))))
-    other = jwt.encode(claims(iss="https://token.actions.githubusercontent.com"), rsa_key, algorithm="RS256")
+    other = jwt.encode(
+        claims(iss="https://token.actions.githubusercontent.com"), rsa_key, algorithm="RS256"
+    )
     assert await tokens.authenticate(bearer(other)) is None
     assert await tokens.authenticate(bearer("opaque")) is None
     assert await tokens.authenticate(Credentials(client_ip="192.0.2.1", basic=("u", "p"))) is None
@@ -264,7 +279,9 @@ async def test_several_token_servers_are_told_apart_by_issuer(
     (tmp_path / "b").mkdir()
     first = entry(tmp_path / "a", pem(certificate(rsa_key, "a")))
     second = entry(
-        tmp_path / "b", pem(certificate(ec_key, "b")), issuer="https://b.example.com",
+        tmp_path / "b",
+        pem(certificate(ec_key, "b")),
+        issuer="https://b.example.com",
         realm="https://b.example.com/token",
     )
     tokens = await opened(first, second, names=("a", "b"))
@@ -303,7 +320,7 @@ def test_bad_entries_name_the_key(tmp_path: Path, settings: dict[str, Any], frag
 
 
 def test_an_entry_needs_a_bundle_or_a_jwks(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="root_certificate_bundle .* or jwks"):
+    with pytest.raises(ConfigError, match=r"root_certificate_bundle .* or jwks"):
         entry(tmp_path)
 
 

@@ -189,7 +189,11 @@ async def test_a_refresh_token_stands_for_the_identity_and_is_no_access_token() 
     assert issued.refresh_token is not None
     assert jwt.get_unverified_header(issued.refresh_token)["typ"] == REFRESH_TYPE
     redeemed = svc.redeem(issued.refresh_token)
-    assert (redeemed.id, redeemed.username, redeemed.provider) == ("alice", "alice", "token_service")
+    assert (redeemed.id, redeemed.username, redeemed.provider) == (
+        "alice",
+        "alice",
+        "token_service",
+    )
     assert redeemed.method == "refresh_token"
     assert redeemed.access is None
     with pytest.raises(AuthenticationFailed):
@@ -237,7 +241,11 @@ def test_the_secret_never_shows_in_the_config_repr() -> None:
         ({"secret_key": "not base64 at all!"}, "auth.token_service.secret_key", "openssl rand"),
         ({"realm": "registry.example.com/token"}, "auth.token_service.realm", "absolute"),
         ({"realm": "https://registry.example.com/auth"}, "auth.token_service.realm", "/token"),
-        ({"realm": "https://u:p@registry.example.com/token"}, "auth.token_service.realm", "credentials"),
+        (
+            {"realm": "https://u:p@registry.example.com/token"},
+            "auth.token_service.realm",
+            "credentials",
+        ),
         ({"ttl_secs": 0}, "auth.token_service.ttl_secs", "between 1 and 86400"),
         ({"ttl_secs": 86401}, "auth.token_service.ttl_secs", "between 1 and 86400"),
         ({"refresh_ttl_secs": -1}, "auth.token_service.refresh_ttl_secs", "between 0"),
