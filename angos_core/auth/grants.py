@@ -24,7 +24,6 @@ import enum
 from collections.abc import Iterable, Sequence
 
 from angos_core.auth.scope import ALL, allows
-
 from angos_core.identity import Access, Identity
 
 

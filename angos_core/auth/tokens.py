@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from angos_core.auth.issuer import TokenIssuer
-
 from angos_core.identity import Access, Identity
 
 #: Where core serves the token endpoint; a configured realm ends with it.

@@ -29,7 +29,7 @@ from angos_core.auth.issuer import BASIC_CHALLENGE
 from angos_core.auth.scope import format_scopes, parse_scope
 from angos_core.auth.tokens import TOKEN_PATH, IssuedToken, TokenMinter
 from angos_core.errors import AuthenticationFailed, IdentityProviderUnavailable
-from angos_core.http.auth import AUTH, allow_anonymous, identity_of
+from angos_core.http.auth import AUTH, allow_anonymous, challenge_with_basic, identity_of
 from angos_core.http.errors import error_response
 from angos_core.identity import Access, Credentials, Identity
 
@@ -48,6 +48,7 @@ def add_token_routes(app: web.Application, minter: TokenMinter) -> None:
     app.router.add_get(TOKEN_PATH, get_token, name="token")
     app.router.add_post(TOKEN_PATH, post_token)
     allow_anonymous(app, TOKEN_PATH)
+    challenge_with_basic(app, TOKEN_PATH)
 
 
 class _BadRequest(Exception):

@@ -1,18 +1,17 @@
 """The token service over HTTP: GET/POST /token, Bearer tokens for push and pull, the
 challenge's scope, access enforcement; and tokens of a trusted external token server.
 
-The caller's password is checked by a test-only Basic authenticator (``static``), registered
-through ``extra_plugins``, so these tests need no other authentication plugin.
+The caller's password is checked by the test-only Basic authenticator ``static``
+(tests/support/auth.py, registered through ``extra_plugins``), so these tests need no other
+authentication plugin.
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,9 @@ from aiohttp import ClientResponse
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from angos_core import hookimpl
-from angos_core.errors import AuthenticationFailed
-from angos_core.hookspecs import AuthenticatorSpec
-from angos_core.identity import ORDER_BASIC, Credentials, Identity
 from angos_core.oci import mediatypes as mt
 from tests.support.api import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of
+from tests.support.auth import TEST_AUTH_PLUGIN
 from tests.support.storage import Storage
 
 pytestmark = pytest.mark.shapes("fs")  # authentication, not storage, is under test
@@ -37,48 +33,8 @@ PASSWORD = "s3cret-Pa55word"
 NAME = "team/app"
 
 
-@dataclass
-class StaticConfig:
-    username: str
-    password: str = field(repr=False)
-
-
-class StaticAuthenticator:
-    """One Basic user with a plain-text password: the smallest Basic authenticator."""
-
-    order = ORDER_BASIC
-    name = "static"
-
-    def __init__(self, config: StaticConfig) -> None:
-        self.username = config.username
-        self.password = config.password
-
-    async def authenticate(self, credentials: Credentials) -> Identity | None:
-        if credentials.basic is None or credentials.basic[0] != self.username:
-            return None
-        if not hmac.compare_digest(credentials.basic[1].encode(), self.password.encode()):
-            raise AuthenticationFailed(self.name)
-        return Identity(id=self.username, username=self.username, provider="static", method="basic")
-
-    async def open(self) -> None:
-        return None
-
-    async def health(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-
-class StaticPlugin:
-    @hookimpl
-    def angos_authenticators(self) -> list[AuthenticatorSpec]:
-        return [AuthenticatorSpec("static", StaticAuthenticator, StaticConfig)]
-
-
 AUTH_TOML = f"""
-[auth.static]
-username = "alice"
+[auth.static.alice]
 password = "{PASSWORD}"
 
 [auth.token_service]
@@ -96,7 +52,7 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 async def api(storage: Storage) -> AsyncIterator[Api]:
-    async with storage.open_api(AUTH_TOML, extra_plugins=[StaticPlugin()]) as api:
+    async with storage.open_api(AUTH_TOML, extra_plugins=[TEST_AUTH_PLUGIN]) as api:
         yield api
 
 

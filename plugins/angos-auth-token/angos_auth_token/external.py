@@ -18,23 +18,29 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jwt
-from angos_auth_token.claims import AccessClaimInvalid, lifetime_problem, parse_access
+
+from angos_auth_token.claims import (
+    AccessClaimInvalid,
+    decode_options,
+    lifetime_problem,
+    parse_access,
+)
 from angos_auth_token.keys import (
     TrustedKeys,
     UntrustedKey,
     load_certificate_bundle,
     load_jwks_file,
 )
-from angos_auth_token.service import NO_CLOCK, check_realm
-
+from angos_auth_token.service import check_realm
+from angos_core.auth.issuer import bearer_challenge
 from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
-from angos_core.identity import ORDER_EXTERNAL_TOKEN, Credentials, Identity
+from angos_core.identity import ORDER_EXTERNAL_TOKEN, Access, Credentials, Identity
 
 log = logging.getLogger("angos.auth.token")
 
@@ -150,6 +156,9 @@ class ExternalTokens:
     def __repr__(self) -> str:
         return f"ExternalTokens(entries={[i.entry for i in self._by_issuer.values()]!r})"
 
+    def challenge(self, needed: Sequence[Access]) -> str:
+        return bearer_challenge(self.realm, self.service, needed)
+
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
@@ -208,7 +217,8 @@ class ExternalTokens:
             claimed = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             return None
-        issuer = self._by_issuer.get(claimed.get("iss")) if isinstance(claimed, dict) else None
+        claimed_issuer = claimed.get("iss") if isinstance(claimed, dict) else None
+        issuer = self._by_issuer.get(claimed_issuer) if isinstance(claimed_issuer, str) else None
         if issuer is None:
             return None
         payload = self._verify(issuer, token, header)
@@ -246,7 +256,7 @@ class ExternalTokens:
                     algorithms=[algorithm],
                     audience=config.service,
                     issuer=config.issuer,
-                    options={"require": ["iss", "aud", "exp"], **NO_CLOCK},
+                    options=decode_options("iss", "aud", "exp"),
                 )
             except jwt.InvalidSignatureError as exc:
                 failure = exc

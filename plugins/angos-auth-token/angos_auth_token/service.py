@@ -24,13 +24,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
+
 from angos_auth_token.claims import (
     AccessClaimInvalid,
+    decode_options,
     format_access,
     lifetime_problem,
     parse_access,
 )
-
+from angos_core.auth.issuer import bearer_challenge
+from angos_core.auth.tokens import TOKEN_PATH, IssuedToken
 from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
 from angos_core.identity import ORDER_REGISTRY_TOKEN, Access, Credentials, Identity
 
@@ -49,10 +52,6 @@ MAX_TTL_SECS = 86400
 MAX_REFRESH_TTL_SECS = 365 * 86400
 #: Clock skew tolerated between replicas (nbf, exp), as Distribution's ``Leeway``.
 LEEWAY_SECS = 60
-#: PyJWT's own time checks read the wall clock; ours read the service's clock.
-NO_CLOCK = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
-#: The path the token endpoint is served at; a configured realm must end with it.
-TOKEN_PATH = "/token"
 
 
 def decode_secret(value: str) -> bytes:
@@ -155,17 +154,6 @@ class TokenServiceConfig:
         ConfigErrors.raise_if_any(errors)
 
 
-@dataclass(frozen=True)
-class IssuedToken:
-    """What the token endpoint answers: the access token, its lifetime, when it was issued
-    (Unix seconds) and a refresh token if one was asked for."""
-
-    token: str = field(repr=False)
-    expires_in: int
-    issued_at: int
-    refresh_token: str | None = field(default=None, repr=False)
-
-
 def _json_safe(claims: Any) -> dict[str, Any]:
     # The minting identity's claims ride in the token so a policy decides a token's caller
     # as it decided the caller itself; what JSON cannot carry is left out, not stringified.
@@ -198,6 +186,13 @@ class TokenService:
 
     def __repr__(self) -> str:
         return f"TokenService(name={self.name!r}, service={self.service!r})"
+
+    # ------------------------------------------------------------------ TokenIssuer
+
+    def challenge(self, needed: Sequence[Access]) -> str:
+        """The Bearer challenge (``realm`` empty: core puts in the request's own
+        ``<scheme>://<host>/token`` before asking)."""
+        return bearer_challenge(self.realm, self.service, needed)
 
     # ------------------------------------------------------------------ minting
 
@@ -290,7 +285,7 @@ class TokenService:
                 algorithms=[ALGORITHM],
                 audience=self.service,
                 issuer=ISSUER,
-                options={"require": ["iss", "sub", "aud", "exp", "nbf", "iat"], **NO_CLOCK},
+                options=decode_options("iss", "sub", "aud", "exp", "nbf", "iat"),
             )
         except jwt.InvalidAudienceError:
             raise AuthenticationFailed(
