@@ -1,4 +1,5 @@
-"""docker login, push and pull through the registry's own token service.
+"""docker login, push and pull, skopeo push and containerd pull, through the registry's own
+token service.
 
 ``angos serve`` runs with Basic identities (angos-auth-basic) and ``[auth.token_service]``
 (angos-auth-token): every 401 sends docker to ``/token``, where its password buys a token
@@ -18,11 +19,13 @@ from typing import TYPE_CHECKING
 import argon2
 import pytest
 
-from tests.e2e.oci_images import write_rootfs_tar
+from tests.e2e.oci_images import run_skopeo, write_rootfs_tar
 from tests.support.angos_server import AngosServer, fs_config, loopback
 
 if TYPE_CHECKING:
+    from tests.e2e.oci_images import Source
     from tests.support.angos_server import AngosServerFactory
+    from tests.support.containerd_engine import ContainerdEngine
     from tests.support.docker_engine import DockerEngine
 
 pytestmark = pytest.mark.e2e
@@ -76,3 +79,32 @@ def test_login_push_pull_through_the_token_service(
     log = token_registry.stderr_path.read_text()
     assert PASSWORD not in log
     assert "GET /token" in log or "POST /token" in log
+
+
+def test_skopeo_pushes_and_containerd_pulls_through_the_token_service(
+    containerd_engine: ContainerdEngine, token_registry: AngosServer, skopeo: str, source: Source
+) -> None:
+    """skopeo asks ``GET /token`` with Basic; containerd tries ``POST /token`` (the OAuth2
+    password grant) first."""
+    host = f"127.0.0.1:{token_registry.port}"
+    ref = f"{host}/e2e/token-multi:v1"
+    creds = f"ci:{PASSWORD}"
+    with pytest.raises(AssertionError, match=r"401|unauthorized|authentication required"):
+        run_skopeo(
+            skopeo, "copy", "--all", "--dest-tls-verify=false",
+            f"oci:{source.oci.root}:multi", f"docker://{ref}",
+        )  # fmt: skip
+    run_skopeo(
+        skopeo, "copy", "--all", "--preserve-digests", "--dest-tls-verify=false",
+        f"--dest-creds={creds}", f"oci:{source.oci.root}:multi", f"docker://{ref}",
+    )  # fmt: skip
+    ctr = containerd_engine.ctr
+    ctr("images", "pull", "--plain-http", "--all-platforms", "--user", creds, ref)
+    listed = ctr("images", "ls").stdout
+    assert any(
+        line.split()[0] == ref and line.split()[2] == source.index.digest
+        for line in listed.splitlines()[1:]
+    ), listed
+    log = token_registry.stderr_path.read_text()
+    assert PASSWORD not in log
+    assert '"POST /token' in log  # containerd's OAuth2 request
