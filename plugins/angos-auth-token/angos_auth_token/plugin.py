@@ -6,7 +6,6 @@ from collections.abc import Mapping
 
 from angos_auth_token.external import ExternalTokenConfig, ExternalTokens
 from angos_auth_token.service import TokenService, TokenServiceConfig
-
 from angos_core import hookimpl
 from angos_core.hookspecs import AuthenticatorSpec
 
