@@ -15,11 +15,13 @@ from collections.abc import Mapping
 
 from angos_auth_basic.hashing import Cost, dummy_hash, main_cost
 from angos_auth_basic.verifier import PasswordVerifier, User
-from angos_core.errors import AuthenticationFailed
+from angos_core.errors import AuthenticationFailed, Unauthorized
 from angos_core.identity import ORDER_BASIC, Credentials, Identity
 
-#: What the client reads on a wrong password; the same whichever part was wrong.
-FAILED_MESSAGE = "invalid username or password"
+#: What the client reads on a wrong password: what core says to credentials no
+#: authenticator recognizes (an unknown username), so the body does not tell them apart
+#: either (Distribution answers both alike too).
+FAILED_MESSAGE = Unauthorized.default_message
 
 
 class UserTable:
