@@ -78,9 +78,8 @@ async def test_login_push_pull_with_basic(tmp_path: Path) -> None:
         assert login.status == 200, await login.text()
         digest, body = await s.api.push_image("team/app", "v1")
 
-        pulled = await s.api.get(
-            "/v2/team/app/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
-        )
+        accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        pulled = await s.api.get("/v2/team/app/manifests/v1", headers=accept)
         assert pulled.status == 200 and await pulled.read() == body
         assert pulled.headers["Docker-Content-Digest"] == digest
         # bcrypt users too.
