@@ -10,6 +10,7 @@ not tell which usernames exist.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Mapping
 
@@ -42,7 +43,7 @@ class UserTable:
         return cls(users, cost, dummy_hash(cost))
 
 
-class BasicAuthenticator:
+class BasicAuthenticator(abc.ABC):
     """Base of :class:`~angos_auth_basic.identities.IdentityAuthenticator` and
     :class:`~angos_auth_basic.htpasswd.HtpasswdAuthenticator`."""
 
@@ -72,8 +73,9 @@ class BasicAuthenticator:
             return Identity(id=username, username=username, provider=self.name, method="basic")
         raise AuthenticationFailed(self.name, FAILED_MESSAGE)
 
+    @abc.abstractmethod
     async def open(self) -> None:
-        raise NotImplementedError
+        """Build the user table (reading what holds it)."""
 
     async def health(self) -> None:
         return None
