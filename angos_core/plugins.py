@@ -126,6 +126,10 @@ REPOSITORY_PLUGINS: dict[str, tuple[str, dict[Kind, tuple[str, ...]]]] = {
         {"authenticator": ("token_service", "token")},
     ),
     "angos-sqlite": ("examples/angos-sqlite", {"metadata_store": ("sqlite",)}),
+    "angos-auth-basic": (
+        "plugins/angos-auth-basic",
+        {"authenticator": ("identity", "htpasswd")},
+    ),
 }
 
 

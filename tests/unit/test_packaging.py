@@ -34,6 +34,7 @@ EXPECTED = {
     "angos-redis",
     "angos-auth-token",
     "angos-sqlite",
+    "angos-auth-basic",
 }
 
 
