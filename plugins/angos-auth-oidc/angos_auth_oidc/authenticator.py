@@ -1,0 +1,147 @@
+"""The ``oidc`` authenticator: JWTs of trusted OIDC issuers, one ``[auth.oidc.<entry>]`` each.
+
+A token is accepted as ``Authorization: Bearer <jwt>``, or as Basic with the entry's name as
+username and the JWT as password (``docker login -u github-actions -p "$TOKEN"``; a
+Kubernetes pull secret). Result rule (:mod:`angos_core.identity`):
+
+- Bearer: a JWT whose ``iss`` is no entry's issuer, or no JWT at all, is not ours (None);
+  one claiming an entry's issuer and failing verification is ``AuthenticationFailed``;
+- Basic with an entry's name: the password must be a valid token of that entry's issuer
+  (anything else is ``AuthenticationFailed``); another username is not ours;
+- an issuer whose keys could never be fetched: ``IdentityProviderUnavailable`` (503).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from angos_auth_oidc.config import OidcConfig
+from angos_auth_oidc.jwks import JwksSource
+from angos_auth_oidc.jwt_verify import TokenRejected, UnverifiedToken, check_algorithm, peek, verify
+from angos_core.errors import AuthenticationFailed, IdentityProviderUnavailable
+from angos_core.identity import ORDER_EXTERNAL_TOKEN, Credentials, Identity
+from angos_core.protocols import Cache
+
+log = logging.getLogger("angos.auth.oidc")
+
+
+class OidcEntry:
+    """One configured issuer: verifies its tokens into identities."""
+
+    def __init__(self, entry: str, config: OidcConfig) -> None:
+        self.entry = entry
+        self.name = f"oidc.{entry}"
+        self.config = config
+        self.source = JwksSource(self.name, config)
+
+    async def authenticate(self, token: str, unverified: UnverifiedToken) -> Identity:
+        try:
+            if unverified.issuer != self.config.issuer:
+                raise TokenRejected(f"token not issued by the issuer of {self.name}")
+            # Before any key lookup: an `alg: none` or HS256 token costs no JWKS fetch.
+            check_algorithm(unverified, self.config.allowed_algorithms)
+            keys = await self.source.keys_for(unverified.kid)
+            claims = verify(
+                token,
+                keys,
+                unverified=unverified,
+                algorithms=self.config.allowed_algorithms,
+                issuer=self.config.issuer,
+                audiences=self.config.audiences,
+                leeway=self.config.clock_skew_tolerance,
+                required_claims=self.config.required_claims,
+            )
+        except TokenRejected as exc:
+            log.info("%s: token rejected: %s", self.name, exc.reason)
+            raise AuthenticationFailed(self.name, exc.reason) from None
+        username = claims.get(self.config.username_claim)
+        if not isinstance(username, str) or not username:
+            reason = f"token lacks the username claim {self.config.username_claim!r}"
+            log.info("%s: token rejected: %s", self.name, reason)
+            raise AuthenticationFailed(self.name, reason)
+        return Identity(
+            id=claims["sub"],
+            username=username,
+            provider=self.name,
+            method="oidc",
+            claims=MappingProxyType(claims),
+        )
+
+
+class OidcAuthenticator:
+    """Every ``[auth.oidc.<entry>]`` as one authenticator of the chain."""
+
+    name = "oidc"
+    order = ORDER_EXTERNAL_TOKEN
+
+    def __init__(self, entries: Mapping[str, OidcConfig]) -> None:
+        self.entries = [OidcEntry(entry, config) for entry, config in entries.items()]
+        self._by_entry = {e.entry: e for e in self.entries}
+
+    def use_cache(self, cache: Cache) -> None:
+        """The registry's cache: fetched JWKS are shared through it with other replicas."""
+        for entry in self.entries:
+            entry.source.use_cache(cache)
+
+    async def open(self) -> None:
+        """Fetch every issuer's keys (from the cache when another replica has). An issuer
+        that cannot be reached is reported after the others opened: its tokens get 503 until
+        it answers, the other entries serve."""
+        unavailable: list[IdentityProviderUnavailable] = []
+        for entry in self.entries:
+            try:
+                await entry.source.open()
+            except IdentityProviderUnavailable as exc:
+                unavailable.append(exc)
+            if entry.config.audiences is None:
+                log.warning(
+                    "%s: no required_audience: tokens this issuer minted for any service are "
+                    "accepted; set required_audience to the audience your clients request",
+                    entry.name,
+                )
+        if unavailable:
+            first = unavailable[0]
+            raise IdentityProviderUnavailable(
+                first.authenticator, "; ".join(str(exc) for exc in unavailable)
+            )
+
+    async def health(self) -> None:
+        for entry in self.entries:
+            await entry.source.ensure()
+
+    async def aclose(self) -> None:
+        for entry in self.entries:
+            await entry.source.aclose()
+
+    async def authenticate(self, credentials: Credentials) -> Identity | None:
+        if credentials.basic is not None:
+            username, password = credentials.basic
+            addressed = self._by_entry.get(username)
+            if addressed is None:
+                return None
+            unverified = peek(password)
+            if unverified is None:
+                raise AuthenticationFailed(
+                    addressed.name, f"the password for {username!r} must be a JWT of its issuer"
+                )
+            return await addressed.authenticate(password, unverified)
+        if credentials.bearer is not None:
+            unverified = peek(credentials.bearer)
+            if unverified is None:
+                return None
+            candidates = [e for e in self.entries if e.config.issuer == unverified.issuer]
+            if not candidates:
+                return None
+            # Several entries may trust one issuer (say, for different audiences): the first
+            # that accepts the token decides; if none does, the first refusal is the answer.
+            refusal: AuthenticationFailed | None = None
+            for entry in candidates:
+                try:
+                    return await entry.authenticate(credentials.bearer, unverified)
+                except AuthenticationFailed as exc:
+                    refusal = refusal or exc
+            assert refusal is not None
+            raise refusal
+        return None

@@ -1,0 +1,1 @@
+"""The ``angos`` entry point of the distribution angos-auth-oidc."""
