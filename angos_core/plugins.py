@@ -122,6 +122,7 @@ REPOSITORY_PLUGINS: dict[str, tuple[str, dict[Kind, tuple[str, ...]]]] = {
     "angos-s3": ("plugins/angos-s3", {"blob_store": ("s3",), "metadata_store": ("s3",)}),
     "angos-redis": ("plugins/angos-redis", {"lock_provider": ("redis",), "cache": ("redis",)}),
     "angos-sqlite": ("examples/angos-sqlite", {"metadata_store": ("sqlite",)}),
+    "angos-auth-oidc": ("plugins/angos-auth-oidc", {"authenticator": ("oidc",)}),
 }
 
 

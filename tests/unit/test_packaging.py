@@ -33,6 +33,7 @@ EXPECTED = {
     "angos-s3",
     "angos-redis",
     "angos-sqlite",
+    "angos-auth-oidc",
 }
 
 

@@ -10,6 +10,7 @@ is an access-policy decision, not an authentication one.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -142,11 +143,19 @@ class OidcConfig:
         ):
             if value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value}")
-        if self.ca_bundle and not Path(self.ca_bundle).is_file():
-            raise ValueError(
-                f"ca_bundle: no file {self.ca_bundle!r}; give the path of a PEM CA bundle, or "
-                "remove the key to use the system's trust store"
-            )
+        if self.ca_bundle:
+            if not Path(self.ca_bundle).is_file():
+                raise ValueError(
+                    f"ca_bundle: no file {self.ca_bundle!r}; give the path of a PEM CA bundle, "
+                    "or remove the key to use the system's trust store"
+                )
+            try:
+                ssl.create_default_context(cafile=self.ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"ca_bundle: {self.ca_bundle!r} is not a PEM CA bundle ({exc}); give the CA "
+                    "certificates the issuer's TLS certificate chains to"
+                ) from None
         if not self.username_claim:
             raise ValueError('username_claim cannot be empty; use "sub" (the default)')
 
