@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from types import MappingProxyType
 
 from angos_auth_oidc.config import OidcConfig
 from angos_auth_oidc.jwks import JwksSource
@@ -66,7 +65,7 @@ class OidcEntry:
             username=username,
             provider=self.name,
             method="oidc",
-            claims=MappingProxyType(claims),
+            claims=claims,
         )
 
 
