@@ -123,3 +123,19 @@ def test_an_unreadable_ca_bundle(tmp_path: Path) -> None:
     bundle.write_text("not a certificate\n")
     error = error_of(f'[auth.oidc.ci]\nissuer = "https://i.example.com"\nca_bundle = "{bundle}"\n')
     assert "is not a PEM CA bundle" in str(error)
+
+
+def test_finding_the_plugin_imports_no_jwt_library() -> None:
+    """Every process with the plugin installed loads its entry point; only a config with
+    ``[auth.oidc]`` pays for PyJWT and cryptography."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from angos_core.plugins import load_catalogue; "
+        "load_catalogue().get('authenticator', 'oidc'); "
+        "print(sorted(m for m in ('jwt', 'cryptography', 'angos_auth_oidc.jwks') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
