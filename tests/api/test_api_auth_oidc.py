@@ -164,3 +164,22 @@ async def test_issuer_down_mid_run_cached_keys_serve(api: Api, oidc_issuer: Oidc
         api.client.session.headers.update(bearer(oidc_issuer.token(alg="ES256")))
         await api.push_image("team/app", "v1")
         assert (await api.get("/v2/team/app/manifests/v1")).status == 200
+
+
+async def test_replicas_share_the_issuer_keys_through_redis(
+    tmp_path: Path, oidc_issuer: OidcIssuer, redis_url: str
+) -> None:
+    """A second replica on the same Redis cache starts from the keys the first fetched, and
+    picks up a rotation the first saw, without asking the issuer."""
+    toml = fs_toml(tmp_path, f'[cache.redis]\nurl = "{redis_url}"\n' + oidc_toml(oidc_issuer))
+    async with serve_config(toml, root=tmp_path) as first:
+        assert (oidc_issuer.discovery_requests, oidc_issuer.jwks_requests) == (1, 1)
+        async with serve_config(toml, root=tmp_path) as second:
+            assert (oidc_issuer.discovery_requests, oidc_issuer.jwks_requests) == (1, 1)
+            assert (await second.get("/v2/", headers=bearer(oidc_issuer.token()))).status == 200
+            oidc_issuer.rotate("RS256")
+            rotated = bearer(oidc_issuer.token())
+            assert (await first.get("/v2/", headers=rotated)).status == 200
+            assert oidc_issuer.jwks_requests == 2
+            assert (await second.get("/v2/", headers=rotated)).status == 200
+            assert oidc_issuer.jwks_requests == 2
