@@ -17,7 +17,8 @@ with plain calls:
 - ``issuer.rotate("RS256")`` replaces that algorithm's key (the old one leaves the JWKS unless
   ``keep_old``); ``issuer.jwks_requests`` / ``discovery_requests`` count what was served;
 - ``issuer.stop()`` / ``issuer.start()`` (same port), or ``with issuer.down():``, take it
-  offline; ``issuer.jwks_status = 500`` makes the JWKS endpoint fail while discovery works.
+  offline; ``issuer.jwks_status = 500`` makes the JWKS endpoint fail while discovery works,
+  ``issuer.jwks_override = {...}`` serves that document instead of the keys.
 
 Needs PyJWT with cryptography (``angos-core[testing]``).
 """
@@ -95,6 +96,8 @@ class OidcIssuer:
         self.discovery_requests = 0
         #: Status the JWKS endpoint answers with (200: the keys).
         self.jwks_status = 200
+        #: Served instead of the keys when set (a malformed document, a broken key).
+        self.jwks_override: Any = None
         self._lock = threading.Lock()
         self._signing: dict[str, _Key] = {}  # alg -> the key new tokens are signed with
         self._published: dict[str, _Key] = {}  # kid -> key, in the JWKS
@@ -199,6 +202,8 @@ class OidcIssuer:
             self.jwks_requests += 1
         if self.jwks_status != 200:
             return web.Response(status=self.jwks_status, text="unavailable")
+        if self.jwks_override is not None:
+            return web.json_response(self.jwks_override)
         return web.json_response(self.jwks())
 
     def _app(self) -> web.Application:

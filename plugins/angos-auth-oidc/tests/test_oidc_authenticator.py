@@ -409,6 +409,25 @@ async def test_scheduled_refresh_picks_up_new_keys(
     assert oidc_issuer.jwks_requests == 2  # the new kid was in the scheduled refresh
 
 
+async def test_a_malformed_jwks_is_unavailable_and_a_broken_key_is_skipped(
+    make_authenticator: MakeAuthenticator,
+    oidc_issuer: OidcIssuer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    oidc_issuer.jwks_override = {"keys": "not-a-list"}
+    authenticator = await make_authenticator(open=False, jwks_min_refresh_interval=0)
+    with pytest.raises(IdentityProviderUnavailable, match="is malformed"):
+        await authenticator.open()
+    good = oidc_issuer.jwks()["keys"]
+    broken = {"kty": "RSA", "kid": "broken", "n": "AQAB"}  # no exponent
+    oidc_issuer.jwks_override = {"keys": [broken, {"kty": "oct", "use": "enc"}, *good]}
+    with caplog.at_level(logging.WARNING):
+        assert await authenticator.authenticate(bearer(oidc_issuer.token()))
+    assert "key 'broken' unusable" in caplog.text
+    token = oidc_issuer.token(headers={"kid": "broken"})
+    await refused(authenticator, bearer(token), token, caplog)
+
+
 async def test_discovery_mismatch_names_the_fix(
     make_authenticator: MakeAuthenticator, oidc_issuer: OidcIssuer
 ) -> None:
