@@ -65,8 +65,12 @@ def describe(config: AngosConfig) -> str:
 
 
 def log_startup(config: AngosConfig) -> None:
-    """The effective configuration, secrets replaced by ``***``."""
+    """The effective configuration, secrets replaced by ``***``; and, once the address is
+    known to be listenable, the warning of an anonymous registry on the network."""
     log.info("config: %s", json.dumps(config_summary(config), default=str, sort_keys=True))
+    exposed = exposure_warning(config.server.bind_address, config.auth)
+    if exposed is not None:
+        log.warning(exposed)
 
 
 def install_event_loop() -> str:
@@ -469,9 +473,6 @@ def serve(config: AngosConfig) -> int:
     is opened."""
     server = config.server
     check_shared_backends(config, server.workers)
-    exposed = exposure_warning(server.bind_address, config.auth)
-    if exposed is not None:
-        log.warning(exposed)
     raise_open_file_limit()  # before forking: the workers inherit it
     if server.workers <= 1:
         return serve_one(config)
