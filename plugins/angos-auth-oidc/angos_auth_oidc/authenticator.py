@@ -13,12 +13,23 @@ Kubernetes pull secret). Result rule (:mod:`angos_core.identity`):
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from angos_auth_oidc.config import OidcConfig
 from angos_auth_oidc.jwks import JwksSource
-from angos_auth_oidc.jwt_verify import TokenRejected, UnverifiedToken, check_algorithm, peek, verify
+from angos_auth_oidc.jwt_verify import (
+    KeySet,
+    TokenRejected,
+    UnverifiedToken,
+    check_algorithm,
+    peek,
+    verify,
+)
 from angos_core.errors import AuthenticationFailed, IdentityProviderUnavailable
 from angos_core.identity import ORDER_EXTERNAL_TOKEN, Credentials, Identity
 from angos_core.protocols import Cache
@@ -26,16 +37,56 @@ from angos_core.protocols import Cache
 log = logging.getLogger("angos.auth.oidc")
 
 
+#: Verified tokens remembered per entry, and for how long at most: docker sends the same
+#: token with every request of a push, and PyJWT's checks cost far more than a lookup.
+VERIFIED_CACHE_SIZE = 4096
+VERIFIED_CACHE_SECS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    identity: Identity
+    keys: KeySet  # the key set that verified it: a new one (a rotation) verifies again
+    until: float  # monotonic
+
+
 class OidcEntry:
     """One configured issuer: verifies its tokens into identities."""
 
-    def __init__(self, entry: str, config: OidcConfig) -> None:
+    def __init__(
+        self, entry: str, config: OidcConfig, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.entry = entry
         self.name = f"oidc.{entry}"
         self.config = config
         self.source = JwksSource(self.name, config)
+        self._mono = monotonic
+        self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
 
-    async def authenticate(self, token: str, unverified: UnverifiedToken) -> Identity:
+    def cached(self, digest: bytes) -> Identity | None:
+        """The identity of the token of SHA-256 ``digest`` if this entry verified it lately,
+        with the keys in hand, and it has not expired since."""
+        hit = self._verified.get(digest)
+        if hit is None or hit.keys is not self.source.keys or self._mono() >= hit.until:
+            return None
+        self._verified.move_to_end(digest)
+        self.source.refresh_if_due()
+        return hit.identity
+
+    async def authenticate(
+        self, token: str, unverified: UnverifiedToken, digest: bytes
+    ) -> Identity:
+        identity, keys = await self._verify(token, unverified)
+        remaining = float(identity.claims["exp"]) - time.time() + self.config.clock_skew_tolerance
+        self._verified[digest] = _Verified(
+            identity, keys, self._mono() + min(VERIFIED_CACHE_SECS, remaining)
+        )
+        self._verified.move_to_end(digest)
+        while len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return identity
+
+    async def _verify(self, token: str, unverified: UnverifiedToken) -> tuple[Identity, KeySet]:
         try:
             if unverified.issuer != self.config.issuer:
                 raise TokenRejected(f"token not issued by the issuer of {self.name}")
@@ -60,13 +111,14 @@ class OidcEntry:
             reason = f"token lacks the username claim {self.config.username_claim!r}"
             log.info("%s: token rejected: %s", self.name, reason)
             raise AuthenticationFailed(self.name, reason)
-        return Identity(
+        identity = Identity(
             id=claims["sub"],
             username=username,
             provider=self.name,
             method="oidc",
             claims=claims,
         )
+        return identity, keys
 
 
 class OidcAuthenticator:
@@ -120,14 +172,22 @@ class OidcAuthenticator:
             addressed = self._by_entry.get(username)
             if addressed is None:
                 return None
+            digest = _digest(password)
+            if (identity := addressed.cached(digest)) is not None:
+                return identity
             unverified = peek(password)
             if unverified is None:
                 raise AuthenticationFailed(
                     addressed.name, f"the password for {username!r} must be a JWT of its issuer"
                 )
-            return await addressed.authenticate(password, unverified)
+            return await addressed.authenticate(password, unverified, digest)
         if credentials.bearer is not None:
-            unverified = peek(credentials.bearer)
+            token = credentials.bearer
+            digest = _digest(token)
+            for entry in self.entries:
+                if (identity := entry.cached(digest)) is not None:
+                    return identity
+            unverified = peek(token)
             if unverified is None:
                 return None
             candidates = [e for e in self.entries if e.config.issuer == unverified.issuer]
@@ -138,9 +198,14 @@ class OidcAuthenticator:
             refusal: AuthenticationFailed | None = None
             for entry in candidates:
                 try:
-                    return await entry.authenticate(credentials.bearer, unverified)
+                    return await entry.authenticate(token, unverified, digest)
                 except AuthenticationFailed as exc:
                     refusal = refusal or exc
             assert refusal is not None
             raise refusal
         return None
+
+
+def _digest(token: str) -> bytes:
+    # What the verified-token cache is keyed by: it holds no credential.
+    return hashlib.sha256(token.encode()).digest()

@@ -121,8 +121,7 @@ class JwksSource:
                     "the issuer's signing keys could not be fetched yet; retry shortly",
                 )
             return fresh
-        if self._wall() - self._fetched_at >= self.config.jwks_refresh_interval:
-            self._refresh_in_background()
+        self.refresh_if_due()
         if not keys.has(kid):
             log.info("%s: token names a signing key not in the JWKS; refreshing it", self.name)
             with contextlib.suppress(IdentityProviderUnavailable):
@@ -130,6 +129,14 @@ class JwksSource:
                 if fresh is not None:
                     return fresh
         return keys
+
+    def refresh_if_due(self) -> None:
+        """Start the scheduled refresh in the background if the keys are older than
+        ``jwks_refresh_interval``."""
+        if self.keys is not None and (
+            self._wall() - self._fetched_at >= self.config.jwks_refresh_interval
+        ):
+            self._refresh_in_background()
 
     async def ensure(self) -> None:
         """For health checks: keys in hand, else one (rate-limited) attempt to get them."""

@@ -505,3 +505,48 @@ async def test_several_entries_route_by_issuer_and_name(oidc_issuer: OidcIssuer)
             await authenticator.aclose()  # idempotent
     finally:
         other.close()
+
+
+# ---------------------------------------------------------------------- verified-token cache
+
+
+async def test_a_repeated_token_is_verified_once(
+    make_authenticator: MakeAuthenticator,
+    oidc_issuer: OidcIssuer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import angos_auth_oidc.authenticator as module
+
+    calls = 0
+    real_verify = module.verify
+
+    def counting_verify(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(module, "verify", counting_verify)
+    authenticator = await make_authenticator(entry="github-actions")
+    token = oidc_issuer.token(sub="s")
+    for _ in range(10):
+        assert await authenticator.authenticate(bearer(token))
+    assert calls == 1
+    # As the entry's Basic password: the same token, remembered for this entry only.
+    assert await authenticator.authenticate(basic("github-actions", token))
+    assert calls == 1
+    other = oidc_issuer.token(sub="t")
+    assert await authenticator.authenticate(basic("github-actions", other))
+    assert calls == 2
+
+
+async def test_a_remembered_token_still_expires(
+    make_authenticator: MakeAuthenticator, oidc_issuer: OidcIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    authenticator = await make_authenticator(clock_skew_tolerance=0)
+    token = oidc_issuer.token(exp=int(time.time()) + 1)
+    assert await authenticator.authenticate(bearer(token))
+    await asyncio.sleep(2.1)
+    failure = await refused(authenticator, bearer(token), token, caplog)
+    assert failure.message == "token expired"
