@@ -121,6 +121,10 @@ REPOSITORY_PLUGINS: dict[str, tuple[str, dict[Kind, tuple[str, ...]]]] = {
     "angos-memory": ("plugins/angos-memory", {"lock_provider": ("memory",), "cache": ("memory",)}),
     "angos-s3": ("plugins/angos-s3", {"blob_store": ("s3",), "metadata_store": ("s3",)}),
     "angos-redis": ("plugins/angos-redis", {"lock_provider": ("redis",), "cache": ("redis",)}),
+    "angos-auth-token": (
+        "plugins/angos-auth-token",
+        {"authenticator": ("token_service", "token")},
+    ),
     "angos-sqlite": ("examples/angos-sqlite", {"metadata_store": ("sqlite",)}),
     "angos-auth-oidc": ("plugins/angos-auth-oidc", {"authenticator": ("oidc",)}),
 }
