@@ -183,3 +183,34 @@ async def test_replicas_share_the_issuer_keys_through_redis(
             assert oidc_issuer.jwks_requests == 2
             assert (await second.get("/v2/", headers=rotated)).status == 200
             assert oidc_issuer.jwks_requests == 2
+
+
+async def test_with_the_token_service_oidc_credentials_get_registry_tokens(
+    tmp_path: Path, oidc_issuer: OidcIssuer
+) -> None:
+    """Beside ``[auth.token_service]`` (the challenge becomes Bearer), docker's flow: the OIDC
+    token as the Basic password of ``GET /token`` buys a registry token that pushes; an OIDC
+    token sent as Bearer directly is accepted as well (not the token service's)."""
+    secret = base64.b64encode(b"k" * 32).decode()
+    toml = fs_toml(
+        tmp_path, f'[auth.token_service]\nsecret_key = "{secret}"\n' + oidc_toml(oidc_issuer)
+    )
+    async with serve_config(toml, root=tmp_path) as api:
+        challenge = await api.get("/v2/")
+        assert challenge.status == 401
+        assert challenge.headers["WWW-Authenticate"].startswith("Bearer ")
+        oidc_token = oidc_issuer.token(sub="repo:team/app")
+        assert (await api.get("/v2/", headers=bearer(oidc_token))).status == 200
+        resp = await api.get(
+            "/token",
+            params={"service": "angos", "scope": "repository:team/app:pull,push"},
+            headers=basic("github-actions", oidc_token),
+        )
+        assert resp.status == 200, await resp.text()
+        registry_token = (await resp.json())["token"]
+        assert registry_token != oidc_token
+        api.client.session.headers.update(bearer(registry_token))
+        await api.push_image("team/app", "v1")
+        assert (await api.get("/v2/team/app/manifests/v1")).status == 200
+        refused = await api.get("/token", headers=basic("github-actions", "not-a-jwt-at-all"))
+        assert refused.status == 401
