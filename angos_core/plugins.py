@@ -130,6 +130,7 @@ REPOSITORY_PLUGINS: dict[str, tuple[str, dict[Kind, tuple[str, ...]]]] = {
         "plugins/angos-auth-basic",
         {"authenticator": ("identity", "htpasswd")},
     ),
+    "angos-auth-oidc": ("plugins/angos-auth-oidc", {"authenticator": ("oidc",)}),
 }
 
 

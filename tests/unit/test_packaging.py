@@ -35,6 +35,7 @@ EXPECTED = {
     "angos-auth-token",
     "angos-sqlite",
     "angos-auth-basic",
+    "angos-auth-oidc",
 }
 
 
