@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+from angos_core.auth.config import AuthConfig, parse_auth
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
@@ -146,7 +147,9 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
     """Fill dataclass ``cls`` from a TOML table; errors name the dotted key under ``path``.
 
     Every unknown key, wrong type and missing key of the table is reported, not only the
-    first (:class:`ConfigErrors` when there are several).
+    first (:class:`ConfigErrors` when there are several). A ``ConfigError`` that ``cls``'s
+    ``__post_init__`` raises with one of its field names as the key (a plugin's class does
+    not know where its table sits) is reported under ``path.<field>``.
     """
     known = config_fields(cls)
     errors: list[ConfigError] = [
@@ -171,7 +174,10 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
     ConfigErrors.raise_if_any(errors)
     try:
         return cls(**values)
-    except ConfigError:
+    except ConfigError as exc:
+        ConfigErrors.raise_if_any(
+            [ConfigError(f"{path}.{e.key}", e.message) if e.key in known else e for e in exc.errors]
+        )
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(path, str(exc)) from exc
@@ -354,13 +360,25 @@ class AngosConfig:
     cache: BackendChoice
     source: str = "<embedded default>"
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    #: ``[auth]``; no authenticator configured: anonymous (see angos_core.auth.config).
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
-_TOP_LEVEL = ("server", "global", "log", "maintenance", "blob_store", "metadata_store", "cache")
+_TOP_LEVEL = (
+    "server",
+    "global",
+    "log",
+    "maintenance",
+    "blob_store",
+    "metadata_store",
+    "cache",
+    "auth",
+)
 
+# Loopback: a registry started without a config file is not open to the network.
 DEFAULT_TOML = f"""
 [server]
-bind_address = "0.0.0.0"
+bind_address = "127.0.0.1"
 port = 8000
 
 [blob_store.fs]
@@ -438,6 +456,7 @@ def parse_config(
     global_ = found.attempt(lambda: section("global", GlobalConfig))
     log = found.attempt(lambda: section("log", LogConfig))
     maintenance = found.attempt(lambda: section("maintenance", MaintenanceConfig))
+    auth = found.attempt(lambda: parse_auth(data.get("auth", {}), catalogue))
 
     blob = found.attempt(lambda: _single_backend(data, "blob_store"))
     blob_choice = None
@@ -471,7 +490,7 @@ def parse_config(
 
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and blob_choice and meta_choice
-    assert lock_choice and cache_choice
+    assert lock_choice and cache_choice and auth is not None
     return AngosConfig(
         server=server,
         global_=global_,
@@ -482,6 +501,7 @@ def parse_config(
         cache=cache_choice,
         source=source,
         maintenance=maintenance,
+        auth=auth,
     )
 
 
