@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gc = sub.add_parser(
         "gc",
-        help="delete blobs no manifest references (offline: no pushes while it runs)",
+        help="delete blobs no manifest references (safe while the registry serves pushes)",
     )
     gc.add_argument("-c", "--config", help="TOML config of the registry's stores")
     gc.add_argument(

@@ -95,6 +95,7 @@ class BlobService:
             if not await self.links.has_layer(from_name, digest):
                 return None
             await self.references.mark([digest])
+            await self.references.mark_recent(digest)  # until its manifest arrives
             size = await self.stores.blobs.stat(digest)
             if size is None:
                 return None

@@ -1,23 +1,26 @@
-"""Offline garbage collection of unreferenced blobs, as CNCF Distribution's
-``registry garbage-collect`` does (``angos gc``).
+"""Garbage collection of unreferenced blobs and manifest bodies (``angos gc``), safe while
+any number of replicas serve pushes: the writers' side is in
+:mod:`angos_core.registry.references`, the argument in docs/architecture.md ("Online
+garbage collection").
+
+Prepare: clear stale tombstones, rotate the reference marks (``ref`` dropped, an expired
+``recent`` dropped), each under its object's ``blob:`` key.
+
+Untagged (``delete_untagged``): per repository, the manifests nothing keeps: a manifest
+is kept if a tag points at it (its ``current`` link or an entry of its tag index), if it is
+a child of a kept index, or if it is a referrer (``subject``) of a kept manifest, until
+nothing changes; each of the rest is deleted under its key unless a writer marked it, via
+:meth:`ManifestService.delete` (caches and referrer links stay right).
 
 Mark: every manifest revision link of every repository marks that manifest's digest and,
 from its body, its config and layers, or (an index) its children, recursively. A body that
 cannot be read or parsed stops the run before anything is deleted: never sweep on an
 incomplete mark.
 
-``delete_untagged`` first deletes, per repository, the manifests nothing keeps: a manifest
-is kept if a tag points at it (its ``current`` link or an entry of its tag index), if it is
-a child of a kept index, or if it is a referrer (``subject``) of a kept manifest; the last
-two apply until nothing changes. Deletion goes through :class:`ManifestService.delete`, so
-caches and referrers links stay right.
-
 Sweep: every blob of the blob store that is not marked and whose data is older than
-``min_age_secs`` is deleted, then every layer link to it; a manifest body (kept in the
-metadata store at the blob data key) that is not marked is deleted there. A body needs no
-age: it is written by the same request that links it, and gc runs while nothing is pushed.
-
-Must run while nothing is pushed (docs/operations.md says why).
+``min_age_secs``, and every unmarked manifest body of the metadata store, is deleted under
+its key if no writer marked it (its tombstone up meanwhile, for lockless ``HEAD``s); then
+the layer links to deleted blobs, each under its key and only if the bytes are still gone.
 """
 
 from __future__ import annotations
@@ -28,14 +31,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from angos_core import layout
-from angos_core.errors import AngosError
+from angos_core.errors import AngosError, LockUnavailable
 from angos_core.oci.digest import is_digest
 from angos_core.oci.manifest import Manifest, parse_stored
+from angos_core.protocols import Lease
 from angos_core.registry import Registry
 
 #: By default a blob written in the last hour is kept: it may belong to a push whose
 #: manifest has not arrived yet.
 DEFAULT_MIN_AGE_SECS = 3600
+
+
+#: Held for a whole run: two collectors at once would rotate each other's marks.
+COLLECTOR_LOCK_KEY = "gc:collector"
+
+
+async def _no_checkpoint(point: str, digest: str) -> None:
+    return None
 
 
 class GcError(AngosError):
@@ -54,6 +66,8 @@ class GcResult:
     blobs_kept_marked: int = 0
     bodies_kept_marked: int = 0
     manifests_kept_marked: int = 0
+    #: Objects whose key a writer held when the collector came to them: kept.
+    kept_busy: int = 0
     bodies_deleted: int = 0
     layer_links_deleted: int = 0
     bytes_freed: int = 0
@@ -66,7 +80,9 @@ class GcResult:
             f"{self.manifests_marked} manifests marked, {self.blobs_marked} blobs marked, "
             f"{verb} {self.manifests_deleted} untagged manifests, {self.blobs_deleted} blobs, "
             f"{self.bodies_deleted} manifest bodies, {self.layer_links_deleted} layer links; "
-            f"{self.blobs_kept_young} unreferenced blobs kept as too young; "
+            f"{self.blobs_kept_young} unreferenced blobs kept as too young, "
+            f"{self.blobs_kept_marked + self.bodies_kept_marked + self.manifests_kept_marked} "
+            f"objects kept as referenced by a writer meanwhile, {self.kept_busy} as busy; "
             f"{self.bytes_freed} bytes {'would be ' if dry_run else ''}freed"
         )
 
@@ -81,6 +97,7 @@ class GarbageCollector:
         min_age_secs: float = DEFAULT_MIN_AGE_SECS,
         out: Callable[[str], None] = print,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        checkpoint: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.registry = registry
         self.meta = registry.stores.meta
@@ -92,6 +109,10 @@ class GarbageCollector:
         self.now = now
         self._parsed: dict[str, Manifest] = {}
         self._recent_since = self.now() - self.min_age
+        #: Awaited at named points of a run ("untagged" with a repository whose untagged
+        #: manifests are listed, "marked", "doomed" with a digest about to go):
+        #: where a test holds the collector to interleave a writer.
+        self._checkpoint = checkpoint or _no_checkpoint
 
     # ------------------------------------------------------------------ reading
 
@@ -176,6 +197,16 @@ class GarbageCollector:
 
     async def run(self) -> GcResult:
         """One collection, safe beside live writers (module docstring)."""
+        try:
+            async with self.registry.stores.locks.acquire([COLLECTOR_LOCK_KEY]) as lease:
+                return await self._run(lease)
+        except LockUnavailable:
+            raise GcError(
+                "another garbage collection is running on these stores (it holds the lock "
+                f"{COLLECTOR_LOCK_KEY!r}); nothing deleted: run one collection at a time"
+            ) from None
+
+    async def _run(self, lease: Lease) -> GcResult:
         result = GcResult()
         # A writer's "recent" mark protects for the minimum age, as a young blob's data does.
         self._recent_since = self.now() - self.min_age
@@ -186,42 +217,52 @@ class GarbageCollector:
         if self.delete_untagged:
             for name in repositories:
                 revisions = await self.registry.links.digests_under(layout.revisions_prefix(name))
-                for digest in await self._untagged(name, revisions):
+                untagged = await self._untagged(name, revisions)
+                await self._checkpoint("untagged", name)
+                for digest in untagged:
                     await self._delete_untagged(name, digest, result)
         # Roots listed after the untagged deletions; the whole mark (every body parsed)
         # completes before anything is deleted.
         for name in repositories:
             for digest in await self.registry.links.digests_under(layout.revisions_prefix(name)):
                 await self._mark(name, digest, result)
+        await self._checkpoint("marked", "")
+        lease.check()
         await self._sweep(repositories, result)
         return result
 
     async def _prepare(self) -> None:
         """Clear the tombstones of a collector that died mid-deletion, then rotate the
-        reference marks (each under its object's key): from here on, a mark says the object
-        was referenced after this run's previous run began, or during this run."""
+        reference marks, each under its object's key (references.py): from here on a
+        ``ref`` mark means a writer made a reference during this run. An object whose key
+        is busy keeps its marks (they only ever keep more)."""
         refs = self.registry.references
         async with contextlib.aclosing(refs.tombstoned_digests()) as stale:
             async for digest in stale:
-                async with refs.guarding([digest]):
-                    await refs.clear_tombstone(digest)
+                with contextlib.suppress(LockUnavailable):
+                    async with refs.guarding([digest]):
+                        await refs.clear_tombstone(digest)
         async with contextlib.aclosing(refs.marked_digests()) as marked:
             async for digest in marked:
-                async with refs.guarding([digest]):
-                    await refs.rotate(digest, self._recent_since)
+                with contextlib.suppress(LockUnavailable):
+                    async with refs.guarding([digest]):
+                        await refs.rotate(digest, self._recent_since)
 
     async def _delete_untagged(self, name: str, digest: str, result: GcResult) -> None:
         refs = self.registry.references
-        async with refs.guarding([digest]):
-            # Pushed or referenced (as an index child, or pushed again with a tag) since the
-            # previous run began: not untagged for long enough to be sure, kept.
-            if await refs.is_marked(digest, self._recent_since, refs=not self.dry_run):
-                result.manifests_kept_marked += 1
-                return
-            self._report(f"manifest {name}@{digest}")
-            result.manifests_deleted += 1
-            if not self.dry_run:
-                await self.registry.manifests.delete(name, digest)
+        try:
+            async with refs.guarding([digest]):
+                # Pushed, or referenced as an index child or a subject, within the minimum
+                # age or during this run: it may be a push in progress, kept.
+                if await refs.is_marked(digest, self._recent_since, refs=not self.dry_run):
+                    result.manifests_kept_marked += 1
+                    return
+                self._report(f"manifest {name}@{digest}")
+                result.manifests_deleted += 1
+                if not self.dry_run:
+                    await self.registry.manifests.delete(name, digest)
+        except LockUnavailable:
+            result.kept_busy += 1
 
     def _report(self, what: str) -> None:
         self.out(f"{'would delete' if self.dry_run else 'deleted'} {what}")
@@ -233,15 +274,20 @@ class GarbageCollector:
         refs = self.registry.references
         if self.dry_run:
             return not await refs.is_marked(digest, self._recent_since, refs=False)
-        async with refs.guarding([digest]):
-            await refs.set_tombstone(digest)
-            try:
-                if await refs.is_marked(digest, self._recent_since):
-                    return False
-                await delete()
-                return True
-            finally:
-                await refs.clear_tombstone(digest)
+        try:
+            async with refs.guarding([digest]):
+                await refs.set_tombstone(digest)
+                try:
+                    if await refs.is_marked(digest, self._recent_since):
+                        return False
+                    await self._checkpoint("doomed", digest)
+                    await delete()
+                    return True
+                finally:
+                    await refs.clear_tombstone(digest)
+        except LockUnavailable:
+            # A writer holds the key (a push referencing it right now): kept.
+            return False
 
     async def _sweep(self, repositories: list[str], result: GcResult) -> None:
         marked = result.marked
@@ -295,11 +341,14 @@ class GarbageCollector:
         """Drop a link to a deleted blob, unless an upload has brought the blob back."""
         if self.dry_run:
             return True
-        async with self.registry.references.guarding([digest]):
-            if await self.blobs.stat(digest) is not None:
-                return False
-            await self.registry.links.delete_layer(name, digest)
-            return True
+        try:
+            async with self.registry.references.guarding([digest]):
+                if await self.blobs.stat(digest) is not None:
+                    return False
+                await self.registry.links.delete_layer(name, digest)
+                return True
+        except LockUnavailable:
+            return False
 
     async def _digests_under_blobs(self) -> list[str]:
         """Every ``v2/blobs/<alg>/<fanout>/<hex>/data`` key of the metadata store."""

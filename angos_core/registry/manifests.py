@@ -126,32 +126,37 @@ class ManifestService:
         # meanwhile either marked them from an earlier reference or sees the mark
         # (docs/architecture.md, "Online garbage collection").
         referenced = _referenced(manifest)
-        async with self.references.guarding([*referenced, digest]):
-            await self.references.mark([*referenced, digest])
-            # Its own digest also as recent: an untagged child or referrer must outlive the
-            # next collection's untagged pass, until its index or subject arrives.
-            await self.references.mark_recent(digest)
-            await self._check_references(name, manifest)
-            # Content-addressed: written once (create-if-absent), as are the links that
-            # name their content, so the manifest lock below covers only the tag moves
-            # (docs/architecture.md, "Locking points").
-            await self.stores.meta.create(layout.blob_data_key(digest), body)
-            await self._link(name, digest, manifest, unique_tags)
-            # Still under the blob keys: a relink below stays covered (blob keys sort, and
-            # are always taken, before manifest and tag keys).
-            await self._move_tags(name, digest, manifest, unique_tags)
-        self._keep(digest, body)
-        return PushResult(digest, manifest.subject.digest if manifest.subject else None, extra)
+        for _ in range(DELETE_ATTEMPTS):
+            async with self.references.guarding([*referenced, digest]):
+                await self.references.mark([*referenced, digest])
+                # Its own digest also as recent: an untagged child or referrer must outlive
+                # the next collection's untagged pass, until its index or subject arrives.
+                await self.references.mark_recent(digest)
+                await self._check_references(name, manifest)
+                # Content-addressed: written once (create-if-absent), as are the links that
+                # name their content, so the manifest lock below covers only the tag moves
+                # (docs/architecture.md, "Locking points").
+                await self.stores.meta.create(layout.blob_data_key(digest), body)
+                await self._link(name, digest, manifest, unique_tags)
+            # The blob keys are held only while references are checked and stored: pushes
+            # of images sharing a base layer queue on its key, for that step only.
+            if await self._move_tags(name, digest, unique_tags):
+                self._keep(digest, body)
+                return PushResult(
+                    digest, manifest.subject.digest if manifest.subject else None, extra
+                )
+        raise LockUnavailable(
+            self.stores.locks.name, f"{name}@{digest} was deleted on every attempt to push it"
+        )
 
-    async def _move_tags(
-        self, name: str, digest: str, manifest: Manifest, unique_tags: list[str]
-    ) -> None:
+    async def _move_tags(self, name: str, digest: str, unique_tags: list[str]) -> bool:
+        """Point the tags at the pushed revision; False if a delete of it ran since it was
+        linked (the push links it again, under the blob keys)."""
         locks = self.stores.locks
         async with locks.acquire([manifest_lock_key(name, digest)]) as manifest_lease:
             manifest_lease.check()
             if not await self.links.has_revision(name, digest, fresh=True):
-                # A delete of this manifest ran meanwhile; none can now: link it again.
-                await self._link(name, digest, manifest, unique_tags)
+                return False
             if unique_tags:
                 # Tag keys last, and nobody holding one waits for another key: no cycle.
                 # They are held only for the moves, the one step pushes to a tag share.
@@ -161,6 +166,7 @@ class ManifestService:
                         manifest_lease.check()
                         lease.check()
                         await self.links.move_tag(name, tag, digest)
+        return True
 
     def _check_descriptor_count(self, manifest: Manifest) -> None:
         limit = self.stores.settings.max_manifest_descriptors

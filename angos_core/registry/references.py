@@ -45,6 +45,8 @@ _TOMBSTONE_POLL_SECS = 0.02
 #: Blob keys a manifest push takes per ``acquire`` call (a lock provider takes keys of one
 #: call together; a manifest may list thousands of blobs).
 LOCK_BATCH = 256
+#: Marks one writer creates at once (a push's are written while it holds the blob keys).
+MARK_CONCURRENCY = 16
 
 
 def blob_lock_key(digest: str) -> str:
@@ -87,8 +89,14 @@ class References:
 
     async def mark(self, digests: Iterable[str]) -> None:
         """Make a ``ref`` mark for each digest: a writer, under the digests' keys."""
-        for digest in dict.fromkeys(digests):
-            await self.stores.meta.create(mark_key(digest, REF), b"")
+        pending = list(dict.fromkeys(digests))
+        for i in range(0, len(pending), MARK_CONCURRENCY):
+            await asyncio.gather(
+                *(
+                    self.stores.meta.create(mark_key(d, REF), b"")
+                    for d in pending[i : i + MARK_CONCURRENCY]
+                )
+            )
 
     async def mark_recent(self, digest: str) -> None:
         """Write a ``recent`` mark stamped now: rewritten each time, so it dates the latest

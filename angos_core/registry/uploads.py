@@ -190,6 +190,9 @@ class UploadService:
         # (docs/architecture.md, "Online garbage collection").
         async with self.references.guarding([digest]):
             await self.references.mark([digest])
+            # Until its manifest arrives, the minimum age keeps it: its data may be older (a
+            # commit onto an equal old blob leaves that blob's bytes and time in place).
+            await self.references.mark_recent(digest)
             try:
                 await self.stores.blobs.upload_commit(upload, digest)
             except UploadNotFound:
