@@ -323,10 +323,43 @@ class UploadPurgingConfig:
 
 
 @dataclass
+class GcScheduleConfig:
+    """``[maintenance.gc]``: run ``angos gc`` inside the server (one worker), on a schedule.
+
+    Off by default. Safe beside the server's own pushes (docs/operations.md); for several
+    replicas, run ``angos gc`` from one place instead (a cron job) with the shared lock.
+    """
+
+    #: Seconds between two collections; 0: never (the default).
+    interval_secs: float = 0.0
+    #: As ``angos gc --min-age-secs``.
+    min_age_secs: float = 3600.0
+    #: As ``angos gc --delete-untagged``.
+    delete_untagged: bool = False
+    #: Only log what would be deleted.
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.interval_secs >= 0:  # also refuses NaN
+            raise ConfigError(
+                "maintenance.gc.interval_secs",
+                f"cannot be negative, got {self.interval_secs}: set the seconds between two "
+                "collections, e.g. 86400 (a day), or 0 to leave them to `angos gc`",
+            )
+        if not self.min_age_secs >= 0:
+            raise ConfigError(
+                "maintenance.gc.min_age_secs",
+                f"cannot be negative, got {self.min_age_secs}: set how long an unreferenced "
+                "blob is kept after it was written or found, e.g. 3600",
+            )
+
+
+@dataclass
 class MaintenanceConfig:
     """``[maintenance]``: background work on the stores."""
 
     upload_purging: UploadPurgingConfig = field(default_factory=UploadPurgingConfig)
+    gc: GcScheduleConfig = field(default_factory=GcScheduleConfig)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from angos_core.http.routes import add_routes
 from angos_core.http.token_handlers import add_token_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores, UploadSessionLimits
+from angos_core.registry.gc import collect_forever
 from angos_core.registry.wrappers import Observer
 
 log = logging.getLogger("angos")
@@ -154,9 +155,26 @@ def make_app(
         finally:
             await chain.aclose()
 
+    async def scheduled_gc(app: web.Application) -> AsyncIterator[None]:
+        # As upload purging: one worker, started once the stores are open.
+        settings = config.maintenance.gc
+        if not (maintenance and settings.interval_secs > 0):
+            yield
+            return
+        task = asyncio.create_task(
+            collect_forever(app[REGISTRY], settings, metrics.gc_finished), name="angos-gc"
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app.cleanup_ctx.append(backends)
     app.cleanup_ctx.append(authenticators)
     app.cleanup_ctx.append(upload_purging)
+    app.cleanup_ctx.append(scheduled_gc)
     add_routes(app)
     add_health_routes(app, server.health_timeout_secs)
     app.router.add_get("/metrics", metrics_handler, name="metrics")

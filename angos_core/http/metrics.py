@@ -29,6 +29,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from angos_core.registry.gc import GcResult
+
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     120.0, 300.0,
@@ -139,6 +141,31 @@ class Metrics:
             registry=r,
         )
 
+        self.gc_runs = Counter(
+            "angos_gc_runs",
+            "Garbage collections run inside the server ([maintenance.gc]), by result (ok, failed).",
+            ("result",),
+            registry=r,
+        )
+        self.gc_bytes_reclaimed = Counter(
+            "angos_gc_bytes_reclaimed",
+            "Bytes of blob data the in-server garbage collection deleted.",
+            registry=r,
+        )
+        self.gc_objects_deleted = Counter(
+            "angos_gc_objects_deleted",
+            "Objects the in-server garbage collection deleted, by kind (blob, manifest_body, "
+            "layer_link, manifest).",
+            ("kind",),
+            registry=r,
+        )
+        self.gc_seconds = Histogram(
+            "angos_gc_duration_seconds",
+            "Duration of in-server garbage collections.",
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
+            registry=r,
+        )
+
         self.auth_attempts = Counter(
             "angos_auth_attempts",
             "Authentication attempts (requests presenting credentials), by credential method "
@@ -167,6 +194,22 @@ class Metrics:
     def observe_auth(self, method: str, result: str) -> None:
         """One authentication attempt (the authenticator chain's observer)."""
         self.auth_attempts.labels(method, result).inc()
+
+    def gc_finished(self, result: GcResult | None, secs: float) -> None:
+        """One in-server collection ended (``result`` None: it failed)."""
+        self.gc_seconds.observe(secs)
+        if result is None:
+            self.gc_runs.labels("failed").inc()
+            return
+        self.gc_runs.labels("ok").inc()
+        self.gc_bytes_reclaimed.inc(result.bytes_freed)
+        for kind, count in (
+            ("blob", result.blobs_deleted),
+            ("manifest_body", result.bodies_deleted),
+            ("layer_link", result.layer_links_deleted),
+            ("manifest", result.manifests_deleted),
+        ):
+            self.gc_objects_deleted.labels(kind).inc(count)
 
     def upload_purged(self) -> None:
         """One abandoned session aborted (the upload purger's observer)."""

@@ -25,12 +25,16 @@ the layer links to deleted blobs, each under its key and only if the bytes are s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from angos_core import layout
+from angos_core.config import GcScheduleConfig
 from angos_core.errors import AngosError, LockUnavailable
 from angos_core.oci.digest import is_digest
 from angos_core.oci.manifest import Manifest, parse_stored
@@ -41,6 +45,8 @@ from angos_core.registry import Registry
 #: manifest has not arrived yet.
 DEFAULT_MIN_AGE_SECS = 3600
 
+
+log = logging.getLogger("angos.gc")
 
 #: Held for a whole run: two collectors at once would rotate each other's marks.
 COLLECTOR_LOCK_KEY = "gc:collector"
@@ -363,3 +369,37 @@ class GarbageCollector:
                     ):
                         found.append(digest)
         return found
+
+
+async def collect_forever(
+    registry: Registry,
+    settings: GcScheduleConfig,
+    finished: Callable[[GcResult | None, float], None],
+) -> None:
+    """``[maintenance.gc]``: a collection every ``interval_secs`` (the first after one
+    interval), until cancelled. A failed run is logged and the next one runs on time."""
+    log.info(
+        "gc: every %gs%s, min age %gs%s",
+        settings.interval_secs,
+        " (dry run)" if settings.dry_run else "",
+        settings.min_age_secs,
+        ", untagged manifests deleted" if settings.delete_untagged else "",
+    )
+    while True:
+        await asyncio.sleep(settings.interval_secs)
+        started = time.monotonic()
+        collector = GarbageCollector(
+            registry,
+            dry_run=settings.dry_run,
+            delete_untagged=settings.delete_untagged,
+            min_age_secs=settings.min_age_secs,
+            out=log.debug,
+        )
+        try:
+            result = await collector.run()
+        except Exception as exc:
+            finished(None, time.monotonic() - started)
+            log.warning("gc: collection failed, next in %gs: %s", settings.interval_secs, exc)
+            continue
+        finished(result, time.monotonic() - started)
+        log.info("%s", result.summary(settings.dry_run))

@@ -7,9 +7,11 @@ import asyncio
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import pytest
 
+from angos_core import layout
 from angos_core.oci import mediatypes as mt
 from tests.support.api import OCI_CONFIG, OCI_LAYER, Api, descriptor, error_code
 from tests.support.storage import Storage
@@ -41,9 +43,14 @@ def manifest(listed: list[dict[str, object]]) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-async def link_layers(api: Api, name: str, listed: list[dict[str, object]]) -> None:
-    """Make every listed layer present in ``name`` (links only: the check reads nothing else)."""
+async def link_layers(api: Api, root: Path, name: str, listed: list[dict[str, object]]) -> None:
+    """Make every listed layer present in ``name``: its link, and its bytes written straight
+    into the fs tree (the check reads both; an upload per layer would take minutes)."""
     await api.push_blob(name, CONFIG)
+    for i, d in enumerate(listed):
+        path = root / layout.blob_data_key(str(d["digest"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(str(i).encode())
     gate = asyncio.Semaphore(16)
 
     async def link(digest: str) -> None:
@@ -57,7 +64,7 @@ async def test_base_endpoint_answers_while_a_large_manifest_is_checked(storage: 
     count = 5000
     async with storage.open_api() as api:
         listed = layers(count)
-        await link_layers(api, "big", listed)
+        await link_layers(api, storage.root, "big", listed)
         body = manifest(listed)
 
         gaps: list[float] = []
@@ -91,7 +98,7 @@ async def test_base_endpoint_answers_while_a_large_manifest_is_checked(storage: 
 async def test_more_descriptors_than_the_limit_is_manifest_invalid(storage: Storage) -> None:
     async with storage.open_api("[global]\nmax_manifest_descriptors = 3\n") as api:
         listed = layers(3)
-        await link_layers(api, "lib/app", listed)
+        await link_layers(api, storage.root, "lib/app", listed)
         # config + 3 layers = 4 descriptors
         resp = await api.put_manifest("lib/app", "v1", manifest(listed))
         assert resp.status == 400
@@ -119,7 +126,7 @@ async def test_default_limit_refuses_the_38000_descriptor_manifest(storage: Stor
 async def test_a_missing_blob_among_many_is_found_and_named(storage: Storage) -> None:
     async with storage.open_api() as api:
         listed = layers(200)
-        await link_layers(api, "lib/app", listed[:150] + listed[151:])
+        await link_layers(api, storage.root, "lib/app", listed[:150] + listed[151:])
         # Listed twice: each distinct digest is checked once, the answer is the same.
         resp = await api.put_manifest("lib/app", "v1", manifest(listed + listed))
         assert resp.status == 400
