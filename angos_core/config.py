@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
+from angos_core.policy.engine import PolicyEngine, check_namespaces, repository_key
 
 T = TypeVar("T")
 
@@ -239,6 +240,23 @@ def port_problem(port: int) -> str:
 
 
 @dataclass
+class AccessPolicyConfig:
+    """``[global.access_policy]`` and ``[repository."<namespace>".access_policy]`` (Angos's
+    keys): CEL ``rules``, OR'd; under ``default = "deny"`` each is an allow rule, under
+    ``"allow"`` each is a deny rule. Compiled by :class:`angos_core.policy.PolicyEngine`."""
+
+    rules: list[str]
+    default: Literal["allow", "deny"] = "deny"
+
+
+@dataclass
+class RepositoryConfig:
+    """``[repository."<namespace>"]``: settings for the repositories under a name prefix."""
+
+    access_policy: AccessPolicyConfig | None = None
+
+
+@dataclass
 class GlobalConfig:
     #: Answer blob GETs with a 307 to a presigned URL when the blob store can make one.
     enable_redirect: bool = True
@@ -256,6 +274,8 @@ class GlobalConfig:
     #: (429 beyond); 0: no limit. See angos_core.registry.upload_limits.
     max_upload_sessions_per_repository: int = 5000
     max_upload_sessions_per_client: int = 1000
+    #: ``[global.access_policy]``: runs for every request, before the repository's.
+    access_policy: AccessPolicyConfig | None = None
 
     def __post_init__(self) -> None:
         if self.max_manifest_descriptors < 1:
@@ -354,9 +374,22 @@ class AngosConfig:
     cache: BackendChoice
     source: str = "<embedded default>"
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    #: ``[repository."<namespace>"]`` sections by namespace (no two overlap).
+    repositories: dict[str, RepositoryConfig] = field(default_factory=dict)
+    #: The access policies, compiled when the config was loaded.
+    policy: PolicyEngine = field(default_factory=PolicyEngine)
 
 
-_TOP_LEVEL = ("server", "global", "log", "maintenance", "blob_store", "metadata_store", "cache")
+_TOP_LEVEL = (
+    "server",
+    "global",
+    "log",
+    "maintenance",
+    "repository",
+    "blob_store",
+    "metadata_store",
+    "cache",
+)
 
 DEFAULT_TOML = f"""
 [server]
@@ -438,6 +471,10 @@ def parse_config(
     global_ = found.attempt(lambda: section("global", GlobalConfig))
     log = found.attempt(lambda: section("log", LogConfig))
     maintenance = found.attempt(lambda: section("maintenance", MaintenanceConfig))
+    repositories = found.attempt(lambda: parse_repositories(data.get("repository", {})))
+    policy = None
+    if global_ is not None and repositories is not None:
+        policy = found.attempt(lambda: PolicyEngine.build(global_.access_policy, repositories))
 
     blob = found.attempt(lambda: _single_backend(data, "blob_store"))
     blob_choice = None
@@ -471,7 +508,7 @@ def parse_config(
 
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and blob_choice and meta_choice
-    assert lock_choice and cache_choice
+    assert lock_choice and cache_choice and repositories is not None and policy is not None
     return AngosConfig(
         server=server,
         global_=global_,
@@ -482,7 +519,29 @@ def parse_config(
         cache=cache_choice,
         source=source,
         maintenance=maintenance,
+        repositories=repositories,
+        policy=policy,
     )
+
+
+def parse_repositories(table: object) -> dict[str, RepositoryConfig]:
+    """``[repository."<namespace>"]`` sections; a namespace is a repository-name prefix and
+    no two overlap."""
+    if not isinstance(table, dict):
+        raise ConfigError("repository", 'expected tables such as [repository."team"]')
+    errors = check_namespaces(list(table))
+    parsed: dict[str, RepositoryConfig] = {}
+    for namespace, settings in table.items():
+        key = repository_key(namespace)
+        if not isinstance(settings, dict):
+            errors.append(ConfigError(key, f"expected a table [{key}]"))
+            continue
+        try:
+            parsed[namespace] = parse_table(RepositoryConfig, settings, key)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+    ConfigErrors.raise_if_any(errors)
+    return parsed
 
 
 def _metadata_and_lock(
