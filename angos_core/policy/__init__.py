@@ -12,4 +12,11 @@ See docs/access-policies.md.
 from angos_core.policy.actions import ACTIONS, DOCKER_ACTIONS, PolicyRequest, policy_request
 from angos_core.policy.engine import Decision, PolicyEngine
 
-__all__ = ["ACTIONS", "DOCKER_ACTIONS", "Decision", "PolicyEngine", "PolicyRequest", "policy_request"]
+__all__ = [
+    "ACTIONS",
+    "DOCKER_ACTIONS",
+    "Decision",
+    "PolicyEngine",
+    "PolicyRequest",
+    "policy_request",
+]

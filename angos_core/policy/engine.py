@@ -248,9 +248,7 @@ class PolicyEngine:
                 return namespace, policy
         return None
 
-    def decide(
-        self, identity: Identity | None, client_ip: str, request: PolicyRequest
-    ) -> Decision:
+    def decide(self, identity: Identity | None, client_ip: str, request: PolicyRequest) -> Decision:
         """Whether ``identity`` (None: anonymous) from ``client_ip`` may do ``request``."""
         key = (_identity_key(identity), client_ip, request)
         decision = self._cache.get(key)
@@ -270,15 +268,15 @@ class PolicyEngine:
     def _decide(
         self, identity: Identity | None, client_ip: str, request: PolicyRequest
     ) -> Decision:
-        if identity is not None and identity.access is not None:
-            if not token_permits(identity.access, request):
-                return Decision(
-                    False,
-                    None,
-                    None,
-                    f"denied: the token's access claim does not grant {request.action}"
-                    + (f" on {request.namespace}" if request.namespace else ""),
-                )
+        access = identity.access if identity is not None else None
+        if access is not None and not token_permits(access, request):
+            return Decision(
+                False,
+                None,
+                None,
+                f"denied: the token's access claim does not grant {request.action}"
+                + (f" on {request.namespace}" if request.namespace else ""),
+            )
         repository = None
         if request.namespace is not None and request.action in REPOSITORY_ACTIONS:
             repository = self.policy_for(request.namespace)
@@ -296,7 +294,11 @@ class PolicyEngine:
             if not decision.allowed:
                 return decision
         if repository is not None:
-            decision = repository[1].evaluate(prepared)
+            inner = repository[1].evaluate(prepared)
+            if decision is _NO_POLICY or not inner.allowed:
+                return inner
+            # Both allowed: the repository's rule decided last, the global one let it through.
+            return Decision(True, inner.rule, inner.text, f"{decision.reason}; {inner.reason}")
         return decision
 
 
