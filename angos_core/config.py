@@ -92,6 +92,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        (only, *others) = [arg for arg in args if arg is not type(None)]
+        if not others:
+            # ``T | None``: T's own errors, with their own keys (a table's unknown key).
+            return _convert(only, value, key)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -471,10 +475,9 @@ def parse_config(
     global_ = found.attempt(lambda: section("global", GlobalConfig))
     log = found.attempt(lambda: section("log", LogConfig))
     maintenance = found.attempt(lambda: section("maintenance", MaintenanceConfig))
-    repositories = found.attempt(lambda: parse_repositories(data.get("repository", {})))
-    policy = None
-    if global_ is not None and repositories is not None:
-        policy = found.attempt(lambda: PolicyEngine.build(global_.access_policy, repositories))
+    repositories = parse_repositories(data.get("repository", {}), found.errors)
+    global_policy = global_.access_policy if global_ is not None else None
+    policy = found.attempt(lambda: PolicyEngine.build(global_policy, repositories))
 
     blob = found.attempt(lambda: _single_backend(data, "blob_store"))
     blob_choice = None
@@ -508,7 +511,7 @@ def parse_config(
 
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and blob_choice and meta_choice
-    assert lock_choice and cache_choice and repositories is not None and policy is not None
+    assert lock_choice and cache_choice and policy is not None
     return AngosConfig(
         server=server,
         global_=global_,
@@ -524,12 +527,14 @@ def parse_config(
     )
 
 
-def parse_repositories(table: object) -> dict[str, RepositoryConfig]:
+def parse_repositories(table: object, errors: list[ConfigError]) -> dict[str, RepositoryConfig]:
     """``[repository."<namespace>"]`` sections; a namespace is a repository-name prefix and
-    no two overlap."""
+    no two overlap. Problems go to ``errors``; the sections without one are returned, so
+    that their policies are checked in the same run."""
     if not isinstance(table, dict):
-        raise ConfigError("repository", 'expected tables such as [repository."team"]')
-    errors = check_namespaces(list(table))
+        errors.append(ConfigError("repository", 'expected tables such as [repository."team"]'))
+        return {}
+    errors.extend(check_namespaces(list(table)))
     parsed: dict[str, RepositoryConfig] = {}
     for namespace, settings in table.items():
         key = repository_key(namespace)
@@ -540,7 +545,6 @@ def parse_repositories(table: object) -> dict[str, RepositoryConfig]:
             parsed[namespace] = parse_table(RepositoryConfig, settings, key)
         except ConfigError as exc:
             errors.extend(exc.errors)
-    ConfigErrors.raise_if_any(errors)
     return parsed
 
 
