@@ -297,8 +297,10 @@ class PolicyEngine:
             inner = repository[1].evaluate(prepared)
             if decision is _NO_POLICY or not inner.allowed:
                 return inner
-            # Both allowed: the repository's rule decided last, the global one let it through.
-            return Decision(True, inner.rule, inner.text, f"{decision.reason}; {inner.reason}")
+            # Both allowed: report a rule over a default (the rule is what granted it),
+            # the repository's over the global one; the reason names both.
+            chosen = inner if inner.text is not None or decision.text is None else decision
+            return Decision(True, chosen.rule, chosen.text, f"{decision.reason}; {inner.reason}")
         return decision
 
 
