@@ -26,16 +26,19 @@ root_dir = "/nonexistent/angos-matrix"
 default = "deny"
 rules = [
   # Probes for everyone; the API version and tokens for any identity.
-  "request.action in ['healthz', 'readyz'] || (identity.username != null && request.action in ['get-api-version', 'get-token'])",
+  '''request.action in ['healthz', 'readyz'] ||
+     (identity.username != null && request.action in ['get-api-version', 'get-token'])''',
   "identity.username == 'admin'",
-  "identity.username == 'reader' && request.action in ['get-manifest', 'get-blob', 'get-referrers', 'list-tags', 'list-catalog']",
+  '''identity.username == 'reader' &&
+     request.action in ['get-manifest', 'get-blob', 'get-referrers', 'list-tags', 'list-catalog']''',
   # CI from one GitHub repository: pull and push under ci/, never delete.
   '''identity.oidc != null && identity.oidc.provider_name == 'github' &&
      identity.oidc.claims['repository'] == 'acme/app' &&
      has(request.namespace) && request.namespace.startsWith('ci/') &&
      !request.action.startsWith('delete-')''',
   # Public pull.
-  "has(request.namespace) && request.namespace.startsWith('public/') && request.action in ['get-manifest', 'get-blob', 'list-tags', 'get-referrers']",
+  '''has(request.namespace) && request.namespace.startsWith('public/') &&
+     request.action in ['get-manifest', 'get-blob', 'list-tags', 'get-referrers']''',
 ]
 
 [repository."ci/tool".access_policy]
@@ -178,7 +181,7 @@ def decisions() -> dict[tuple[str, str, str], bool]:
 
 
 def test_the_matrix_covers_every_action() -> None:
-    assert ACTIONS_ORDER == list(ACTIONS)
+    assert list(ACTIONS) == ACTIONS_ORDER
     assert all(
         len(row) == len(ACTIONS_ORDER) for rows in EXPECTED.values() for row in rows.values()
     )
