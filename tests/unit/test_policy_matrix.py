@@ -30,7 +30,8 @@ rules = [
      (identity.username != null && request.action in ['get-api-version', 'get-token'])''',
   "identity.username == 'admin'",
   '''identity.username == 'reader' &&
-     request.action in ['get-manifest', 'get-blob', 'get-referrers', 'list-tags', 'list-catalog']''',
+     request.action in
+       ['get-manifest', 'get-blob', 'get-referrers', 'list-tags', 'list-catalog']''',
   # CI from one GitHub repository: pull and push under ci/, never delete.
   '''identity.oidc != null && identity.oidc.provider_name == 'github' &&
      identity.oidc.claims['repository'] == 'acme/app' &&
