@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,8 @@ class Policy:
             values = self.combined.evaluate_in(prepared)
         except cel.EvaluationError:
             return self._evaluate_each(prepared)
+        if set(map(type, values)) == {bool}:  # the usual case, without a loop in Python
+            return self._decided(values.index(True)) if True in values else self._default()
         for index, value in enumerate(values):
             decided = self._verdict(index, value)
             if decided is not None:
@@ -200,7 +203,7 @@ class PolicyEngine:
     ) -> None:
         self.global_policy = global_policy
         self.repositories: dict[str, Policy] = dict(repositories or {})
-        self._cache: dict[tuple[object, ...], Decision] = {}
+        self._cache: OrderedDict[tuple[object, ...], Decision] = OrderedDict()
 
     @classmethod
     def build(
@@ -255,7 +258,7 @@ class PolicyEngine:
         if decision is None:
             decision = self._decide(identity, client_ip, request)
             if len(self._cache) >= CACHE_SIZE:
-                del self._cache[next(iter(self._cache))]
+                self._cache.popitem(last=False)
             self._cache[key] = decision
         return decision
 

@@ -249,3 +249,16 @@ def test_allows_pull() -> None:
     assert policy.allows_pull(ALICE, IP, "secret/x")
     assert not policy.allows_pull(ANONYMOUS, IP, "secret/x")
     assert policy.allows_pull(ANONYMOUS, IP, "public/x")
+
+
+def test_the_decision_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from angos_core.policy import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "CACHE_SIZE", 4)
+    policy = engine(["request.digest.endsWith('7')"])
+    requests = [PolicyRequest("get-blob", "a", digest=f"sha256:{i}") for i in range(10)]
+    for _ in range(2):
+        assert [policy.decide(ALICE, IP, r).allowed for r in requests] == [
+            i == 7 for i in range(10)
+        ]
+    assert len(policy._cache) == 4
