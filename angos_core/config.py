@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+from angos_core.auth.config import AuthConfig, parse_auth
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
@@ -382,6 +383,8 @@ class AngosConfig:
     repositories: dict[str, RepositoryConfig] = field(default_factory=dict)
     #: The access policies, compiled when the config was loaded.
     policy: PolicyEngine = field(default_factory=PolicyEngine)
+    #: ``[auth]``; no authenticator configured: anonymous (see angos_core.auth.config).
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 _TOP_LEVEL = (
@@ -393,11 +396,13 @@ _TOP_LEVEL = (
     "blob_store",
     "metadata_store",
     "cache",
+    "auth",
 )
 
+# Loopback: a registry started without a config file is not open to the network.
 DEFAULT_TOML = f"""
 [server]
-bind_address = "0.0.0.0"
+bind_address = "127.0.0.1"
 port = 8000
 
 [blob_store.fs]
@@ -478,6 +483,7 @@ def parse_config(
     repositories = parse_repositories(data.get("repository", {}), found.errors)
     global_policy = global_.access_policy if global_ is not None else None
     policy = found.attempt(lambda: PolicyEngine.build(global_policy, repositories))
+    auth = found.attempt(lambda: parse_auth(data.get("auth", {}), catalogue))
 
     blob = found.attempt(lambda: _single_backend(data, "blob_store"))
     blob_choice = None
@@ -511,7 +517,7 @@ def parse_config(
 
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and blob_choice and meta_choice
-    assert lock_choice and cache_choice and policy is not None
+    assert lock_choice and cache_choice and policy is not None and auth is not None
     return AngosConfig(
         server=server,
         global_=global_,
@@ -524,6 +530,7 @@ def parse_config(
         maintenance=maintenance,
         repositories=repositories,
         policy=policy,
+        auth=auth,
     )
 
 

@@ -190,11 +190,11 @@ def main() -> int:
         for label, case in cases.items():
             best[label] = max(best[label], rate(case, args.seconds))
     print(f"{len(RULES)} rules, none matching (every rule evaluated), best of {args.rounds}")
-    print(f"{'':40} {'import ms':>9} {'compile ms':>10} {'decisions/s':>11} {'us/decision':>11}")
+    print(f"{'':46} {'import ms':>9} {'compile ms':>10} {'decisions/s':>11} {'us/decision':>11}")
     for label, per_sec in best.items():
         import_ms, compile_ms = setup.get(label, (float("nan"), float("nan")))
         print(
-            f"{label:40} {import_ms:9.0f} {compile_ms:10.1f} {per_sec:11.0f} {1e6 / per_sec:11.1f}"
+            f"{label:46} {import_ms:9.0f} {compile_ms:10.1f} {per_sec:11.0f} {1e6 / per_sec:11.1f}"
         )
     return 0
 
