@@ -67,8 +67,12 @@ Decide = Callable[[dict[str, Any]], bool]
 COMBINED = "[" + ",".join(f"\n({rule}\n)" for rule in RULES) + "\n]"
 
 
+# The libraries are imported by name, typed Any: only cel-expr-python is a dependency, the
+# others are installed by hand to compare (pip install cel-python common-expression-language).
+
+
 def celpy_policy(combined: bool) -> Decide:
-    import celpy
+    celpy: Any = importlib.import_module("celpy")
 
     env = celpy.Environment()
     programs = [env.program(env.compile(r)) for r in ([COMBINED] if combined else RULES)]
@@ -83,7 +87,7 @@ def celpy_policy(combined: bool) -> Decide:
 
 
 def cel_rust_policy(combined: bool) -> Decide:
-    import cel
+    cel: Any = importlib.import_module("cel")
 
     programs = [cel.compile(r) for r in ([COMBINED] if combined else RULES)]
 
@@ -97,7 +101,7 @@ def cel_rust_policy(combined: bool) -> Decide:
 
 
 def cel_cpp_policy(combined: bool) -> Decide:
-    from cel_expr_python import cel as cel_cpp
+    cel_cpp: Any = importlib.import_module("cel_expr_python.cel")
 
     env = cel_cpp.NewEnv(variables={"identity": cel_cpp.Type.DYN, "request": cel_cpp.Type.DYN})
     programs = [env.compile(r) for r in ([COMBINED] if combined else RULES)]
@@ -116,6 +120,10 @@ LIBRARIES: list[tuple[str, str, Callable[[bool], Decide]]] = [
     ("common-expression-language (Rust)", "cel", cel_rust_policy),
     ("cel-expr-python (C++)", "cel_expr_python.cel", cel_cpp_policy),
 ]
+
+
+def _on_variables(decide: Decide) -> Callable[[], object]:
+    return lambda: decide(VARIABLES)
 
 
 def rate(decide: Callable[[], object], seconds: float) -> float:
@@ -181,7 +189,7 @@ def main() -> int:
             setup[row] = (import_ms, compile_ms)
             if decide(VARIABLES):
                 raise AssertionError("a rule matched: every rule must be evaluated")
-            cases[row] = lambda decide=decide: decide(VARIABLES)
+            cases[row] = _on_variables(decide)
     cases.update(engine_cases())
     # Rounds interleave the cases, so that a burst of load on this shared machine does not
     # favour one; the best round of each is kept.

@@ -29,6 +29,8 @@ from angos_core.http.observe import (
     add_request_id_header,
     observe_middleware,
 )
+from angos_core.http.policy import install as install_policy
+from angos_core.http.policy import policy_middleware
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
 from angos_core.plugins import load_catalogue
@@ -76,6 +78,8 @@ def make_app(
     if config.auth.enabled:
         # Inside the error middleware, so a 429 of the failure limit gets its Retry-After.
         middlewares.append(auth_middleware)
+    if config.policy.configured or config.auth.enabled:
+        middlewares.append(policy_middleware)  # inside: the identity is known
     app = web.Application(
         middlewares=middlewares,
         # Passed to aiohttp's request handler by whichever runner serves the app.
@@ -88,6 +92,8 @@ def make_app(
         },
     )
     app[CONFIG] = config
+    if config.policy.configured or config.auth.enabled:
+        install_policy(app, config.policy, challenge=config.auth.enabled)
     app[SERVER] = server
     metrics = app[METRICS] = Metrics()
     app[REQUEST_TASKS] = set()

@@ -32,6 +32,7 @@ from angos_core.errors import (
 from angos_core.http.context import IDENTITY
 from angos_core.http.errors import error_response
 from angos_core.http.observe import OPS_ROUTES, route_template
+from angos_core.http.policy import POLICY
 from angos_core.identity import Access, Certificate, Credentials, Identity
 
 log = logging.getLogger("angos.auth")
@@ -171,7 +172,10 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     """Inside the error middleware: ``TooManyRequests`` leaves through it (``Retry-After``)."""
     chain = request.app.get(AUTH)
     route = route_template(request)
-    if chain is None or route in OPS_ROUTES:
+    # With an access policy, the policy decides who reaches what, the probes included.
+    policy = request.app.get(POLICY)
+    by_policy = policy is not None and policy.configured
+    if chain is None or (route in OPS_ROUTES and not by_policy):
         response: web.StreamResponse = await handler(request)
         return response
     try:
@@ -189,7 +193,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             {"authenticator": exc.authenticator},
             {"Retry-After": "1"},
         )
-    if identity is None and route not in request.app.get(_ANONYMOUS_ROUTES, ()):
+    if identity is None and not by_policy and route not in request.app.get(_ANONYMOUS_ROUTES, ()):
         return unauthorized(request, chain, Unauthorized.default_message)
     if identity is not None:
         request[IDENTITY] = identity

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from angos_core.identity import Access
+
+if TYPE_CHECKING:
+    from multidict import MultiMapping
 
 GET_API_VERSION = "get-api-version"
 START_UPLOAD = "start-upload"
@@ -136,21 +139,13 @@ class PolicyRequest:
         return fields
 
 
-class Query(Protocol):
-    """A request's query (aiohttp's ``request.query``): repeated keys kept."""
-
-    def get(self, key: str, default: None = None, /) -> str | None: ...
-
-    def getall(self, key: str, default: list[str], /) -> list[str]: ...
-
-
 def _is_digest(reference: str) -> bool:
     # A tag's grammar has no ":", a digest always has one; validity is the handler's job.
     return ":" in reference
 
 
 def policy_request(
-    method: str, route: str | None, match_info: Mapping[str, str], query: Query
+    method: str, route: str | None, match_info: Mapping[str, str], query: MultiMapping[str]
 ) -> PolicyRequest | None:
     """The action a request asks for; None for a route or method that is none of them (the
     router answers 404 or 405). ``route`` is the route's name in angos_core.http.routes
