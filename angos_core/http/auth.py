@@ -1,11 +1,12 @@
 """Authentication over HTTP: credentials from a request, the chain's verdict, the challenge.
 
 With no authenticator configured (no ``[auth]``) the middleware is not installed and every
-request is anonymous, as before. With one, until access policies exist: an authenticated
-identity may do everything; an anonymous request gets 401 with the challenge everywhere
-(``GET /v2/`` included, as the Docker token spec and Distribution answer it) except the
-probe endpoints (``/healthz``, ``/readyz``, ``/metrics``) and the routes a plugin declared
-with :func:`allow_anonymous` (the token endpoint).
+request is anonymous, as before. With one and no access policy: an authenticated identity
+may do everything; an anonymous request gets 401 with the challenge everywhere (``GET
+/v2/`` included, as the Docker token spec and Distribution answer it) except the probe
+endpoints (``/healthz``, ``/readyz``, ``/metrics``) and the routes a plugin declared with
+:func:`allow_anonymous` (the token endpoint). With an access policy, the policy decides
+every route, the probes included (:mod:`angos_core.http.policy`, inside this middleware).
 
 The identity is at ``request[IDENTITY]`` (:func:`identity_of`) for the layers below.
 """
