@@ -110,7 +110,8 @@ def describe(decision: Decision) -> str:
         return f"{verdict}  ({decision.reason})"
     if decision.text is None:
         return f"{verdict}  default  {decision.rule}"
-    return f"{verdict}  {decision.rule}  {decision.text}"
+    # A rule written over several TOML lines is printed on one.
+    return f"{verdict}  {decision.rule}  {' '.join(decision.text.split())}"
 
 
 def check(
