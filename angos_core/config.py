@@ -27,6 +27,7 @@ from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
 from angos_core.policy.engine import PolicyEngine, check_namespaces, repository_key
+from angos_core.policy.immutable import TagImmutability
 
 T = TypeVar("T")
 
@@ -259,6 +260,9 @@ class RepositoryConfig:
     """``[repository."<namespace>"]``: settings for the repositories under a name prefix."""
 
     access_policy: AccessPolicyConfig | None = None
+    #: Override ``[global] immutable_tags`` / ``immutable_tags_exclusions`` (None: inherit).
+    immutable_tags: bool | None = None
+    immutable_tags_exclusions: list[str] | None = None
 
 
 @dataclass
@@ -281,6 +285,10 @@ class GlobalConfig:
     max_upload_sessions_per_client: int = 1000
     #: ``[global.access_policy]``: runs for every request, before the repository's.
     access_policy: AccessPolicyConfig | None = None
+    #: A tag, once pushed, can be neither moved nor deleted (angos_core.policy.immutable)
+    #: unless one of the exclusions (regular expressions) matches it.
+    immutable_tags: bool = False
+    immutable_tags_exclusions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.max_manifest_descriptors < 1:
@@ -383,6 +391,8 @@ class AngosConfig:
     repositories: dict[str, RepositoryConfig] = field(default_factory=dict)
     #: The access policies, compiled when the config was loaded.
     policy: PolicyEngine = field(default_factory=PolicyEngine)
+    #: The immutable-tag rules, compiled when the config was loaded.
+    immutable_tags: TagImmutability = field(default_factory=TagImmutability)
     #: ``[auth]``; no authenticator configured: anonymous (see angos_core.auth.config).
     auth: AuthConfig = field(default_factory=AuthConfig)
 
@@ -483,6 +493,9 @@ def parse_config(
     repositories = parse_repositories(data.get("repository", {}), found.errors)
     global_policy = global_.access_policy if global_ is not None else None
     policy = found.attempt(lambda: PolicyEngine.build(global_policy, repositories))
+    immutable = None
+    if global_ is not None:
+        immutable = found.attempt(lambda: TagImmutability.build(global_, repositories))
     auth = found.attempt(lambda: parse_auth(data.get("auth", {}), catalogue))
 
     blob = found.attempt(lambda: _single_backend(data, "blob_store"))
@@ -518,6 +531,7 @@ def parse_config(
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and blob_choice and meta_choice
     assert lock_choice and cache_choice and policy is not None and auth is not None
+    assert immutable is not None
     return AngosConfig(
         server=server,
         global_=global_,
@@ -530,6 +544,7 @@ def parse_config(
         maintenance=maintenance,
         repositories=repositories,
         policy=policy,
+        immutable_tags=immutable,
         auth=auth,
     )
 

@@ -115,7 +115,7 @@ def make_app(
     async def backends(app: web.Application) -> AsyncIterator[None]:
         built = stores if stores is not None else Stores.from_config(config, observe)
         await built.open()
-        app[REGISTRY] = Registry(built, upload_limits(config))
+        app[REGISTRY] = Registry(built, upload_limits(config), config.immutable_tags)
         log.info("angos backends open: %s (config: %s)", built.describe(), config.source)
         try:
             yield

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from angos_core.errors import ConfigError, ConfigErrors
 from angos_core.identity import Identity
-from angos_core.oci.names import NAME_RE
+from angos_core.oci.names import NAME_RE, namespace_covers
 from angos_core.policy import cel
 from angos_core.policy.actions import (
     GET_MANIFEST,
@@ -58,9 +58,7 @@ def repository_key(namespace: str) -> str:
     return f'repository."{namespace}"'
 
 
-def covers(namespace: str, repository: str) -> bool:
-    """Component-wise prefix: ``team`` covers ``team`` and ``team/app``, not ``teams``."""
-    return repository == namespace or repository.startswith(namespace + "/")
+covers = namespace_covers
 
 
 # --------------------------------------------------------------------------- one policy
