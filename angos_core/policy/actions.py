@@ -81,9 +81,11 @@ REPOSITORY_ACTIONS: frozenset[str] = frozenset(
 )
 
 #: What a Docker token's repository actions grant. ``push`` covers the whole upload; a
-#: token server grants ``pull,push`` for a push, as Distribution asks.
+#: token server grants ``pull,push`` for a push, as Distribution asks. The scope a
+#: challenge asks for follows the HTTP method (angos_core.auth.scope: GET is ``pull``,
+#: DELETE ``delete``), so the upload's GET and DELETE are granted by those too.
 DOCKER_ACTIONS: Mapping[str, frozenset[str]] = {
-    "pull": frozenset({GET_BLOB, GET_MANIFEST, GET_REFERRERS, LIST_TAGS}),
+    "pull": frozenset({GET_BLOB, GET_MANIFEST, GET_REFERRERS, LIST_TAGS, GET_UPLOAD}),
     "push": frozenset(
         {
             START_UPLOAD,
@@ -95,7 +97,7 @@ DOCKER_ACTIONS: Mapping[str, frozenset[str]] = {
             PUT_MANIFEST,
         }
     ),
-    "delete": frozenset({DELETE_BLOB, DELETE_MANIFEST}),
+    "delete": frozenset({DELETE_BLOB, DELETE_MANIFEST, CANCEL_UPLOAD}),
     "*": REPOSITORY_ACTIONS,
 }
 
