@@ -5,7 +5,8 @@ policy is configured, or authenticators are (a token's ``access`` claim then res
 it may do). A denied anonymous request gets 401 with the challenge when credentials could
 change the answer (authenticators are configured), an authenticated one 403 ``DENIED``.
 A cross-repository mount from a repository the caller may not pull is not attempted: the
-handler falls back to a plain upload (202) and never reveals whether the blob exists.
+handler falls back to a plain upload (202) and never reveals whether the blob exists. The
+catalog lists only the repositories the caller may pull.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ def mount_allowed(request: web.Request) -> bool:
     if POLICY not in request.app:
         return True
     return bool(request.get(_MOUNT_ALLOWED, False))
+
+
+def visible_repositories(request: web.Request, names: list[str]) -> list[str]:
+    """The catalog shows only the repositories the caller may pull (all of them without
+    the policy middleware)."""
+    if POLICY not in request.app:
+        return names
+    engine = request.app[POLICY]
+    identity, client_ip = request.get(IDENTITY), request.remote or ""
+    return [name for name in names if engine.allows_pull(identity, client_ip, name)]
 
 
 @web.middleware

@@ -261,8 +261,8 @@ class PolicyEngine:
         return decision
 
     def allows_pull(self, identity: Identity | None, client_ip: str, repository: str) -> bool:
-        """Whether the caller may pull from ``repository``: what the catalog and tag lists
-        show, and what a cross-repository mount needs on its ``from``."""
+        """Whether the caller may pull from ``repository``: which repositories the catalog
+        shows, and what a cross-repository mount needs on its ``from``."""
         request = PolicyRequest(GET_MANIFEST, repository)
         return self.decide(identity, client_ip, request).allowed
 

@@ -133,3 +133,33 @@ rules = ["request.action.startsWith('delete-')"]
         assert resp.status == 403
         assert await error_code(resp) == "DENIED"
         assert (await api.get("/v2/team/app/manifests/v1")).status == 200
+
+
+async def test_the_catalog_shows_what_the_caller_may_pull(tmp_path: Path) -> None:
+    # viewer may list the catalog, and pull only public/ (the public rule).
+    config = CONFIG.replace(
+        "[global.access_policy]",
+        '[auth.static.viewer]\npassword = "viewer-password"\n\n[global.access_policy]',
+    ).replace(
+        "  \"identity.username == 'admin'\",\n",
+        "  \"identity.username == 'admin'\",\n"
+        "  \"identity.username == 'viewer' && request.action == 'list-catalog'\",\n",
+    )
+    viewer = {"Authorization": "Basic " + base64.b64encode(b"viewer:viewer-password").decode()}
+    async with open_api(tmp_path, config, [TEST_AUTH_PLUGIN], headers=basic("admin")) as admin:
+        for name in ("drop/a", "public/b", "public/c", "team/d"):
+            await admin.push_image(name, "v1")
+        resp = await admin.get("/v2/_catalog")
+        assert (await resp.json())["repositories"] == ["drop/a", "public/b", "public/c", "team/d"]
+        url = admin.client.make_url("/")
+        async with aiohttp.ClientSession(base_url=url, headers=viewer) as session:
+            resp = await session.get("/v2/_catalog")
+            assert resp.status == 200
+            assert (await resp.json())["repositories"] == ["public/b", "public/c"]
+            # Pages follow the names read, shown or not.
+            resp = await session.get("/v2/_catalog?n=1")
+            assert (await resp.json())["repositories"] == []
+            assert "last=drop%2Fa" in resp.headers["Link"]
+            assert (await session.get("/v2/_catalog?n=1&last=drop/a")).status == 200
+        async with aiohttp.ClientSession(base_url=url, headers=basic("reader")) as reader:
+            assert (await reader.get("/v2/_catalog")).status == 403
