@@ -1,9 +1,11 @@
-"""The ``angos`` command: ``serve``, ``check-config``, ``gc`` and ``policy check``."""
+"""The ``angos`` command: ``serve``, ``check-config``, ``gc``, ``hash-password`` and
+``policy check``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 import typing
 from collections.abc import Sequence
@@ -12,7 +14,7 @@ from angos_core import __version__
 from angos_core.config import AngosConfig, load_config, port_problem, with_server_overrides
 from angos_core.errors import AngosError, ConfigError, PluginError
 from angos_core.logs import setup_logging
-from angos_core.plugins import load_catalogue
+from angos_core.plugins import install_hint, load_catalogue
 from angos_core.registry import Registry, Stores
 from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
 from angos_core.serve import check_shared_backends, describe, serve
@@ -130,6 +132,50 @@ def _add_policy(sub: typing.Any) -> None:
     check.set_defaults(func=cmd_policy_check)
 
 
+def _read_password() -> str:
+    """From a prompt, asked twice, on a terminal; else stdin, less one final newline. Never
+    from argv: a command line is visible to every user of the machine and kept in history."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise ValueError("the passwords differ; nothing was hashed")
+    else:
+        password = sys.stdin.read()
+        password = password.removesuffix("\n").removesuffix("\r")
+        if "\n" in password:
+            raise ValueError("stdin holds more than one line; give the password alone")
+    if not password:
+        raise ValueError("the password is empty")
+    return password
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    if args.password is not None:
+        print(
+            "angos: hash-password takes no password argument (a command line shows in ps and "
+            "in shell history): type it at the prompt, or pipe it on stdin",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        # The hashes are the angos-auth-basic plugin's: core carries no hashing library.
+        from angos_auth_basic.hashing import hash_password
+    except ImportError:
+        print(
+            "angos: hash-password needs the angos-auth-basic plugin, which is not installed; "
+            + install_hint("authenticator", "identity"),
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        encoded = hash_password(_read_password(), scheme="bcrypt" if args.bcrypt else "argon2id")
+    except ValueError as exc:
+        print(f"angos: hash-password: {exc}", file=sys.stderr)
+        return 1
+    print(encoded)
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (argparse prints the whole usage first), exit 2."""
 
@@ -206,6 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MIN_AGE_SECS})",
     )
     gc.set_defaults(func=cmd_gc)
+
+    hash_cmd = sub.add_parser(
+        "hash-password",
+        help="print an Argon2id hash for [auth.identity.<name>] password (the password is "
+        "read from a prompt, or from stdin when it is not a terminal)",
+    )
+    hash_cmd.add_argument(
+        "--bcrypt",
+        action="store_true",
+        help="a bcrypt hash instead, for an htpasswd file (user:hash)",
+    )
+    # Only to refuse it with the reason (argparse would say "unrecognized arguments").
+    hash_cmd.add_argument("password", nargs="?", help=argparse.SUPPRESS)
+    hash_cmd.set_defaults(func=cmd_hash_password)
     _add_policy(sub)
     return parser
 

@@ -153,7 +153,9 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
     """Fill dataclass ``cls`` from a TOML table; errors name the dotted key under ``path``.
 
     Every unknown key, wrong type and missing key of the table is reported, not only the
-    first (:class:`ConfigErrors` when there are several).
+    first (:class:`ConfigErrors` when there are several). A ``ConfigError`` that ``cls``'s
+    ``__post_init__`` raises with one of its field names as the key (a plugin's class does
+    not know where its table sits) is reported under ``path.<field>``.
     """
     known = config_fields(cls)
     errors: list[ConfigError] = [
@@ -178,7 +180,10 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
     ConfigErrors.raise_if_any(errors)
     try:
         return cls(**values)
-    except ConfigError:
+    except ConfigError as exc:
+        ConfigErrors.raise_if_any(
+            [ConfigError(f"{path}.{e.key}", e.message) if e.key in known else e for e in exc.errors]
+        )
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(path, str(exc)) from exc

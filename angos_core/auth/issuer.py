@@ -20,7 +20,9 @@ BASIC_CHALLENGE = 'Basic realm="angos"'
 @runtime_checkable
 class TokenIssuer(Protocol):
     """Where clients get a token: ``realm`` is the token endpoint's URL, ``service`` the
-    name tokens are issued for (their ``aud``)."""
+    name tokens are issued for (their ``aud``). An empty ``realm`` is the registry's own
+    token endpoint at the request's ``<scheme>://<host>/token``: core builds that challenge
+    itself (:func:`angos_core.http.auth.challenge`)."""
 
     realm: str
     service: str

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from angos_core.auth.chain import AuthChain
+from angos_core.auth.tokens import TokenMinter
 from angos_core.config import AngosConfig, load_toml, parse_config
 from angos_core.http.auth import AUTH, auth_middleware
 from angos_core.http.context import REGISTRY, SERVER, track_shutdown
@@ -33,6 +34,7 @@ from angos_core.http.policy import install as install_policy
 from angos_core.http.policy import policy_middleware
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
+from angos_core.http.token_handlers import add_token_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores, UploadSessionLimits
 from angos_core.registry.wrappers import Observer
@@ -142,6 +144,9 @@ def make_app(
     chain = None
     if config.auth.enabled:
         chain = app[AUTH] = AuthChain.from_config(config.auth, metrics.observe_auth)
+        minter = next((a for a in chain.authenticators if isinstance(a, TokenMinter)), None)
+        if minter is not None:
+            add_token_routes(app, minter)
 
     async def authenticators(app: web.Application) -> AsyncIterator[None]:
         # After ``backends``: an authenticator may use the cache.

@@ -8,7 +8,11 @@ endpoints (``/healthz``, ``/readyz``, ``/metrics``) and the routes a plugin decl
 :func:`allow_anonymous` (the token endpoint). With an access policy, the policy decides
 every route, the probes included (:mod:`angos_core.http.policy`, inside this middleware).
 
-The identity is at ``request[IDENTITY]`` (:func:`identity_of`) for the layers below.
+The identity is at ``request[IDENTITY]`` (:func:`identity_of`) for the layers below. What
+an authenticated identity may do is decided by :func:`angos_core.auth.grants.authorize`
+before the handler runs: a credential whose grants do not cover the request (a token's
+``access``) gets 401 with the challenge naming the scope it needs and
+``error="insufficient_scope"``, so the client fetches a token for it.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from angos_core.auth.chain import AuthChain
-from angos_core.auth.issuer import BASIC_CHALLENGE
+from angos_core.auth.grants import Verdict, authorize
+from angos_core.auth.issuer import BASIC_CHALLENGE, bearer_challenge
 from angos_core.auth.scope import CATALOG, repository_access
+from angos_core.auth.tokens import TOKEN_PATH
 from angos_core.errors import (
     AuthenticationFailed,
+    Denied,
     IdentityProviderUnavailable,
     Unauthorized,
 )
@@ -42,6 +49,9 @@ log = logging.getLogger("angos.auth")
 AUTH: web.AppKey[AuthChain] = web.AppKey("angos_auth", AuthChain)
 #: Route templates an anonymous request reaches (its handler decides).
 _ANONYMOUS_ROUTES: web.AppKey[set[str]] = web.AppKey("angos_anonymous_routes", set)
+#: Route templates whose 401 asks for Basic credentials even when a token issuer points
+#: the registry API's challenge at a realm: the token endpoint itself.
+_BASIC_ROUTES: web.AppKey[set[str]] = web.AppKey("angos_basic_routes", set)
 
 #: RFC 6750's b64token: what a Bearer token may be made of.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -56,6 +66,12 @@ def allow_anonymous(app: web.Application, *routes: str) -> None:
     authentication is on; credentials they do present are still checked. Call it while
     building the app."""
     app.setdefault(_ANONYMOUS_ROUTES, set()).update(routes)
+
+
+def challenge_with_basic(app: web.Application, *routes: str) -> None:
+    """Answer a 401 on ``routes`` with the Basic challenge (the token endpoint: a client
+    asking for a token must send its password, not be sent for a token)."""
+    app.setdefault(_BASIC_ROUTES, set()).update(routes)
 
 
 def identity_of(request: BaseRequest) -> Identity | None:
@@ -150,18 +166,31 @@ def request_access(request: web.Request) -> tuple[Access, ...]:
     return ()
 
 
-def challenge(request: web.Request, chain: AuthChain) -> str:
-    if chain.issuer is not None:
-        return chain.issuer.challenge(request_access(request))
-    return BASIC_CHALLENGE
+def challenge(request: web.Request, chain: AuthChain, error: str = "") -> str:
+    """The ``WWW-Authenticate`` value of a 401 for ``request``; ``error`` is RFC 6750's
+    (``insufficient_scope``, ``invalid_token``)."""
+    issuer = chain.issuer
+    if issuer is None or route_template(request) in request.app.get(_BASIC_ROUTES, ()):
+        return BASIC_CHALLENGE
+    needed = request_access(request)
+    if issuer.realm:
+        value = issuer.challenge(needed)
+    else:
+        # No configured realm: the registry's own token endpoint, at the host the client
+        # already talks to (a registry reachable under several names).
+        origin = f"{request.scheme}://{request.host}"
+        value = bearer_challenge(origin + TOKEN_PATH, issuer.service, needed)
+    return f'{value},error="{error}"' if error else value
 
 
-def unauthorized(request: web.Request, chain: AuthChain, message: str) -> web.Response:
+def unauthorized(
+    request: web.Request, chain: AuthChain, message: str, error: str = ""
+) -> web.Response:
     return error_response(
         401,
         Unauthorized.code,
         message,
-        headers={"WWW-Authenticate": challenge(request, chain)},
+        headers={"WWW-Authenticate": challenge(request, chain, error)},
     )
 
 
@@ -198,6 +227,16 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         return unauthorized(request, chain, Unauthorized.default_message)
     if identity is not None:
         request[IDENTITY] = identity
+        verdict = authorize(identity, request_access(request))
+        if verdict is Verdict.INSUFFICIENT_SCOPE:
+            return unauthorized(
+                request,
+                chain,
+                "the credential does not grant the access this request needs",
+                "insufficient_scope",
+            )
+        if verdict is Verdict.DENY:
+            raise Denied()
     try:
         response = await handler(request)
         return response
