@@ -197,6 +197,7 @@ _SIMPLE: Mapping[tuple[str | None, str], str] = {
     ("tags", "GET"): LIST_TAGS,
     ("token", "GET"): GET_TOKEN,
     ("token", "POST"): GET_TOKEN,
+    ("token-post", "POST"): GET_TOKEN,
     ("healthz", "GET"): HEALTHZ,
     ("readyz", "GET"): READYZ,
     ("metrics", "GET"): METRICS,
