@@ -6,7 +6,8 @@ it may do). A denied anonymous request gets 401 with the challenge when credenti
 change the answer (authenticators are configured), an authenticated one 403 ``DENIED``.
 A cross-repository mount from a repository the caller may not pull is not attempted: the
 handler falls back to a plain upload (202) and never reveals whether the blob exists. The
-catalog lists only the repositories the caller may pull.
+catalog lists only the repositories the caller may pull. A route that maps to no action is
+denied while a policy is configured (fail closed).
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ async def policy_middleware(request: web.Request, handler: Any) -> web.StreamRes
     wanted = policy_request(
         request.method, request.match_info.route.name, request.match_info, request.query
     )
+    if wanted is None and engine.configured and request.match_info.http_exception is None:
+        # A route no action names (a plugin's, say): no rule can have meant to allow it.
+        log.warning("%s %s: the route is no policy action; denied", request.method, request.path)
+        raise Denied()
     if wanted is not None:
         identity = request.get(IDENTITY)
         client_ip = request.remote or ""

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
-from angos_core.testing.api import Api, digest_of, error_code, open_api
+from angos_core.http.app import make_app_from_toml
+from angos_core.testing.api import Api, digest_of, error_code, fs_toml, open_api
 from tests.support.auth import TEST_AUTH_PLUGIN
 
 USERS = {"admin": "admin-password", "reader": "reader-password", "pusher": "pusher-password"}
@@ -163,3 +166,17 @@ async def test_the_catalog_shows_what_the_caller_may_pull(tmp_path: Path) -> Non
             assert (await session.get("/v2/_catalog?n=1&last=drop/a")).status == 200
         async with aiohttp.ClientSession(base_url=url, headers=basic("reader")) as reader:
             assert (await reader.get("/v2/_catalog")).status == 403
+
+
+async def test_a_route_that_is_no_action_is_denied(tmp_path: Path) -> None:
+    policy = '[global.access_policy]\ndefault = "allow"\nrules = ["false"]\n'
+    app = make_app_from_toml(fs_toml(tmp_path, policy))
+
+    async def extension(request: web.Request) -> web.Response:
+        raise AssertionError("a route no action names was reached")
+
+    app.router.add_get("/v2/_extension", extension, name="extension")  # as a plugin's
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/v2/_extension")).status == 403
+        assert (await client.get("/v2/")).status == 200
+        assert (await client.get("/nonexistent")).status == 404
