@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,10 @@ def _read(key: str, path: Path, what: str) -> str:
 
 
 def _reason(exc: ssl.SSLError) -> str:
-    return str(exc.reason or exc.strerror or exc).replace("_", " ").lower()
+    """OpenSSL's reason, readable: ``NO_START_LINE`` -> ``no start line``."""
+    if exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc.strerror or exc))
 
 
 def _load_certificates(key: str, path: Path, text: str, what: str) -> ssl.SSLContext:
