@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+from angos_core.auth.config import AuthConfig, parse_auth
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
@@ -387,13 +388,25 @@ class AngosConfig:
     cache: BackendChoice
     source: str = "<embedded default>"
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    #: ``[auth]``; no authenticator configured: anonymous (see angos_core.auth.config).
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
-_TOP_LEVEL = ("server", "global", "log", "maintenance", "blob_store", "metadata_store", "cache")
+_TOP_LEVEL = (
+    "server",
+    "global",
+    "log",
+    "maintenance",
+    "blob_store",
+    "metadata_store",
+    "cache",
+    "auth",
+)
 
+# Loopback: a registry started without a config file is not open to the network.
 DEFAULT_TOML = f"""
 [server]
-bind_address = "0.0.0.0"
+bind_address = "127.0.0.1"
 port = 8000
 
 [blob_store.fs]
@@ -471,6 +484,7 @@ def parse_config(
     global_ = found.attempt(lambda: section("global", GlobalConfig))
     log = found.attempt(lambda: section("log", LogConfig))
     maintenance = found.attempt(lambda: section("maintenance", MaintenanceConfig))
+    auth = found.attempt(lambda: parse_auth(data.get("auth", {}), catalogue))
 
     blob = found.attempt(lambda: _single_backend(data, "blob_store"))
     blob_choice = None
@@ -504,7 +518,7 @@ def parse_config(
 
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and blob_choice and meta_choice
-    assert lock_choice and cache_choice
+    assert lock_choice and cache_choice and auth is not None
     return AngosConfig(
         server=server,
         global_=global_,
@@ -515,6 +529,7 @@ def parse_config(
         cache=cache_choice,
         source=source,
         maintenance=maintenance,
+        auth=auth,
     )
 
 

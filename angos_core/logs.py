@@ -114,6 +114,7 @@ def config_summary(config: AngosConfig) -> dict[str, Any]:
         "metadata_store": _backend(config.metadata_store),
         "lock_provider": _backend(config.lock_provider),
         "cache": _backend(config.cache),
+        "auth": config.auth.summary(),
     }
 
 

@@ -17,14 +17,21 @@ from angos_core import hookspecs
 from angos_core.errors import PluginError
 from angos_core.hookspecs import BackendSpec
 
-Kind = Literal["blob_store", "metadata_store", "lock_provider", "cache"]
-KINDS: tuple[Kind, ...] = ("blob_store", "metadata_store", "lock_provider", "cache")
+Kind = Literal["blob_store", "metadata_store", "lock_provider", "cache", "authenticator"]
+KINDS: tuple[Kind, ...] = (
+    "blob_store",
+    "metadata_store",
+    "lock_provider",
+    "cache",
+    "authenticator",
+)
 
 _HOOK_OF_KIND: dict[Kind, str] = {
     "blob_store": "angos_blob_stores",
     "metadata_store": "angos_metadata_stores",
     "lock_provider": "angos_lock_providers",
     "cache": "angos_caches",
+    "authenticator": "angos_authenticators",
 }
 
 

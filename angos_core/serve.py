@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from aiohttp import web, web_response
 
 from angos_core import __version__
+from angos_core.auth.config import exposure_warning
 from angos_core.config import AngosConfig
 from angos_core.errors import AngosError, ConfigError
 from angos_core.http.connections import (
@@ -486,6 +487,9 @@ def serve(config: AngosConfig) -> int:
         # Every file checked before a port is bound or a store created (each worker then
         # builds its own context from the same files).
         build_context(server.tls)
+    exposed = exposure_warning(server.bind_address, config.auth)
+    if exposed is not None:
+        log.warning(exposed)
     raise_open_file_limit()  # before forking: the workers inherit it
     if server.workers <= 1:
         return serve_one(config)
