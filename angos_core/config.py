@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from angos_core.auth.config import AuthConfig, parse_auth
+from angos_core.auth.config import AuthConfig, parse_auth, with_client_certificates
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
@@ -485,6 +485,10 @@ def parse_config(
     log = found.attempt(lambda: section("log", LogConfig))
     maintenance = found.attempt(lambda: section("maintenance", MaintenanceConfig))
     auth = found.attempt(lambda: parse_auth(data.get("auth", {}), catalogue))
+    if server is not None and auth is not None:
+        client_cas = server.tls.client_ca_bundle if server.tls is not None else None
+        parsed_auth = auth
+        auth = found.attempt(lambda: with_client_certificates(parsed_auth, client_cas, catalogue))
 
     blob = found.attempt(lambda: _single_backend(data, "blob_store"))
     blob_choice = None

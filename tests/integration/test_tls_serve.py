@@ -304,3 +304,58 @@ def test_workers_each_serve_tls(
         )  # fmt: skip
         assert (result.returncode, result.stdout) == (0, "200"), result.stderr
     assert handshake_error(server.port, client_context(tls_pki.ca.cert_path)) is not None
+
+
+# --------------------------------------------------------------------------- mTLS identity
+
+
+def test_a_client_certificate_authenticates_a_push_that_anonymous_cannot_make(
+    angos_server_factory: AngosServerFactory,
+    tls_pki: TlsPki,
+    tmp_path: Path,
+    curl: str,
+    skopeo: str,
+) -> None:
+    ca, client = tls_pki.ca.cert_path, tls_pki.client
+    server = angos_server_factory(
+        mtls_toml(tmp_path / "data", tls_pki, "optional"), ssl_context=client_context(ca)
+    )
+    # Anonymous (TLS, no client certificate): only the challenge of GET /v2/.
+    anonymous = curl_v2(curl, server, ca)
+    assert (anonymous.returncode, anonymous.stdout) == (0, "401"), anonymous.stderr
+    cert_args = ("--cert", str(client.cert_path), "--key", str(client.key_path))
+    authenticated = curl_v2(curl, server, ca, *cert_args)
+    assert (authenticated.returncode, authenticated.stdout) == (0, "200"), authenticated.stderr
+
+    source = build_source(tmp_path / "source")
+    remote = f"docker://{server.host}/team/app:v1"
+    no_cert = cert_dir(tmp_path / "anonymous.d", ca)
+    refused = run_tool(
+        [skopeo, "--insecure-policy", "copy", "--dest-tls-verify=true",
+         f"--dest-cert-dir={no_cert}", f"oci:{source.oci.root}:single", remote],
+        shown="skopeo copy without a client certificate",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "authentication required" in refused.stderr or "unauthorized" in refused.stderr.lower()
+
+    with_cert = cert_dir(tmp_path / "alice.d", ca, client)
+    run_skopeo(
+        skopeo, "copy", "--preserve-digests", "--dest-tls-verify=true",
+        f"--dest-cert-dir={with_cert}", f"oci:{source.oci.root}:single", remote,
+    )  # fmt: skip
+    back = tmp_path / "back"
+    run_skopeo(
+        skopeo, "copy", "--preserve-digests", "--src-tls-verify=true",
+        f"--src-cert-dir={with_cert}", remote, f"oci:{back}:single",
+    )  # fmt: skip
+    assert read_layout_ref(back, "single")["digest"] == source.single.digest
+
+    # The access log names who pushed: the certificate's common name, through "tls".
+    pushes = [
+        line
+        for line in server.stderr_text().splitlines()
+        if '"PUT /v2/team/app/manifests/v1"' in line and " 201 " in line
+    ]
+    assert pushes, server.stderr_text()
+    assert all('identity="alice" provider=tls' in line for line in pushes), pushes
