@@ -279,6 +279,36 @@ def test_a_replaced_certificate_is_served_to_new_connections_without_dropping_ol
     kept.close()
 
 
+def test_a_replaced_client_ca_bundle_decides_who_gets_in(
+    angos_server_factory: AngosServerFactory, tls_pki: TlsPki, tmp_path: Path
+) -> None:
+    """The CA store verification reads is the new context's: a CA taken out of the bundle
+    no longer admits its clients (a context that only ever adds CAs would)."""
+    bundle = tmp_path / "client-cas.pem"
+    bundle.write_bytes(tls_pki.ca.cert_path.read_bytes())
+    toml = tls_toml(
+        tmp_path / "data",
+        tls_pki.server.cert_path,
+        tls_pki.server.key_path,
+        f'client_ca_bundle = "{bundle}"\nclient_auth = "required"\n',
+    )
+    ca = tls_pki.ca.cert_path
+    server = angos_server_factory(toml, ssl_context=client_context(ca, tls_pki.client))
+    alice = client_context(ca, tls_pki.client)
+    mallory = client_context(ca, tls_pki.foreign_client)
+    assert handshake_error(server.port, alice) is None
+    assert handshake_error(server.port, mallory) is not None
+
+    aside = bundle.with_name("client-cas.pem.new")
+    aside.write_bytes(tls_pki.other_ca.cert_path.read_bytes())
+    aside.replace(bundle)
+    deadline = time.monotonic() + RELOAD_WAIT_SECS
+    while handshake_error(server.port, mallory) is not None:
+        assert time.monotonic() < deadline, server.stderr_text()
+        time.sleep(0.2)
+    assert handshake_error(server.port, alice) is not None
+
+
 # --------------------------------------------------------------------------- workers
 
 
