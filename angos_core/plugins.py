@@ -140,8 +140,9 @@ def install_hint(kind: Kind, name: str) -> str:
         for dist, (_, provides) in REPOSITORY_PLUGINS.items()
         for n in provides.get(kind, ())
     )
+    provided = f"provide {kind} {known}" if known else f"provide no {kind}"
     return (
-        f"no Angos plugin provides {name!r} (the repository's plugins provide {kind} {known}); "
+        f"no Angos plugin provides {name!r} (the repository's plugins {provided}); "
         f"check the name, or install the third-party plugin that provides it (by convention "
         f"the distribution angos-{name})"
     )

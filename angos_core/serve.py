@@ -70,8 +70,12 @@ def scheme(config: AngosConfig) -> str:
 
 
 def log_startup(config: AngosConfig) -> None:
-    """The effective configuration, secrets replaced by ``***``."""
+    """The effective configuration, secrets replaced by ``***``; and, once the address is
+    known to be listenable, the warning of an anonymous registry on the network."""
     log.info("config: %s", json.dumps(config_summary(config), default=str, sort_keys=True))
+    exposed = exposure_warning(config.server.bind_address, config.auth)
+    if exposed is not None:
+        log.warning(exposed)
 
 
 def install_event_loop() -> str:
@@ -487,9 +491,6 @@ def serve(config: AngosConfig) -> int:
         # Every file checked before a port is bound or a store created (each worker then
         # builds its own context from the same files).
         build_context(server.tls)
-    exposed = exposure_warning(server.bind_address, config.auth)
-    if exposed is not None:
-        log.warning(exposed)
     raise_open_file_limit()  # before forking: the workers inherit it
     if server.workers <= 1:
         return serve_one(config)

@@ -102,6 +102,15 @@ class AuthConfig:
         """Whether any authenticator is configured: else the registry is anonymous."""
         return bool(self.authenticators)
 
+    def describe(self) -> str:
+        """One phrase for ``check-config``: ``auth identity (alice, bob), htpasswd``."""
+        if not self.enabled:
+            return "no auth (anonymous)"
+        return "auth " + ", ".join(
+            f"{c.name} ({', '.join(c.entries)})" if c.entries else c.name
+            for c in self.authenticators
+        )
+
     def summary(self) -> dict[str, Any]:
         """For the startup log: names and entries only, never a setting (hashes, keys)."""
         return {

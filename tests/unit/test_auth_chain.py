@@ -295,3 +295,39 @@ def test_bearer_challenge() -> None:
     assert bearer_challenge("https://r/token", 'a"b', repository_access("GET", "x")) == (
         'Bearer realm="https://r/token",service="a\\"b",scope="repository:x:pull"'
     )
+
+
+# --------------------------------------------------------------------------- the TLS hook point
+
+
+class FakeTransport:
+    def __init__(self, peercert: object) -> None:
+        self.peercert = peercert
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.peercert if name == "peercert" else default
+
+
+def test_peer_certificate_reads_the_verified_subject() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from angos_core.http.auth import credentials_of, peer_certificate
+    from angos_core.identity import Certificate
+
+    subject = (
+        (("countryName", "DE"),),
+        (("organizationName", "Team A"),),
+        (("organizationName", "Team B"),),
+        (("commonName", "ci-runner"),),
+    )
+    request = make_mocked_request(
+        "GET", "/v2/", transport=FakeTransport({"subject": subject, "issuer": ()})
+    )
+    assert peer_certificate(request) == Certificate(("ci-runner",), ("Team A", "Team B"))
+    credentials = credentials_of(request)
+    assert credentials.certificate is not None and credentials.presented
+    # No certificate (getpeercert() is {} without one), or plain HTTP: none.
+    assert peer_certificate(make_mocked_request("GET", "/v2/", transport=FakeTransport({}))) is None
+    assert (
+        peer_certificate(make_mocked_request("GET", "/v2/", transport=FakeTransport(None))) is None
+    )

@@ -82,6 +82,16 @@ def test_table_form_and_several_authenticators(catalogue: BackendCatalogue) -> N
     )
 
 
+def test_describe_for_check_config(catalogue: BackendCatalogue) -> None:
+    assert parse("", catalogue).auth.describe() == "no auth (anonymous)"
+    config = parse(
+        '[auth.static.alice]\npassword = "a-password"\n[auth.static.bob]\npassword = "b-password"\n'
+        '[auth.static_token]\ntoken = "t0ken-value"\n',
+        catalogue,
+    )
+    assert config.auth.describe() == "auth static (alice, bob), static_token"
+
+
 def test_failure_limit_alone_is_no_authentication(catalogue: BackendCatalogue) -> None:
     assert not parse("[auth.failure_limit]\nmax_failures = 3\n", catalogue).auth.enabled
 
