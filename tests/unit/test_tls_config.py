@@ -234,3 +234,22 @@ def test_a_broken_new_file_keeps_the_old_certificate_and_warns_once(
     tls.server_private_key.write_bytes(other.key_path.read_bytes())
     assert reloading.check() is True
     assert reloading.current is not before
+
+
+def test_the_startup_summary_shows_the_tls_files_as_a_table(tls_pki: TlsPki) -> None:
+    import json
+
+    from angos_core.logs import config_summary
+
+    text = (
+        f'[server.tls]\nserver_certificate_bundle = "{tls_pki.server.cert_path}"\n'
+        f'server_private_key = "{tls_pki.server.key_path}"\n{FS}'
+    )
+    summary = config_summary(parse_config(load_toml(text, "t"), load_catalogue()))
+    tls = json.loads(json.dumps(summary, default=str))["server"]["tls"]
+    assert tls == {
+        "server_certificate_bundle": str(tls_pki.server.cert_path),
+        "server_private_key": str(tls_pki.server.key_path),
+        "client_ca_bundle": None,
+        "client_auth": "optional",
+    }
