@@ -11,17 +11,23 @@ server-name callback, which OpenSSL runs for every ClientHello (with or without 
 it picks the certificate and verifies the client's. A connection keeps the context it was
 handshaken with: nothing in flight is dropped. A new file that does not load keeps the old
 context and logs one warning (until the file changes again).
+
+A refused handshake (a client certificate of another CA, expired, or missing when
+required) is answered with its TLS alert, so the client can say why
+(:func:`send_handshake_alerts`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from angos_core.config import TlsConfig
 from angos_core.errors import ConfigError
@@ -164,6 +170,35 @@ def _signature(tls: TlsConfig) -> Signature:
     return tuple(found)
 
 
+def send_handshake_alerts() -> None:
+    """Make asyncio send the TLS alert of a failed handshake before it closes.
+
+    asyncio's ``SSLProtocol`` (3.11+) drops the connection as soon as OpenSSL refuses a
+    handshake, with the alert naming why (``unknown ca``, ``certificate expired``,
+    ``certificate required``) still in its outgoing buffer: the client reads a bare EOF.
+    Flushing that buffer first gives docker, skopeo and curl the reason. Idempotent; a
+    Python whose ``SSLProtocol`` lacks these internals keeps its behaviour (EOF), as does
+    uvloop, which has its own TLS layer.
+    """
+    from asyncio import sslproto
+
+    protocol: Any = getattr(sslproto, "SSLProtocol", None)
+    complete = getattr(protocol, "_on_handshake_complete", None)
+    if complete is None or not hasattr(protocol, "_process_outgoing"):
+        return
+    if getattr(complete, "_angos_sends_alerts", False):
+        return
+
+    def on_handshake_complete(self: Any, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            with contextlib.suppress(Exception):  # the transport may be gone already
+                self._process_outgoing()
+        complete(self, handshake_exc)
+
+    on_handshake_complete._angos_sends_alerts = True  # type: ignore[attr-defined]
+    protocol._on_handshake_complete = on_handshake_complete
+
+
 class ReloadingContext:
     """The listener's context, handing each new connection the newest certificates.
 
@@ -187,6 +222,7 @@ class ReloadingContext:
         self.current = self.context
         self.context.sni_callback = self._select
         self.reloads = 0
+        send_handshake_alerts()
 
     def _select(
         self, ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
