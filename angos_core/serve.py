@@ -454,8 +454,7 @@ class Master:
                     announced = True
                     pids = ", ".join(str(p) for p in sorted(self.workers))
                     log.info(
-                        "angos %s serving on %s://%s:%s with %d workers (pids %s; %s; "
-                        "config: %s)",
+                        "angos %s serving on %s://%s:%s with %d workers (pids %s; %s; config: %s)",
                         __version__,
                         scheme(self.config),
                         self.bind,
