@@ -60,9 +60,9 @@ def skopeo() -> str:
     return require_tool("skopeo", "apt-get install skopeo (or run scripts/test)")
 
 
-def served_serial(port: int, ca: Path) -> int:
+def served_serial(port: int, ca: Path, client: Issued | None = None) -> int:
     """The serial of the certificate a new connection to ``port`` is served."""
-    context = client_context(ca)
+    context = client_context(ca, client)
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
         context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
@@ -315,28 +315,44 @@ def test_a_replaced_client_ca_bundle_decides_who_gets_in(
 # --------------------------------------------------------------------------- workers
 
 
-def test_workers_each_serve_tls(
+def test_workers_each_serve_tls_and_each_reloads(
     angos_server_factory: AngosServerFactory,
     tls_pki: TlsPki,
     tmp_path: Path,
     redis_url: str,
     curl: str,
 ) -> None:
+    cert, key = tmp_path / "tls" / "server.pem", tmp_path / "tls" / "server.key"
+    cert.parent.mkdir()
+    tls_pki.server.copy_to(cert, key)
+    ca, client = tls_pki.ca.cert_path, tls_pki.client
     shared = f'[metadata_store.fs.redis]\nurl = "{redis_url}"\n[cache.redis]\nurl = "{redis_url}"\n'
-    toml = shared + mtls_toml(tmp_path / "data", tls_pki, "required")
-    server = angos_server_factory(
-        toml,
-        extra_args=["--workers", "2"],
-        ssl_context=client_context(tls_pki.ca.cert_path, tls_pki.client),
+    toml = shared + tls_toml(
+        tmp_path / "data", cert, key, f'client_ca_bundle = "{ca}"\nclient_auth = "required"\n'
     )
-    client = tls_pki.client
+    server = angos_server_factory(
+        toml, extra_args=["--workers", "2"], ssl_context=client_context(ca, client)
+    )
+    deadline = time.monotonic() + RELOAD_WAIT_SECS
+    while "with 2 workers" not in server.stderr_text():  # once every worker is ready
+        assert time.monotonic() < deadline, server.stderr_text()
+        time.sleep(0.2)
+    assert "serving on https://127.0.0.1:" in server.stderr_text()
     for _ in range(8):  # new connections, spread over both workers by the kernel
         result = curl_v2(
-            curl, server, tls_pki.ca.cert_path,
-            "--cert", str(client.cert_path), "--key", str(client.key_path),
-        )  # fmt: skip
+            curl, server, ca, "--cert", str(client.cert_path), "--key", str(client.key_path)
+        )
         assert (result.returncode, result.stdout) == (0, "200"), result.stderr
-    assert handshake_error(server.port, client_context(tls_pki.ca.cert_path)) is not None
+    assert handshake_error(server.port, client_context(ca)) is not None
+
+    renewed = tls_pki.ca.server()
+    renewed.copy_to(cert, key)
+    deadline = time.monotonic() + RELOAD_WAIT_SECS
+    while server.stderr_text().count("TLS certificates reloaded") < 2:  # one per worker
+        assert time.monotonic() < deadline, server.stderr_text()
+        time.sleep(0.2)
+    # Whichever worker the kernel hands a connection to, it serves the new certificate.
+    assert {served_serial(server.port, ca, client) for _ in range(12)} == {renewed.serial}
 
 
 # --------------------------------------------------------------------------- mTLS identity
