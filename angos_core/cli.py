@@ -18,6 +18,7 @@ from angos_core.plugins import install_hint, load_catalogue
 from angos_core.registry import Registry, Stores
 from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
 from angos_core.serve import check_shared_backends, describe, serve
+from angos_core.tls import build_context
 
 #: A usage error: a bad option, or a config that cannot be used (``serve``, ``gc``).
 EXIT_CONFIG = 2
@@ -41,6 +42,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = _load(args.config)
         check_shared_backends(config, config.server.workers)
+        if config.server.tls is not None:
+            build_context(config.server.tls)  # reads the PEM files, binds nothing
     except ConfigError as exc:
         for error in exc.errors:
             print(f"angos: config error: {error}", file=sys.stderr)

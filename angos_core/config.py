@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from angos_core.auth.config import AuthConfig, parse_auth
+from angos_core.auth.config import AuthConfig, parse_auth, with_client_certificates
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
@@ -94,10 +94,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        (only, *others) = [arg for arg in args if arg is not type(None)]
-        if not others:
-            # ``T | None``: T's own errors, with their own keys (a table's unknown key).
-            return _convert(only, value, key)
+        if len(args) == 2 and type(None) in args:
+            # An optional value: its own errors, each under its own key (a table's).
+            (arg,) = (a for a in args if a is not type(None))
+            return _convert(arg, value, key)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -193,6 +193,33 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
 
 
 @dataclass
+class TlsConfig:
+    """``[server.tls]``: serve HTTPS (Angos's keys). The files are PEM; they are read at
+    startup and again whenever they change (see :mod:`angos_core.tls`)."""
+
+    #: The server's certificate, followed by the intermediates a client needs to reach its
+    #: root (the chain, leaf first).
+    server_certificate_bundle: Path
+    #: The private key of the leaf certificate (unencrypted).
+    server_private_key: Path
+    #: CA certificates that issue client certificates (mTLS). Unset: no client certificate
+    #: is asked for, none is ever trusted.
+    client_ca_bundle: Path | None = None
+    #: With ``client_ca_bundle``: ``optional`` lets a client without a certificate in (it
+    #: may authenticate otherwise); ``required`` refuses it at the handshake. A certificate
+    #: that is presented and does not verify is refused either way.
+    client_auth: Literal["optional", "required"] = "optional"
+
+    def __post_init__(self) -> None:
+        if self.client_auth == "required" and self.client_ca_bundle is None:
+            raise ConfigError(
+                "server.tls.client_auth",
+                '"required" needs client_ca_bundle: set server.tls.client_ca_bundle to the PEM '
+                'file of the CAs that issue client certificates, or client_auth = "optional"',
+            )
+
+
+@dataclass
 class ServerConfig:
     bind_address: str = "0.0.0.0"
     port: int = 8000
@@ -211,6 +238,8 @@ class ServerConfig:
     max_connections: int = 4096
     #: The ``Server`` header of every response: no versions for a scanner to match.
     server_header: str = "angos"
+    #: ``[server.tls]``: HTTPS (and mTLS); None serves plain HTTP.
+    tls: TlsConfig | None = None
 
     def __post_init__(self) -> None:
         errors = []
@@ -502,6 +531,10 @@ def parse_config(
     if global_ is not None:
         immutable = found.attempt(lambda: TagImmutability.build(global_, repositories))
     auth = found.attempt(lambda: parse_auth(data.get("auth", {}), catalogue))
+    if server is not None and auth is not None:
+        client_cas = server.tls.client_ca_bundle if server.tls is not None else None
+        parsed_auth = auth
+        auth = found.attempt(lambda: with_client_certificates(parsed_auth, client_cas, catalogue))
 
     blob = found.attempt(lambda: _single_backend(data, "blob_store"))
     blob_choice = None

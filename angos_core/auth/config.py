@@ -16,7 +16,7 @@ No ``[auth]`` section (or one holding only ``failure_limit``): the registry is a
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
@@ -185,6 +185,36 @@ def _choose(
             errors.extend(exc.errors)
     ConfigErrors.raise_if_any(errors)
     return AuthenticatorChoice(name, spec, entries)
+
+
+#: The authenticator that makes a verified client certificate an identity
+#: (:mod:`angos_core.auth.tls`): in the chain whenever ``[server.tls] client_ca_bundle`` is.
+MTLS_AUTHENTICATOR = "tls"
+
+
+def with_client_certificates(
+    auth: AuthConfig, client_ca_bundle: object | None, catalogue: BackendCatalogue
+) -> AuthConfig:
+    """``auth`` with the ``tls`` authenticator first when client certificates are verified
+    (``client_ca_bundle`` set), as in Angos, whether or not ``[auth.tls]`` names it;
+    ``[auth.tls]`` without ``client_ca_bundle`` is an error (no certificate would reach it)."""
+    from angos_core.config import parse_table
+
+    configured = any(c.name == MTLS_AUTHENTICATOR for c in auth.authenticators)
+    path = f"auth.{MTLS_AUTHENTICATOR}"
+    if client_ca_bundle is None:
+        if configured:
+            raise ConfigError(
+                path,
+                "client certificates are only asked for and verified with [server.tls] "
+                "client_ca_bundle: set it to the PEM file of the CAs that issue client "
+                f"certificates, or remove [{path}]",
+            )
+        return auth
+    if configured:
+        return auth
+    choice = _choose(catalogue, MTLS_AUTHENTICATOR, {}, path, parse_table)
+    return replace(auth, authenticators=(choice, *auth.authenticators))
 
 
 def is_loopback(bind_address: str) -> bool:
