@@ -3,9 +3,12 @@
 Hooks are synchronous startup factories: they only *describe* backends. All I/O happens in
 the async methods of the objects a :class:`BackendSpec` factory returns (pluggy cannot await).
 
-Result rule for the four ``angos_*`` collection hooks: every plugin's list is collected and
+Result rule for the ``angos_*`` collection hooks: every plugin's list is collected and
 concatenated (pluggy's default collect-all); core refuses two specs with the same name for
 one kind, and selects the one the config names.
+
+Each hook here is one kind's, named by its declaration in :mod:`angos_core.kinds` (config
+section, protocol, wrapper, health); a hook needs both.
 """
 
 from __future__ import annotations

@@ -99,7 +99,19 @@ def _redact_value(name: str, value: Any) -> Any:
 
 
 def _backend(choice: BackendChoice) -> dict[str, Any]:
-    return {"name": choice.name, **{k: _redact_value(k, v) for k, v in choice.table.items()}}
+    entry = {} if choice.entry is None else {"entry": choice.entry}
+    settings = {k: _redact_value(k, v) for k, v in choice.table.items()}
+    return {"name": choice.name, **entry, **settings}
+
+
+def extensions_summary(config: AngosConfig) -> dict[str, Any]:
+    """Every declared kind's backends, secrets redacted: one object for a kind that selects
+    exactly one, a list for an ``Entries`` kind."""
+    summary: dict[str, Any] = {}
+    for kind in config.kinds:
+        backends = [_backend(choice) for choice in config.selected(kind.name)]
+        summary[kind.name] = backends if kind.several else backends[0]
+    return summary
 
 
 def config_summary(config: AngosConfig) -> dict[str, Any]:
@@ -110,10 +122,7 @@ def config_summary(config: AngosConfig) -> dict[str, Any]:
         "global": {k: v for k, v in vars(config.global_).items()},
         "log": dict(vars(config.log)),
         "maintenance": {"upload_purging": dict(vars(config.maintenance.upload_purging))},
-        "blob_store": _backend(config.blob_store),
-        "metadata_store": _backend(config.metadata_store),
-        "lock_provider": _backend(config.lock_provider),
-        "cache": _backend(config.cache),
+        **extensions_summary(config),
     }
 
 

@@ -57,10 +57,16 @@ MIN_WORKER_LIFE_SECS = 5.0
 
 
 def describe(config: AngosConfig) -> str:
-    return (
-        f"blob_store={config.blob_store.name}, metadata_store={config.metadata_store.name}, "
-        f"lock_provider={config.lock_provider.name}, cache={config.cache.name}"
-    )
+    """``kind=backend`` for every declared kind (an ``Entries`` kind: its entries joined by
+    ``+``, or ``none``)."""
+    parts = []
+    for kind in config.kinds:
+        names = [
+            c.name if c.entry is None else f"{c.name}.{c.entry}"
+            for c in config.selected(kind.name)
+        ]
+        parts.append(f"{kind.name}={'+'.join(names) or 'none'}")
+    return ", ".join(parts)
 
 
 def log_startup(config: AngosConfig) -> None:
