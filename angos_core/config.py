@@ -602,8 +602,7 @@ class _KindsParse:
             found.errors.append(
                 ConfigError(
                     parent.path,
-                    f"more than one {kind.title} configured: {', '.join(sorted(tables))}; "
-                    "keep one",
+                    f"more than one {kind.title} configured: {', '.join(sorted(tables))}; keep one",
                 )
             )
             return None
@@ -648,7 +647,9 @@ class _KindsParse:
             if owner is None:
                 if first:
                     found.errors.append(
-                        ConfigError(path, "; ".join(catalogue.not_found(k.name, name) for k in sharing))
+                        ConfigError(
+                            path, "; ".join(catalogue.not_found(k.name, name) for k in sharing)
+                        )
                     )
                 continue
             if owner is not kind:

@@ -171,9 +171,7 @@ EXTENSION_KINDS: tuple[ExtensionKind, ...] = (
         title="blob store",
         hook="angos_blob_stores",
         protocol=BlobStore,
-        selection=Single(
-            "blob_store", missing="add for example [blob_store.fs] root_dir = ..."
-        ),
+        selection=Single("blob_store", missing="add for example [blob_store.fs] root_dir = ..."),
         wrapper=core_wrapper("angos_core.registry.wrappers:WrappedBlobStore"),
         stores_field="blobs",
         readiness="read",
@@ -222,7 +220,9 @@ def check_declarations(kinds: tuple[ExtensionKind, ...]) -> None:
         elif isinstance(kind.selection, SubTable):
             parent = seen.get(kind.selection.parent)
             if parent is None or not isinstance(parent.selection, Single):
-                problem = f"parent {kind.selection.parent!r} is not a Single kind declared before it"
+                problem = (
+                    f"parent {kind.selection.parent!r} is not a Single kind declared before it"
+                )
             elif any(
                 isinstance(k.selection, SubTable) and k.selection.parent == parent.name
                 for k in seen.values()
@@ -234,9 +234,7 @@ def check_declarations(kinds: tuple[ExtensionKind, ...]) -> None:
                 problem = f"inherits from {inherit!r}, which is not declared before it"
             elif any(k.section == kind.section for k in seen.values()):
                 problem = f"section {kind.section!r} is already another kind's"
-        elif any(
-            k.section == kind.section and not k.several for k in seen.values()
-        ):
+        elif any(k.section == kind.section and not k.several for k in seen.values()):
             problem = f"section {kind.section!r} is already a Single kind's"
         if problem:
             raise PluginError(f"extension kind {kind.name!r}: {problem}")

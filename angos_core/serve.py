@@ -62,8 +62,7 @@ def describe(config: AngosConfig) -> str:
     parts = []
     for kind in config.kinds:
         names = [
-            c.name if c.entry is None else f"{c.name}.{c.entry}"
-            for c in config.selected(kind.name)
+            c.name if c.entry is None else f"{c.name}.{c.entry}" for c in config.selected(kind.name)
         ]
         parts.append(f"{kind.name}={'+'.join(names) or 'none'}")
     return ", ".join(parts)

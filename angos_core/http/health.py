@@ -12,8 +12,8 @@ each kind counting as its declaration's ``readiness`` says (:mod:`angos_core.kin
   kinds are writable and the ``write`` kinds (the lock provider) answer.
 
 An ``advisory`` kind (the cache: core treats a cache failure as a miss) fails neither. The
-body lists every checked backend's read and write state. Both answer 503 once a graceful shutdown has begun, so load
-balancers stop sending traffic.
+body lists every checked backend's read and write state. Both answer 503 once a graceful
+shutdown has begun, so load balancers stop sending traffic.
 """
 
 from __future__ import annotations

@@ -127,7 +127,8 @@ class Checker:
         return bool(who)
 
 
-#: As ``[auth.<authenticator>.<entry>]`` / ``[auth.htpasswd]``, and the authorizers' ``[auth.webhook.<name>]``.
+#: As ``[auth.<authenticator>.<entry>]`` or ``[auth.htpasswd]``, beside the authorizers'
+#: ``[auth.webhook.<name>]``.
 GATE = ExtensionKind(
     name="gate", title="gate", hook="angos_gates", protocol=Gate, selection=Entries("guard")
 )
@@ -223,7 +224,8 @@ def test_every_hookspec_is_a_declared_kind() -> None:
 def test_the_declarations_are_consistent() -> None:
     check_declarations(EXTENSION_KINDS)
     for kind in EXTENSION_KINDS:
-        assert isinstance(kind.protocol, type) and getattr(kind.protocol, "_is_runtime_protocol")
+        # Runtime-checkable: else the build-time isinstance check raises TypeError.
+        assert not isinstance(object(), kind.protocol)
         assert protocol_members(kind.protocol), kind.name
 
 
@@ -291,9 +293,7 @@ class HalfPlugin:
     @hookimpl
     def angos_blob_stores(self) -> list[BackendSpec[Any]]:
         return [
-            BackendSpec(
-                "half", lambda _: HalfBlobStore(), NoSettings, distribution="angos-half"
-            )
+            BackendSpec("half", lambda _: HalfBlobStore(), NoSettings, distribution="angos-half")
         ]
 
 
@@ -465,7 +465,7 @@ def test_an_unknown_name_in_a_shared_section_names_every_kind_sharing_it(tmp_pat
     assert "; judge 'ldap' not found; installed: hook; " in error.message
 
 
-# --------------------------------------------------------------------------- the declaration's own checks
+# --------------------------------------------------------------------------- declarations
 
 
 def test_a_kind_without_a_hookspec_is_refused() -> None:
