@@ -16,6 +16,7 @@ refuses unknown keys and wrong types with a :class:`ConfigError` that names the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import tomllib
 import types
@@ -337,8 +338,9 @@ class BackendChoice:
     table: dict[str, Any]
     #: The dotted key of its table (``metadata_store.fs.redis``).
     path: str
-    #: The entry's name, for an ``Entries`` kind's ``[<section>.<backend>.<entry>]``.
-    entry: str | None = None
+    #: The entry names of a backend of the ``entries`` form (``[auth.identity.<entry>]``),
+    #: in file order; its ``settings`` are then a ``dict`` of entry name to settings.
+    entries: tuple[str, ...] = ()
 
     def build(self) -> Any:
         """The backend, checked against its kind's protocol (a :class:`PluginError` naming
@@ -436,11 +438,10 @@ def _choose(
     name: str,
     table: dict[str, Any],
     path: str,
-    entry: str | None = None,
 ) -> BackendChoice:
     spec = _spec(catalogue, kind.name, name, path)
     settings = parse_table(spec.config_type, table, path)
-    return BackendChoice(kind, name, spec, settings, table, path, entry)
+    return BackendChoice(kind, name, spec, settings, table, path)
 
 
 class _Collector:
@@ -640,8 +641,13 @@ class _KindsParse:
                     ConfigError(section, f"expected a table such as [{section}.<name>]")
                 )
             return []
+        reserved = {
+            r for k in sharing if isinstance(k.selection, Entries) for r in k.selection.reserved
+        }
         choices: list[BackendChoice] = []
         for name, table in content.items():
+            if name in reserved:
+                continue
             path = f"{section}.{name}"
             owner = next((k for k in sharing if catalogue.has(k.name, name)), None)
             if owner is None:
@@ -657,31 +663,39 @@ class _KindsParse:
             if not isinstance(table, dict):
                 found.errors.append(ConfigError(path, f"expected a table [{path}]"))
                 continue
-            fields = config_fields(catalogue.get(kind.name, name).config_type)
-            entries = {k: v for k, v in table.items() if isinstance(v, dict) and k not in fields}
-            if entries and len(entries) < len(table):
-                settings = ", ".join(sorted(k for k in table if k not in entries))
-                found.errors.append(
+            choice = found.attempt(functools.partial(self._entry_choice, kind, name, table, path))
+            if choice is not None:
+                choices.append(choice)
+        return choices
+
+    def _entry_choice(
+        self, kind: ExtensionKind, name: str, table: dict[str, Any], path: str
+    ) -> BackendChoice:
+        spec = _spec(self.catalogue, kind.name, name, path)
+        if getattr(spec, "form", "table") == "table":
+            settings = parse_table(spec.config_type, table, path)
+            return BackendChoice(kind, name, spec, settings, table, path)
+        if not table:
+            raise ConfigError(path, f"no entry configured; add one or more [{path}.<name>] tables")
+        errors: list[ConfigError] = []
+        entries: dict[str, Any] = {}
+        for entry, sub in table.items():
+            where = f"{path}.{entry}"
+            if not isinstance(sub, dict):
+                errors.append(
                     ConfigError(
-                        path,
-                        f"holds both settings ({settings}) and entries "
-                        f"({', '.join(entries)}); keep the settings in each "
-                        f"[{path}.<entry>], or configure one [{path}] without entries",
+                        where,
+                        f"expected a table [{where}]: each entry of {name!r} is its own "
+                        f"[{path}.<name>] table",
                     )
                 )
                 continue
-            parts = (
-                [(f"{path}.{entry}", entry, sub) for entry, sub in entries.items()]
-                if entries
-                else [(path, None, table)]
-            )
-            for where, entry, sub in parts:
-                choice = found.attempt(
-                    lambda: _choose(catalogue, kind, name, sub, where, entry)  # noqa: B023
-                )
-                if choice is not None:
-                    choices.append(choice)
-        return choices
+            try:
+                entries[entry] = parse_table(spec.config_type, sub, where)
+            except ConfigError as exc:
+                errors.extend(exc.errors)
+        ConfigErrors.raise_if_any(errors)
+        return BackendChoice(kind, name, spec, entries, table, path, tuple(entries))
 
 
 def load_toml(text: str, source: str) -> dict[str, Any]:

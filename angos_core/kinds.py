@@ -13,8 +13,8 @@ follows from it:
 * the core wrapper that adds error translation and metrics (``wrapper``);
 * whether :class:`~angos_core.registry.Stores` builds, opens and closes it
   (``stores_field``), and what ``/readyz`` makes of its health check (``readiness``);
-* the startup summary and ``describe`` lines (one backend, or a list of entries, by
-  ``selection``).
+* the startup summary and ``describe`` lines (one backend, or a list for an ``Entries``
+  kind; ``summary`` says whether settings are shown).
 
 Adding a kind is adding an entry here plus its hookspec. Order matters: backends are parsed,
 built and opened in this order and closed in reverse.
@@ -65,14 +65,23 @@ class SubTable:
 
 @dataclass(frozen=True)
 class Entries:
-    """Any number of backends, each configured at once: ``[<section>.<backend>]`` (one
-    table of settings, as ``[auth.htpasswd]``) or ``[<section>.<backend>.<entry>]`` (named
-    entries, as ``[auth.oidc.github]``): a sub-table that is not a setting of the backend is
-    an entry. Several kinds may share one section; each backend name belongs to the kind
-    that provides it. Choices keep the file's order; a consumer that needs another (the
-    authenticator chain) sorts them itself. None configured is not an error."""
+    """Any number of backends, configured at once, each a sub-table of the section named
+    after it, in one of two forms its spec declares (a ``form`` attribute; none: ``table``):
+
+    * ``table``: ``[<section>.<backend>]`` is its settings (``[auth.htpasswd]``);
+    * ``entries``: every sub-table ``[<section>.<backend>.<entry>]`` is one entry, each
+      parsed into the spec's ``config_type``; the factory gets them all at once, as a
+      ``dict`` of entry name to settings in file order (``[auth.identity.alice]``,
+      ``[auth.oidc.github]``), and builds one backend serving every entry.
+
+    Several kinds may share one section (the authenticators and the authorizers share
+    ``[auth]``); each backend name belongs to the kind that provides it. ``reserved`` names
+    sub-tables that are core settings, parsed by core, not backends
+    (``[auth.failure_limit]``). Choices keep the file's order; a consumer that needs another
+    (the authenticator chain) sorts them itself. None configured is not an error."""
 
     section: str
+    reserved: tuple[str, ...] = ()
 
 
 Selection = Single | SubTable | Entries
@@ -132,6 +141,10 @@ class ExtensionKind:
     #: its consumer builds it.
     stores_field: str | None = None
     readiness: Readiness = None
+    #: What the startup summary shows of each backend: ``settings`` (its table, secrets
+    #: redacted), or ``names`` (its name and entries only: kinds whose settings are
+    #: credentials, such as password hashes).
+    summary: Literal["settings", "names"] = "settings"
 
     @property
     def section(self) -> str | None:

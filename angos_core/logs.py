@@ -99,9 +99,9 @@ def _redact_value(name: str, value: Any) -> Any:
 
 
 def _backend(choice: BackendChoice) -> dict[str, Any]:
-    entry = {} if choice.entry is None else {"entry": choice.entry}
-    settings = {k: _redact_value(k, v) for k, v in choice.table.items()}
-    return {"name": choice.name, **entry, **settings}
+    if choice.kind.summary == "names":
+        return {"name": choice.name, "entries": list(choice.entries)}
+    return {"name": choice.name, **{k: _redact_value(k, v) for k, v in choice.table.items()}}
 
 
 def extensions_summary(config: AngosConfig) -> dict[str, Any]:

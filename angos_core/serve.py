@@ -57,12 +57,13 @@ MIN_WORKER_LIFE_SECS = 5.0
 
 
 def describe(config: AngosConfig) -> str:
-    """``kind=backend`` for every declared kind (an ``Entries`` kind: its entries joined by
-    ``+``, or ``none``)."""
+    """``kind=backend`` for every declared kind; an ``Entries`` kind's backends are joined
+    by ``+`` (``authenticator=identity[alice,bob]+htpasswd``), or ``none``."""
     parts = []
     for kind in config.kinds:
         names = [
-            c.name if c.entry is None else f"{c.name}.{c.entry}" for c in config.selected(kind.name)
+            f"{c.name}[{','.join(c.entries)}]" if c.entries else c.name
+            for c in config.selected(kind.name)
         ]
         parts.append(f"{kind.name}={'+'.join(names) or 'none'}")
     return ", ".join(parts)

@@ -120,17 +120,29 @@ class ListConfig:
 
 
 class Checker:
-    def __init__(self, config: Any) -> None:
-        self.config = config
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
 
     async def admit(self, who: str) -> bool:
-        return bool(who)
+        return who in self.settings if isinstance(self.settings, dict) else bool(who)
+
+
+@dataclasses.dataclass(frozen=True)
+class EntriesSpec(BackendSpec[Any]):
+    """A spec of the ``entries`` form (as the authenticators' ``AuthenticatorSpec``)."""
+
+    form: str = "entries"
 
 
 #: As ``[auth.<authenticator>.<entry>]`` or ``[auth.htpasswd]``, beside the authorizers'
-#: ``[auth.webhook.<name>]``.
+#: ``[auth.webhook.<name>]`` and core's ``[auth.failure_limit]``.
 GATE = ExtensionKind(
-    name="gate", title="gate", hook="angos_gates", protocol=Gate, selection=Entries("guard")
+    name="gate",
+    title="gate",
+    hook="angos_gates",
+    protocol=Gate,
+    selection=Entries("guard", reserved=("limits",)),
+    summary="names",
 )
 JUDGE = ExtensionKind(
     name="judge", title="judge", hook="angos_judges", protocol=Gate, selection=Entries("guard")
@@ -161,7 +173,7 @@ class ExtraPlugin:
     @hookimpl
     def angos_gates(self) -> list[BackendSpec[Any]]:
         return [
-            BackendSpec("key", Checker, KeyConfig, distribution="angos-gates"),
+            EntriesSpec("key", Checker, KeyConfig, distribution="angos-gates"),
             BackendSpec("list", Checker, ListConfig, distribution="angos-gates"),
         ]
 
@@ -392,25 +404,27 @@ async def test_a_declared_kind_counts_in_readyz_as_declared(tmp_path: Path) -> N
 
 def test_a_declared_kind_is_in_the_summary_and_describe(tmp_path: Path) -> None:
     config = parse(
-        "[widget.spinner]\nspeed = 2\n[guard.key.ci]\nsecret = 's'\n[guard.list]\npath = 'p'\n",
+        "[widget.spinner]\nspeed = 2\n[guard.key.ci]\nsecret = 's'\n[guard.key.bot]\n"
+        "secret = 't'\n[guard.list]\npath = 'p'\n",
         extended_catalogue(),
         tmp_path,
     )
     summary = config_summary(config)
     assert summary["widget"] == {"name": "spinner", "speed": 2}
+    # summary="names": never a setting of a gate, secret or not.
     assert summary["gate"] == [
-        {"name": "key", "entry": "ci", "secret": "***"},
-        {"name": "list", "path": "p"},
+        {"name": "key", "entries": ["ci", "bot"]},
+        {"name": "list", "entries": []},
     ]
     assert summary["judge"] == []
     line = describe(config)
-    assert "widget=spinner" in line and line.endswith("gate=key.ci+list, judge=none")
+    assert "widget=spinner" in line and line.endswith("gate=key[ci,bot]+list, judge=none")
 
 
 # --------------------------------------------------------------------------- Entries kinds
 
 
-def test_entries_select_several_backends_and_entries_in_file_order(tmp_path: Path) -> None:
+def test_entries_select_several_backends_in_file_order(tmp_path: Path) -> None:
     config = parse(
         """
         [guard.list]
@@ -420,23 +434,31 @@ def test_entries_select_several_backends_and_entries_in_file_order(tmp_path: Pat
         [guard.key.deploy]
         secret = "two"
         label = "deploy bot"
-        [guard.hook.audit]
+        [guard.hook]
         secret = "three"
+        [guard.limits]
+        anything = "core's own"
         """.replace("\n        ", "\n"),
         extended_catalogue(),
         tmp_path,
     )
     gates = config.selected("gate")
-    assert [(c.name, c.entry, c.path) for c in gates] == [
-        ("list", None, "guard.list"),
-        ("key", "ci", "guard.key.ci"),
-        ("key", "deploy", "guard.key.deploy"),
+    assert [(c.name, c.entries, c.path) for c in gates] == [
+        ("list", (), "guard.list"),
+        ("key", ("ci", "deploy"), "guard.key"),
     ]
-    assert gates[2].settings == KeyConfig(secret="two", label="deploy bot")
+    assert gates[0].settings == ListConfig("/etc/list")
+    # The entries form: the factory gets every entry at once.
+    assert gates[1].settings == {
+        "ci": KeyConfig("one"),
+        "deploy": KeyConfig(secret="two", label="deploy bot"),
+    }
     # The section's other backend name belongs to the other kind sharing it.
     ((judge,),) = [config.selected("judge")]
-    assert (judge.kind, judge.name, judge.entry) == (JUDGE, "hook", "audit")
-    assert all(isinstance(c.build(), Gate) for c in (*gates, judge))
+    assert (judge.kind, judge.name, judge.settings) == (JUDGE, "hook", KeyConfig("three"))
+    built = [c.build() for c in (*gates, judge)]
+    assert all(isinstance(b, Gate) for b in built)
+    assert built[1].settings == gates[1].settings
 
 
 @pytest.mark.parametrize(
@@ -444,12 +466,22 @@ def test_entries_select_several_backends_and_entries_in_file_order(tmp_path: Pat
     [
         ("[guard.key.ci]\nlabel = 'x'\n", "guard.key.ci.secret", "required key is missing"),
         (
-            "[guard.key]\nsecret = 's'\n[guard.key.ci]\nsecret = 't'\n",
+            "[guard.key]\n",
             "guard.key",
-            "holds both settings (secret) and entries (ci); keep the settings in each "
-            "[guard.key.<entry>], or configure one [guard.key] without entries",
+            "no entry configured; add one or more [guard.key.<name>] tables",
         ),
-        ("[guard]\nkey = 1\n", "guard.key", "expected a table [guard.key]"),
+        (
+            "[guard.key]\nci = 1\n",
+            "guard.key.ci",
+            "expected a table [guard.key.ci]: each entry of 'key' is its own "
+            "[guard.key.<name>] table",
+        ),
+        (
+            "[guard.list.x]\npath = 'p'\n",
+            "guard.list.x",
+            "unknown key; known keys here: path",
+        ),
+        ("[guard]\nlist = 1\n", "guard.list", "expected a table [guard.list]"),
         ("guard = 1\n", "guard", "expected a table such as [guard.<name>]"),
     ],
 )
