@@ -113,7 +113,7 @@ def protocol_members(protocol: type) -> tuple[str, ...]:
     (``typing.get_protocol_members`` arrives in Python 3.13)."""
     members: dict[str, None] = {}
     for base in reversed(protocol.__mro__):
-        if base in (object,) or base.__module__ == "typing":
+        if base is object or base.__module__ == "typing":
             continue
         names = [*vars(base).get("__annotations__", {}), *vars(base)]
         members.update((n, None) for n in names if not n.startswith("_"))
@@ -230,6 +230,10 @@ def check_declarations(kinds: tuple[ExtensionKind, ...]) -> None:
         problem = ""
         if kind.name in seen:
             problem = "declared twice"
+        elif kind.stores_field is not None and kind.several:
+            problem = "a Stores field holds one backend: an Entries kind cannot have one"
+        elif kind.readiness is not None and kind.stores_field is None:
+            problem = "readiness without a stores_field: /readyz checks what Stores holds"
         elif isinstance(kind.selection, SubTable):
             parent = seen.get(kind.selection.parent)
             if parent is None or not isinstance(parent.selection, Single):

@@ -533,6 +533,14 @@ def test_a_kind_without_a_hookspec_is_refused() -> None:
             dataclasses.replace(JUDGE, selection=Entries("cache")),
             "section 'cache' is already a Single kind's",
         ),
+        (
+            dataclasses.replace(JUDGE, stores_field="judges"),
+            "a Stores field holds one backend: an Entries kind cannot have one",
+        ),
+        (
+            dataclasses.replace(JUDGE, readiness="advisory"),
+            "readiness without a stores_field: /readyz checks what Stores holds",
+        ),
     ],
 )
 def test_contradictory_declarations_are_refused(extra: ExtensionKind, problem: str) -> None:
