@@ -45,7 +45,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(
         f"config OK ({config.source}): {describe(config)}; "
-        f"server {config.server.bind_address}:{config.server.port}"
+        f"server {config.server.bind_address}:{config.server.port}; {config.auth.describe()}"
     )
     return 0
 

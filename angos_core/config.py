@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+from angos_core.auth.config import AuthConfig, parse_auth
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.kinds import EXTENSION_KINDS, Entries, ExtensionKind, Single, SubTable
@@ -366,6 +367,8 @@ class AngosConfig:
     extensions: dict[str, tuple[BackendChoice, ...]]
     source: str = "<embedded default>"
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    #: ``[auth]``'s core settings, and the authenticators selected (see angos_core.auth.config).
+    auth: AuthConfig = field(default_factory=AuthConfig)
     kinds: tuple[ExtensionKind, ...] = EXTENSION_KINDS
 
     def selected(self, kind: str) -> tuple[BackendChoice, ...]:
@@ -397,9 +400,10 @@ class AngosConfig:
 #: Sections of core settings; each extension kind adds its own (``ExtensionKind.section``).
 _CORE_SECTIONS = ("server", "global", "log", "maintenance")
 
+# Loopback: a registry started without a config file is not open to the network.
 DEFAULT_TOML = f"""
 [server]
-bind_address = "0.0.0.0"
+bind_address = "127.0.0.1"
 port = 8000
 
 [blob_store.fs]
@@ -484,9 +488,11 @@ def parse_config(
     log = found.attempt(lambda: section("log", LogConfig))
     maintenance = found.attempt(lambda: section("maintenance", MaintenanceConfig))
     extensions = _KindsParse(data, catalogue, found).run()
+    authenticators = extensions.get("authenticator", ())
+    auth = found.attempt(lambda: parse_auth(data.get("auth"), authenticators))
 
     ConfigErrors.raise_if_any(found.errors)
-    assert server and global_ and log and maintenance
+    assert server and global_ and log and maintenance and auth is not None
     return AngosConfig(
         server=server,
         global_=global_,
@@ -494,6 +500,7 @@ def parse_config(
         extensions=extensions,
         source=source,
         maintenance=maintenance,
+        auth=auth,
         kinds=catalogue.kinds,
     )
 

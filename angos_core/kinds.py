@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from angos_core.errors import PluginError
+from angos_core.identity import Authenticator
 from angos_core.protocols import BlobStore, Cache, LockProvider, MetadataStore
 
 if TYPE_CHECKING:
@@ -218,6 +219,15 @@ EXTENSION_KINDS: tuple[ExtensionKind, ...] = (
         wrapper=core_wrapper("angos_core.registry.wrappers:WrappedCache"),
         stores_field="cache",
         readiness="advisory",
+    ),
+    # Not storage: the authenticator chain (angos_core.auth.chain) builds and opens them.
+    ExtensionKind(
+        name="authenticator",
+        title="authenticator",
+        hook="angos_authenticators",
+        protocol=Authenticator,
+        selection=Entries("auth", reserved=("failure_limit",)),
+        summary="names",
     ),
 )
 

@@ -123,6 +123,7 @@ def config_summary(config: AngosConfig) -> dict[str, Any]:
         "log": dict(vars(config.log)),
         "maintenance": {"upload_purging": dict(vars(config.maintenance.upload_purging))},
         **extensions_summary(config),
+        "auth": config.auth.summary(),
     }
 
 

@@ -128,6 +128,10 @@ REPOSITORY_PLUGINS: dict[str, tuple[str, dict[Kind, tuple[str, ...]]]] = {
     "angos-memory": ("plugins/angos-memory", {"lock_provider": ("memory",), "cache": ("memory",)}),
     "angos-s3": ("plugins/angos-s3", {"blob_store": ("s3",), "metadata_store": ("s3",)}),
     "angos-redis": ("plugins/angos-redis", {"lock_provider": ("redis",), "cache": ("redis",)}),
+    "angos-auth-token": (
+        "plugins/angos-auth-token",
+        {"authenticator": ("token_service", "token")},
+    ),
     "angos-sqlite": ("examples/angos-sqlite", {"metadata_store": ("sqlite",)}),
 }
 
@@ -147,8 +151,9 @@ def install_hint(kind: Kind, name: str) -> str:
         for dist, (_, provides) in REPOSITORY_PLUGINS.items()
         for n in provides.get(kind, ())
     )
+    provided = f"provide {kind} {known}" if known else f"provide no {kind}"
     return (
-        f"no Angos plugin provides {name!r} (the repository's plugins provide {kind} {known}); "
+        f"no Angos plugin provides {name!r} (the repository's plugins {provided}); "
         f"check the name, or install the third-party plugin that provides it (by convention "
         f"the distribution angos-{name})"
     )

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from aiohttp import web, web_response
 
 from angos_core import __version__
+from angos_core.auth.config import exposure_warning
 from angos_core.config import AngosConfig
 from angos_core.errors import AngosError, ConfigError
 from angos_core.http.connections import (
@@ -70,8 +71,12 @@ def describe(config: AngosConfig) -> str:
 
 
 def log_startup(config: AngosConfig) -> None:
-    """The effective configuration, secrets replaced by ``***``."""
+    """The effective configuration, secrets replaced by ``***``; and, once the address is
+    known to be listenable, the warning of an anonymous registry on the network."""
     log.info("config: %s", json.dumps(config_summary(config), default=str, sort_keys=True))
+    exposed = exposure_warning(config.server.bind_address, config.auth)
+    if exposed is not None:
+        log.warning(exposed)
 
 
 def install_event_loop() -> str:

@@ -15,7 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
+from angos_core.auth.chain import AuthChain
+from angos_core.auth.tokens import TokenMinter
 from angos_core.config import AngosConfig, load_toml, parse_config
+from angos_core.http.auth import AUTH, auth_middleware
 from angos_core.http.context import REGISTRY, SERVER, track_shutdown
 from angos_core.http.errors import error_middleware
 from angos_core.http.health import add_health_routes
@@ -29,6 +32,7 @@ from angos_core.http.observe import (
 )
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
+from angos_core.http.token_handlers import add_token_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores, UploadSessionLimits
 from angos_core.registry.wrappers import Observer
@@ -70,8 +74,12 @@ def make_app(
     N`` runs it in one worker only.
     """
     server = config.server
+    middlewares = [observe_middleware, error_middleware]
+    if config.auth.enabled:
+        # Inside the error middleware, so a 429 of the failure limit gets its Retry-After.
+        middlewares.append(auth_middleware)
     app = web.Application(
-        middlewares=[observe_middleware, error_middleware],
+        middlewares=middlewares,
         # Passed to aiohttp's request handler by whichever runner serves the app.
         handler_args={
             "access_log_class": AccessLogger,
@@ -127,7 +135,27 @@ def make_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    chain = None
+    if config.auth.enabled:
+        chain = app[AUTH] = AuthChain.from_config(config.auth, metrics.observe_auth)
+        minter = next((a for a in chain.authenticators if isinstance(a, TokenMinter)), None)
+        if minter is not None:
+            add_token_routes(app, minter)
+
+    async def authenticators(app: web.Application) -> AsyncIterator[None]:
+        # After ``backends``: an authenticator may use the cache.
+        if chain is None:
+            yield
+            return
+        await chain.open(app[REGISTRY].stores.cache)
+        log.info("angos authenticators open: %s", ", ".join(chain.names()))
+        try:
+            yield
+        finally:
+            await chain.aclose()
+
     app.cleanup_ctx.append(backends)
+    app.cleanup_ctx.append(authenticators)
     app.cleanup_ctx.append(upload_purging)
     add_routes(app)
     add_health_routes(app, server.health_timeout_secs)

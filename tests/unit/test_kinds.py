@@ -183,6 +183,7 @@ class ExtraPlugin:
 
 
 EXTRA_KINDS = (*EXTENSION_KINDS, WIDGET, GATE, JUDGE)
+STORAGE = [kind for kind in EXTENSION_KINDS if kind.stores_field is not None]
 
 
 def extended_catalogue(*plugins: object) -> BackendCatalogue:
@@ -243,11 +244,19 @@ def test_the_declarations_are_consistent() -> None:
 
 def test_the_built_in_kinds_and_their_selection() -> None:
     by_name = {kind.name: kind for kind in EXTENSION_KINDS}
-    assert list(by_name) == ["blob_store", "metadata_store", "lock_provider", "cache"]
+    assert list(by_name) == [
+        "blob_store",
+        "metadata_store",
+        "lock_provider",
+        "cache",
+        "authenticator",
+    ]
     assert by_name["metadata_store"].selection == Single("metadata_store", inherit="blob_store")
     assert by_name["lock_provider"].selection == SubTable("metadata_store", default="memory")
     assert by_name["cache"].default == "memory"
     assert by_name["blob_store"].default is None
+    assert by_name["authenticator"].selection == Entries("auth", reserved=("failure_limit",))
+    assert by_name["authenticator"].stores_field is None
 
 
 @pytest.fixture
@@ -260,21 +269,26 @@ def test_summary_and_describe_list_every_declared_kind(builtin_config: AngosConf
     summary = config_summary(builtin_config)
     line = describe(builtin_config)
     for kind in EXTENSION_KINDS:
-        assert summary[kind.name]["name"] == builtin_config.backend(kind.name).name
-        assert f"{kind.name}={builtin_config.backend(kind.name).name}" in line
-    assert line == Stores.from_config(builtin_config).describe()
+        if kind.several:  # none configured here
+            assert summary[kind.name] == []
+            assert f"{kind.name}=none" in line
+        else:
+            assert summary[kind.name]["name"] == builtin_config.backend(kind.name).name
+            assert f"{kind.name}={builtin_config.backend(kind.name).name}" in line
+    assert line.startswith(Stores.from_config(builtin_config).describe() + ", ")
 
 
 async def test_readyz_lists_every_declared_kind(builtin_config: AngosConfig) -> None:
     status, body = await readyz(builtin_config)
     assert status == 200
     checked = [kind.name for kind in EXTENSION_KINDS if kind.readiness is not None]
-    assert list(body["backends"]) == checked == [kind.name for kind in EXTENSION_KINDS]
+    storage = [kind.name for kind in EXTENSION_KINDS if kind.stores_field is not None]
+    assert list(body["backends"]) == checked == storage
 
 
 def test_each_kind_wraps_with_its_own_wrapper(builtin_config: AngosConfig) -> None:
     stores = Stores.from_config(builtin_config)
-    for kind in EXTENSION_KINDS:
+    for kind in STORAGE:
         wrapped = stores.backend(kind.name)
         assert wrapped.kind == kind.name  # the wrapper reports its calls under this kind
         assert isinstance(wrapped.inner, kind.protocol)
@@ -330,7 +344,7 @@ def test_a_factory_building_a_nonconforming_object_is_a_clear_plugin_error(
 
 
 def test_a_conforming_object_builds(builtin_config: AngosConfig) -> None:
-    for kind in EXTENSION_KINDS:
+    for kind in STORAGE:
         assert isinstance(builtin_config.backend(kind.name).build(), kind.protocol)
 
 
@@ -362,7 +376,7 @@ def test_a_declared_kind_gets_the_config_errors(tmp_path: Path) -> None:
     assert error.key == "widgets"
     assert error.message == (
         "unknown section; known sections: server, global, log, maintenance, blob_store, "
-        "metadata_store, cache, widget, guard"
+        "metadata_store, cache, auth, widget, guard"
     )
 
 
@@ -376,7 +390,7 @@ async def test_a_declared_kind_is_built_wrapped_opened_and_observed(tmp_path: Pa
     stores = Stores.from_config(config, observe)
     widget = stores.backend("widget")
     assert isinstance(widget, WrappedWidget) and isinstance(widget.inner, Spinner)
-    assert list(stores.by_kind) == [*(k.name for k in EXTENSION_KINDS), "widget"]
+    assert list(stores.by_kind) == [*(k.name for k in STORAGE), "widget"]
     await stores.open()
     assert widget.inner.opened
     with pytest.raises(BackendUnavailable) as info:

@@ -32,6 +32,7 @@ EXPECTED = {
     "angos-memory",
     "angos-s3",
     "angos-redis",
+    "angos-auth-token",
     "angos-sqlite",
 }
 
