@@ -91,11 +91,9 @@ class AuthConfig:
         )
 
     def summary(self) -> dict[str, Any]:
-        """For the startup log: names and entries only, never a setting (hashes, keys)."""
-        return {
-            "authenticators": {c.name: list(c.entries) for c in self.authenticators},
-            "failure_limit": vars(self.failure_limit),
-        }
+        """For the startup log: core's settings. The authenticators are listed under
+        ``authenticator`` like every kind, names and entries only (``summary="names"``)."""
+        return {"failure_limit": vars(self.failure_limit)}
 
 
 def parse_auth(data: Any, authenticators: tuple[BackendChoice, ...]) -> AuthConfig:
