@@ -1,9 +1,10 @@
-"""The ``angos`` command: ``serve``, ``check-config`` and ``gc``."""
+"""The ``angos`` command: ``serve``, ``check-config``, ``gc`` and ``hash-password``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 import typing
 from collections.abc import Sequence
@@ -12,10 +13,11 @@ from angos_core import __version__
 from angos_core.config import AngosConfig, load_config, port_problem, with_server_overrides
 from angos_core.errors import AngosError, ConfigError, PluginError
 from angos_core.logs import setup_logging
-from angos_core.plugins import load_catalogue
+from angos_core.plugins import install_hint, load_catalogue
 from angos_core.registry import Registry, Stores
 from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
 from angos_core.serve import check_shared_backends, describe, serve
+from angos_core.tls import build_context
 
 #: A usage error: a bad option, or a config that cannot be used (``serve``, ``gc``).
 EXIT_CONFIG = 2
@@ -39,6 +41,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = _load(args.config)
         check_shared_backends(config, config.server.workers)
+        if config.server.tls is not None:
+            build_context(config.server.tls)  # reads the PEM files, binds nothing
     except ConfigError as exc:
         for error in exc.errors:
             print(f"angos: config error: {error}", file=sys.stderr)
@@ -73,6 +77,50 @@ def cmd_gc(args: argparse.Namespace) -> int:
         raise ConfigError("--min-age-secs", f"must be at least 0, got {args.min_age_secs}")
     setup_logging(config.log)
     return asyncio.run(_gc(config, args))
+
+
+def _read_password() -> str:
+    """From a prompt, asked twice, on a terminal; else stdin, less one final newline. Never
+    from argv: a command line is visible to every user of the machine and kept in history."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise ValueError("the passwords differ; nothing was hashed")
+    else:
+        password = sys.stdin.read()
+        password = password.removesuffix("\n").removesuffix("\r")
+        if "\n" in password:
+            raise ValueError("stdin holds more than one line; give the password alone")
+    if not password:
+        raise ValueError("the password is empty")
+    return password
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    if args.password is not None:
+        print(
+            "angos: hash-password takes no password argument (a command line shows in ps and "
+            "in shell history): type it at the prompt, or pipe it on stdin",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        # The hashes are the angos-auth-basic plugin's: core carries no hashing library.
+        from angos_auth_basic.hashing import hash_password
+    except ImportError:
+        print(
+            "angos: hash-password needs the angos-auth-basic plugin, which is not installed; "
+            + install_hint("authenticator", "identity"),
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        encoded = hash_password(_read_password(), scheme="bcrypt" if args.bcrypt else "argon2id")
+    except ValueError as exc:
+        print(f"angos: hash-password: {exc}", file=sys.stderr)
+        return 1
+    print(encoded)
+    return 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,6 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MIN_AGE_SECS})",
     )
     gc.set_defaults(func=cmd_gc)
+
+    hash_cmd = sub.add_parser(
+        "hash-password",
+        help="print an Argon2id hash for [auth.identity.<name>] password (the password is "
+        "read from a prompt, or from stdin when it is not a terminal)",
+    )
+    hash_cmd.add_argument(
+        "--bcrypt",
+        action="store_true",
+        help="a bcrypt hash instead, for an htpasswd file (user:hash)",
+    )
+    # Only to refuse it with the reason (argparse would say "unrecognized arguments").
+    hash_cmd.add_argument("password", nargs="?", help=argparse.SUPPRESS)
+    hash_cmd.set_defaults(func=cmd_hash_password)
     return parser
 
 

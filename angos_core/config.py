@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from angos_core.auth.config import AuthConfig, parse_auth
+from angos_core.auth.config import AuthConfig, parse_auth, with_client_certificates
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.kinds import EXTENSION_KINDS, Entries, ExtensionKind, Single, SubTable
@@ -96,6 +96,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        if len(args) == 2 and type(None) in args:
+            # An optional value: its own errors, each under its own key (a table's).
+            (arg,) = (a for a in args if a is not type(None))
+            return _convert(arg, value, key)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -151,7 +155,9 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
     """Fill dataclass ``cls`` from a TOML table; errors name the dotted key under ``path``.
 
     Every unknown key, wrong type and missing key of the table is reported, not only the
-    first (:class:`ConfigErrors` when there are several).
+    first (:class:`ConfigErrors` when there are several). A ``ConfigError`` that ``cls``'s
+    ``__post_init__`` raises with one of its field names as the key (a plugin's class does
+    not know where its table sits) is reported under ``path.<field>``.
     """
     known = config_fields(cls)
     errors: list[ConfigError] = [
@@ -176,13 +182,43 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
     ConfigErrors.raise_if_any(errors)
     try:
         return cls(**values)
-    except ConfigError:
+    except ConfigError as exc:
+        ConfigErrors.raise_if_any(
+            [ConfigError(f"{path}.{e.key}", e.message) if e.key in known else e for e in exc.errors]
+        )
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(path, str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- core sections
+
+
+@dataclass
+class TlsConfig:
+    """``[server.tls]``: serve HTTPS (Angos's keys). The files are PEM; they are read at
+    startup and again whenever they change (see :mod:`angos_core.tls`)."""
+
+    #: The server's certificate, followed by the intermediates a client needs to reach its
+    #: root (the chain, leaf first).
+    server_certificate_bundle: Path
+    #: The private key of the leaf certificate (unencrypted).
+    server_private_key: Path
+    #: CA certificates that issue client certificates (mTLS). Unset: no client certificate
+    #: is asked for, none is ever trusted.
+    client_ca_bundle: Path | None = None
+    #: With ``client_ca_bundle``: ``optional`` lets a client without a certificate in (it
+    #: may authenticate otherwise); ``required`` refuses it at the handshake. A certificate
+    #: that is presented and does not verify is refused either way.
+    client_auth: Literal["optional", "required"] = "optional"
+
+    def __post_init__(self) -> None:
+        if self.client_auth == "required" and self.client_ca_bundle is None:
+            raise ConfigError(
+                "server.tls.client_auth",
+                '"required" needs client_ca_bundle: set server.tls.client_ca_bundle to the PEM '
+                'file of the CAs that issue client certificates, or client_auth = "optional"',
+            )
 
 
 @dataclass
@@ -204,6 +240,8 @@ class ServerConfig:
     max_connections: int = 4096
     #: The ``Server`` header of every response: no versions for a scanner to match.
     server_header: str = "angos"
+    #: ``[server.tls]``: HTTPS (and mTLS); None serves plain HTTP.
+    tls: TlsConfig | None = None
 
     def __post_init__(self) -> None:
         errors = []
@@ -436,7 +474,7 @@ def _spec(catalogue: BackendCatalogue, kind: Kind, name: str, path: str) -> Back
         raise ConfigError(path, str(exc)) from None
 
 
-def _choose(
+def choose_backend(
     catalogue: BackendCatalogue,
     kind: ExtensionKind,
     name: str,
@@ -490,6 +528,10 @@ def parse_config(
     extensions = _KindsParse(data, catalogue, found).run()
     authenticators = extensions.get("authenticator", ())
     auth = found.attempt(lambda: parse_auth(data.get("auth"), authenticators))
+    if server is not None and auth is not None:
+        client_cas = server.tls.client_ca_bundle if server.tls is not None else None
+        parsed_auth = auth
+        auth = found.attempt(lambda: with_client_certificates(parsed_auth, client_cas, catalogue))
 
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and auth is not None
@@ -617,7 +659,7 @@ class _KindsParse:
         if not tables:
             default = selection.default
             return found.attempt(
-                lambda: _choose(catalogue, kind, default, {}, f"{parent.path}.{default}")
+                lambda: choose_backend(catalogue, kind, default, {}, f"{parent.path}.{default}")
             )
         ((name, table),) = tables.items()
         path = f"{parent.path}.{name}"
@@ -631,7 +673,7 @@ class _KindsParse:
                 )
             )
             return None
-        return found.attempt(lambda: _choose(catalogue, kind, name, table, path))
+        return found.attempt(lambda: choose_backend(catalogue, kind, name, table, path))
 
     def _entries(self, kind: ExtensionKind, selection: Entries) -> list[BackendChoice]:
         found, catalogue = self.found, self.catalogue

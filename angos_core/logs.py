@@ -118,7 +118,10 @@ def config_summary(config: AngosConfig) -> dict[str, Any]:
     """The effective configuration with every secret replaced by ``***`` (for the startup log)."""
     return {
         "source": config.source,
-        "server": dict(vars(config.server)),
+        "server": {
+            **vars(config.server),
+            "tls": vars(config.server.tls) if config.server.tls is not None else None,
+        },
         "global": {k: v for k, v in vars(config.global_).items()},
         "log": dict(vars(config.log)),
         "maintenance": {"upload_purging": dict(vars(config.maintenance.upload_purging))},

@@ -133,6 +133,11 @@ REPOSITORY_PLUGINS: dict[str, tuple[str, dict[Kind, tuple[str, ...]]]] = {
         {"authenticator": ("token_service", "token")},
     ),
     "angos-sqlite": ("examples/angos-sqlite", {"metadata_store": ("sqlite",)}),
+    "angos-auth-basic": (
+        "plugins/angos-auth-basic",
+        {"authenticator": ("identity", "htpasswd")},
+    ),
+    "angos-auth-oidc": ("plugins/angos-auth-oidc", {"authenticator": ("oidc",)}),
 }
 
 

@@ -17,13 +17,14 @@ No ``[auth]`` section (or one holding only ``failure_limit``): the registry is a
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from angos_core.errors import ConfigError, ConfigErrors
 
 if TYPE_CHECKING:
     from angos_core.config import BackendChoice
+    from angos_core.plugins import BackendCatalogue
 
 
 @dataclass
@@ -109,6 +110,37 @@ def parse_auth(data: Any, authenticators: tuple[BackendChoice, ...]) -> AuthConf
             raise ConfigError("auth.failure_limit", "expected a table [auth.failure_limit]")
         return AuthConfig(authenticators)
     return AuthConfig(authenticators, parse_table(FailureLimitConfig, table, "auth.failure_limit"))
+
+
+#: The authenticator that makes a verified client certificate an identity
+#: (:mod:`angos_core.auth.tls`): in the chain whenever ``[server.tls] client_ca_bundle`` is.
+MTLS_AUTHENTICATOR = "tls"
+
+
+def with_client_certificates(
+    auth: AuthConfig, client_ca_bundle: object | None, catalogue: BackendCatalogue
+) -> AuthConfig:
+    """``auth`` with the ``tls`` authenticator first when client certificates are verified
+    (``client_ca_bundle`` set), as in Angos, whether or not ``[auth.tls]`` names it;
+    ``[auth.tls]`` without ``client_ca_bundle`` is an error (no certificate would reach it)."""
+    from angos_core.config import choose_backend
+
+    configured = any(c.name == MTLS_AUTHENTICATOR for c in auth.authenticators)
+    path = f"auth.{MTLS_AUTHENTICATOR}"
+    if client_ca_bundle is None:
+        if configured:
+            raise ConfigError(
+                path,
+                "client certificates are only asked for and verified with [server.tls] "
+                "client_ca_bundle: set it to the PEM file of the CAs that issue client "
+                f"certificates, or remove [{path}]",
+            )
+        return auth
+    if configured:
+        return auth
+    kind = catalogue.kind("authenticator")
+    choice = choose_backend(catalogue, kind, MTLS_AUTHENTICATOR, {}, path)
+    return replace(auth, authenticators=(choice, *auth.authenticators))
 
 
 def is_loopback(bind_address: str) -> bool:

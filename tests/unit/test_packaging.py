@@ -34,6 +34,8 @@ EXPECTED = {
     "angos-redis",
     "angos-auth-token",
     "angos-sqlite",
+    "angos-auth-basic",
+    "angos-auth-oidc",
 }
 
 
