@@ -59,10 +59,16 @@ MIN_WORKER_LIFE_SECS = 5.0
 
 
 def describe(config: AngosConfig) -> str:
-    return (
-        f"blob_store={config.blob_store.name}, metadata_store={config.metadata_store.name}, "
-        f"lock_provider={config.lock_provider.name}, cache={config.cache.name}"
-    )
+    """``kind=backend`` for every declared kind; an ``Entries`` kind's backends are joined
+    by ``+`` (``authenticator=identity[alice,bob]+htpasswd``), or ``none``."""
+    parts = []
+    for kind in config.kinds:
+        names = [
+            f"{c.name}[{','.join(c.entries)}]" if c.entries else c.name
+            for c in config.selected(kind.name)
+        ]
+        parts.append(f"{kind.name}={'+'.join(names) or 'none'}")
+    return ", ".join(parts)
 
 
 def scheme(config: AngosConfig) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from angos_core.config import UploadPurgingConfig
+from angos_core.kinds import ExtensionKind
 from angos_core.policy.immutable import TagImmutability
 from angos_core.registry.blobs import BlobInfo, BlobService
 from angos_core.registry.catalog import CatalogService
@@ -36,16 +37,10 @@ class Registry:
         self.referrers = ReferrerService(stores, self.links, self.manifests)
         self.catalog = CatalogService(stores, self.links)
 
-    def backends(self) -> dict[str, Any]:
-        """The four wrapped backends by kind, for health checks (each has ``name`` and
-        ``health()``)."""
-        stores = self.stores
-        return {
-            "blob_store": stores.blobs,
-            "metadata_store": stores.meta,
-            "lock_provider": stores.locks,
-            "cache": stores.cache,
-        }
+    def backends(self) -> dict[str, tuple[ExtensionKind, Any]]:
+        """The wrapped storage backends by kind name, with their kind's declaration, for
+        health checks (each backend has ``name`` and ``health()``)."""
+        return dict(self.stores.by_kind)
 
     def upload_purger(
         self, settings: UploadPurgingConfig, *, observer: PurgeObserver | None = None
