@@ -375,8 +375,8 @@ def test_a_declared_kind_gets_the_config_errors(tmp_path: Path) -> None:
     error = config_error("[widgets.spinner]\n", catalogue, tmp_path)
     assert error.key == "widgets"
     assert error.message == (
-        "unknown section; known sections: server, global, log, maintenance, blob_store, "
-        "metadata_store, cache, auth, widget, guard"
+        "unknown section; known sections: server, global, log, maintenance, repository, "
+        "blob_store, metadata_store, cache, auth, widget, guard"
     )
 
 
