@@ -194,6 +194,9 @@ class TokenService:
         # SHA-256 of a token -> its identity and the clock readings it is trusted between.
         # The key cannot change while the process runs, so a verified token stays valid.
         self._verified: OrderedDict[bytes, tuple[Identity, float, float]] = OrderedDict()
+        # SHA-256 of tokens that are not ours (an OIDC job's, sent with every request):
+        # that follows from the token alone, so it is remembered as long as there is room.
+        self._foreign: OrderedDict[bytes, None] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"TokenService(name={self.name!r}, service={self.service!r})"
@@ -269,7 +272,13 @@ class TokenService:
                 self._verified.move_to_end(digest)
                 return identity
             del self._verified[digest]
+        if digest in self._foreign:
+            self._foreign.move_to_end(digest)
+            return None
         if not self.is_ours(token):
+            self._foreign[digest] = None
+            if len(self._foreign) > VERIFIED_CACHE_SIZE:
+                self._foreign.popitem(last=False)
             return None
         payload = self._verify(token, ACCESS_TYPE, "token")
         identity = self._identity(payload, "token", self._grants(payload.get("access"), "token"))

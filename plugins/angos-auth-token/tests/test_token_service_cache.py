@@ -10,6 +10,7 @@ from typing import Any
 import jwt
 import pytest
 from angos_auth_token import service as service_module
+from angos_auth_token.claims import peek
 from angos_auth_token.service import (
     VERIFIED_CACHE_SECS,
     VERIFIED_CACHE_SIZE,
@@ -57,7 +58,7 @@ class CountingDecode:
 @pytest.fixture
 def decodes(monkeypatch: pytest.MonkeyPatch) -> CountingDecode:
     counting = CountingDecode()
-    monkeypatch.setattr(service_module.jwt, "decode_complete", counting)
+    monkeypatch.setattr(jwt, "decode_complete", counting)
     return counting
 
 
@@ -140,7 +141,7 @@ async def test_another_issuers_jwt_is_passed_on_without_pyjwt(
         raise AssertionError("PyJWT was asked about a token that is not ours")
 
     for name in ("get_unverified_header", "decode", "decode_complete"):
-        monkeypatch.setattr(service_module.jwt, name, no_pyjwt)
+        monkeypatch.setattr(jwt, name, no_pyjwt)
     svc: TokenService = service()
     assert await svc.authenticate(bearer(_foreign_jwt())) is None
     assert await svc.authenticate(bearer("not-a-jwt")) is None
@@ -154,3 +155,20 @@ async def test_a_jwt_claiming_our_issuer_is_still_checked_fully() -> None:
     tampered = f"{header}.{claims}.{base64.urlsafe_b64encode(b'x' * 32).rstrip(b'=').decode()}"
     with pytest.raises(AuthenticationFailed, match="invalid token"):
         await svc.authenticate(bearer(tampered))
+
+
+async def test_a_foreign_token_sent_again_is_not_parsed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    svc = service()
+    calls: list[str] = []
+    real = peek
+
+    def counting_peek(token: str) -> Any:
+        calls.append(token)
+        return real(token)
+
+    monkeypatch.setattr(service_module, "peek", counting_peek)
+    for _ in range(3):
+        assert await svc.authenticate(bearer(_foreign_jwt())) is None
+    assert len(calls) == 1
