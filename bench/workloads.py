@@ -48,14 +48,14 @@ class Measure:
 
 
 def session(
-    concurrency: int, timeout: float, auth: aiohttp.BasicAuth | None = None
+    concurrency: int, timeout: float, headers: dict[str, str] | None = None
 ) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout),
         auto_decompress=False,
-        auth=auth,
+        headers=headers,  # e.g. Authorization, sent with every request
         # Reading a blob in large pieces keeps the client's share of the CPU small.
         read_bufsize=4 * 1024 * 1024,
     )
