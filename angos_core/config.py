@@ -7,13 +7,16 @@ The sub-table name selects the plugin::
     [metadata_store.s3.redis]   # lock provider "redis"; absent -> "memory"
     [cache.redis]               # absent -> cache "memory"
 
-Every backend declares a dataclass for its table; :func:`parse_table` fills it and refuses
-unknown keys and wrong types with a :class:`ConfigError` that names the dotted key.
+How each kind is selected (these forms, and the ``Entries`` form for kinds configured
+several at once) is its declaration in :mod:`angos_core.kinds`; :class:`_KindsParse` reads
+it. Every backend declares a dataclass for its table; :func:`parse_table` fills it and
+refuses unknown keys and wrong types with a :class:`ConfigError` that names the dotted key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import tomllib
 import types
@@ -22,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from angos_core.auth.config import AuthConfig, parse_auth
+from angos_core.auth.config import AuthConfig, parse_auth, with_client_certificates
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
+from angos_core.kinds import EXTENSION_KINDS, Entries, ExtensionKind, Single, SubTable
 from angos_core.plugins import BackendCatalogue, Kind
+from angos_core.policy.engine import PolicyEngine, check_namespaces, repository_key
+from angos_core.policy.immutable import TagImmutability
 
 T = TypeVar("T")
 
@@ -92,6 +98,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        if len(args) == 2 and type(None) in args:
+            # An optional value: its own errors, each under its own key (a table's).
+            (arg,) = (a for a in args if a is not type(None))
+            return _convert(arg, value, key)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -187,6 +197,33 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
 
 
 @dataclass
+class TlsConfig:
+    """``[server.tls]``: serve HTTPS (Angos's keys). The files are PEM; they are read at
+    startup and again whenever they change (see :mod:`angos_core.tls`)."""
+
+    #: The server's certificate, followed by the intermediates a client needs to reach its
+    #: root (the chain, leaf first).
+    server_certificate_bundle: Path
+    #: The private key of the leaf certificate (unencrypted).
+    server_private_key: Path
+    #: CA certificates that issue client certificates (mTLS). Unset: no client certificate
+    #: is asked for, none is ever trusted.
+    client_ca_bundle: Path | None = None
+    #: With ``client_ca_bundle``: ``optional`` lets a client without a certificate in (it
+    #: may authenticate otherwise); ``required`` refuses it at the handshake. A certificate
+    #: that is presented and does not verify is refused either way.
+    client_auth: Literal["optional", "required"] = "optional"
+
+    def __post_init__(self) -> None:
+        if self.client_auth == "required" and self.client_ca_bundle is None:
+            raise ConfigError(
+                "server.tls.client_auth",
+                '"required" needs client_ca_bundle: set server.tls.client_ca_bundle to the PEM '
+                'file of the CAs that issue client certificates, or client_auth = "optional"',
+            )
+
+
+@dataclass
 class ServerConfig:
     bind_address: str = "0.0.0.0"
     port: int = 8000
@@ -205,6 +242,8 @@ class ServerConfig:
     max_connections: int = 4096
     #: The ``Server`` header of every response: no versions for a scanner to match.
     server_header: str = "angos"
+    #: ``[server.tls]``: HTTPS (and mTLS); None serves plain HTTP.
+    tls: TlsConfig | None = None
 
     def __post_init__(self) -> None:
         errors = []
@@ -245,6 +284,26 @@ def port_problem(port: int) -> str:
 
 
 @dataclass
+class AccessPolicyConfig:
+    """``[global.access_policy]`` and ``[repository."<namespace>".access_policy]`` (Angos's
+    keys): CEL ``rules``, OR'd; under ``default = "deny"`` each is an allow rule, under
+    ``"allow"`` each is a deny rule. Compiled by :class:`angos_core.policy.PolicyEngine`."""
+
+    rules: list[str]
+    default: Literal["allow", "deny"] = "deny"
+
+
+@dataclass
+class RepositoryConfig:
+    """``[repository."<namespace>"]``: settings for the repositories under a name prefix."""
+
+    access_policy: AccessPolicyConfig | None = None
+    #: Override ``[global] immutable_tags`` / ``immutable_tags_exclusions`` (None: inherit).
+    immutable_tags: bool | None = None
+    immutable_tags_exclusions: list[str] | None = None
+
+
+@dataclass
 class GlobalConfig:
     #: Answer blob GETs with a 307 to a presigned URL when the blob store can make one.
     enable_redirect: bool = True
@@ -262,6 +321,12 @@ class GlobalConfig:
     #: (429 beyond); 0: no limit. See angos_core.registry.upload_limits.
     max_upload_sessions_per_repository: int = 5000
     max_upload_sessions_per_client: int = 1000
+    #: ``[global.access_policy]``: runs for every request, before the repository's.
+    access_policy: AccessPolicyConfig | None = None
+    #: A tag, once pushed, can be neither moved nor deleted (angos_core.policy.immutable)
+    #: unless one of the exclusions (regular expressions) matches it.
+    immutable_tags: bool = False
+    immutable_tags_exclusions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.max_manifest_descriptors < 1:
@@ -364,16 +429,25 @@ class MaintenanceConfig:
 
 @dataclass
 class BackendChoice:
-    """The backend selected for one kind: its spec and its parsed settings."""
+    """One backend the config selects for a kind: its spec, its parsed settings, and where."""
 
-    kind: Kind
+    kind: ExtensionKind
     name: str
     spec: BackendSpec[Any]
     settings: Any
     table: dict[str, Any]
+    #: The dotted key of its table (``metadata_store.fs.redis``).
+    path: str
+    #: The entry names of a backend of the ``entries`` form (``[auth.identity.<entry>]``),
+    #: in file order; its ``settings`` are then a ``dict`` of entry name to settings.
+    entries: tuple[str, ...] = ()
 
     def build(self) -> Any:
-        return self.spec.factory(self.settings)
+        """The backend, checked against its kind's protocol (a :class:`PluginError` naming
+        the plugin if it does not satisfy it); not wrapped, not opened."""
+        backend = self.spec.factory(self.settings)
+        self.kind.check(backend, self.spec)
+        return backend
 
     @property
     def shared(self) -> bool:
@@ -387,26 +461,49 @@ class AngosConfig:
     server: ServerConfig
     global_: GlobalConfig
     log: LogConfig
-    blob_store: BackendChoice
-    metadata_store: BackendChoice
-    lock_provider: BackendChoice
-    cache: BackendChoice
+    #: What the config selects for every declared kind, by kind name in declaration order:
+    #: one backend for a kind selected singly, any number for an ``Entries`` kind.
+    extensions: dict[str, tuple[BackendChoice, ...]]
     source: str = "<embedded default>"
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
-    #: ``[auth]``; no authenticator configured: anonymous (see angos_core.auth.config).
+    #: ``[repository."<namespace>"]`` sections by namespace (no two overlap).
+    repositories: dict[str, RepositoryConfig] = field(default_factory=dict)
+    #: The access policies, compiled when the config was loaded.
+    policy: PolicyEngine = field(default_factory=PolicyEngine)
+    #: The immutable-tag rules, compiled when the config was loaded.
+    immutable_tags: TagImmutability = field(default_factory=TagImmutability)
+    #: ``[auth]``'s core settings, and the authenticators selected (see angos_core.auth.config).
     auth: AuthConfig = field(default_factory=AuthConfig)
+    kinds: tuple[ExtensionKind, ...] = EXTENSION_KINDS
+
+    def selected(self, kind: str) -> tuple[BackendChoice, ...]:
+        return self.extensions[kind]
+
+    def backend(self, kind: str) -> BackendChoice:
+        """The backend of a kind that selects exactly one."""
+        (choice,) = self.extensions[kind]
+        return choice
+
+    # Typed shortcuts for the storage kinds core code names.
+    @property
+    def blob_store(self) -> BackendChoice:
+        return self.backend("blob_store")
+
+    @property
+    def metadata_store(self) -> BackendChoice:
+        return self.backend("metadata_store")
+
+    @property
+    def lock_provider(self) -> BackendChoice:
+        return self.backend("lock_provider")
+
+    @property
+    def cache(self) -> BackendChoice:
+        return self.backend("cache")
 
 
-_TOP_LEVEL = (
-    "server",
-    "global",
-    "log",
-    "maintenance",
-    "blob_store",
-    "metadata_store",
-    "cache",
-    "auth",
-)
+#: Sections of core settings; each extension kind adds its own (``ExtensionKind.section``).
+_CORE_SECTIONS = ("server", "global", "log", "maintenance", "repository")
 
 # Loopback: a registry started without a config file is not open to the network.
 DEFAULT_TOML = f"""
@@ -444,12 +541,16 @@ def _spec(catalogue: BackendCatalogue, kind: Kind, name: str, path: str) -> Back
         raise ConfigError(path, str(exc)) from None
 
 
-def _choose(
-    catalogue: BackendCatalogue, kind: Kind, name: str, table: dict[str, Any], path: str
+def choose_backend(
+    catalogue: BackendCatalogue,
+    kind: ExtensionKind,
+    name: str,
+    table: dict[str, Any],
+    path: str,
 ) -> BackendChoice:
-    spec = _spec(catalogue, kind, name, path)
+    spec = _spec(catalogue, kind.name, name, path)
     settings = parse_table(spec.config_type, table, path)
-    return BackendChoice(kind, name, spec, settings, table)
+    return BackendChoice(kind, name, spec, settings, table, path)
 
 
 class _Collector:
@@ -473,10 +574,12 @@ def parse_config(
     """The typed configuration of ``data``; every problem found is reported at once
     (:class:`ConfigErrors` when there are several)."""
     found = _Collector()
+    kind_sections = (k.section for k in catalogue.kinds if k.section is not None)
+    known = (*_CORE_SECTIONS, *dict.fromkeys(kind_sections))
     for key in data:
-        if key not in _TOP_LEVEL:
+        if key not in known:
             found.errors.append(
-                ConfigError(key, f"unknown section; known sections: {', '.join(_TOP_LEVEL)}")
+                ConfigError(key, f"unknown section; known sections: {', '.join(known)}")
             )
 
     def section(name: str, cls: type[T]) -> T:
@@ -489,130 +592,257 @@ def parse_config(
     global_ = found.attempt(lambda: section("global", GlobalConfig))
     log = found.attempt(lambda: section("log", LogConfig))
     maintenance = found.attempt(lambda: section("maintenance", MaintenanceConfig))
-    auth = found.attempt(lambda: parse_auth(data.get("auth", {}), catalogue))
-
-    blob = found.attempt(lambda: _single_backend(data, "blob_store"))
-    blob_choice = None
-    blob_errors: list[ConfigError] = []
-    if blob is not None:
-        blob_name, blob_table = blob
-        before = len(found.errors)
-        blob_choice = found.attempt(
-            lambda: _choose(
-                catalogue, "blob_store", blob_name, blob_table, f"blob_store.{blob_name}"
-            )
-        )
-        blob_errors = found.errors[before:]
-    elif "blob_store" not in data:
-        found.errors.append(
-            ConfigError("blob_store", "missing; add for example [blob_store.fs] root_dir = ...")
-        )
-
-    meta = found.attempt(lambda: _single_backend(data, "metadata_store"))
-    meta_choice = lock_choice = None
-    if meta is not None or (blob is not None and "metadata_store" not in data):
-        meta_choice, lock_choice = _metadata_and_lock(found, catalogue, meta, blob, blob_errors)
-
-    cache = found.attempt(lambda: _single_backend(data, "cache"))
-    cache_choice = None
-    if cache is not None or "cache" not in data:
-        cache_name, cache_table = cache if cache is not None else ("memory", {})
-        cache_choice = found.attempt(
-            lambda: _choose(catalogue, "cache", cache_name, cache_table, f"cache.{cache_name}")
-        )
+    repositories = parse_repositories(data.get("repository", {}), found.errors)
+    global_policy = global_.access_policy if global_ is not None else None
+    policy = found.attempt(lambda: PolicyEngine.build(global_policy, repositories))
+    immutable = None
+    if global_ is not None:
+        immutable = found.attempt(lambda: TagImmutability.build(global_, repositories))
+    extensions = _KindsParse(data, catalogue, found).run()
+    authenticators = extensions.get("authenticator", ())
+    auth = found.attempt(lambda: parse_auth(data.get("auth"), authenticators))
+    if server is not None and auth is not None:
+        client_cas = server.tls.client_ca_bundle if server.tls is not None else None
+        parsed_auth = auth
+        auth = found.attempt(lambda: with_client_certificates(parsed_auth, client_cas, catalogue))
 
     ConfigErrors.raise_if_any(found.errors)
-    assert server and global_ and log and maintenance and blob_choice and meta_choice
-    assert lock_choice and cache_choice and auth is not None
+    assert server and global_ and log and maintenance and auth is not None
+    assert policy is not None and immutable is not None
     return AngosConfig(
         server=server,
         global_=global_,
         log=log,
-        blob_store=blob_choice,
-        metadata_store=meta_choice,
-        lock_provider=lock_choice,
-        cache=cache_choice,
+        extensions=extensions,
         source=source,
         maintenance=maintenance,
+        repositories=repositories,
+        policy=policy,
+        immutable_tags=immutable,
         auth=auth,
+        kinds=catalogue.kinds,
     )
 
 
-def _metadata_and_lock(
-    found: _Collector,
-    catalogue: BackendCatalogue,
-    meta: tuple[str, dict[str, Any]] | None,
-    blob: tuple[str, dict[str, Any]] | None,
-    blob_errors: list[ConfigError],
-) -> tuple[BackendChoice | None, BackendChoice | None]:
-    """The metadata store (``meta``, or the blob store's backend and settings when absent) and
-    the lock provider its sub-table selects; errors go to ``found``."""
-    blob_name, blob_table = blob if blob is not None else ("", {})
-    meta_name, meta_own = meta if meta is not None else (blob_name, {})
-    meta_path = f"metadata_store.{meta_name}"
-    if meta is None and not catalogue.has("metadata_store", meta_name):
-        # Inherited from a blob store nobody provides: its own error says it all.
-        if catalogue.has("blob_store", meta_name) or not blob_errors:
-            found.attempt(lambda: _spec(catalogue, "metadata_store", meta_name, meta_path))
-        return None, None
-    meta_spec = found.attempt(lambda: _spec(catalogue, "metadata_store", meta_name, meta_path))
-    if meta_spec is None:
-        return None, None
+def parse_repositories(table: object, errors: list[ConfigError]) -> dict[str, RepositoryConfig]:
+    """``[repository."<namespace>"]`` sections; a namespace is a repository-name prefix and
+    no two overlap. Problems go to ``errors``; the sections without one are returned, so
+    that their policies are checked in the same run."""
+    if not isinstance(table, dict):
+        errors.append(ConfigError("repository", 'expected tables such as [repository."team"]'))
+        return {}
+    errors.extend(check_namespaces(list(table)))
+    parsed: dict[str, RepositoryConfig] = {}
+    for namespace, settings in table.items():
+        key = repository_key(namespace)
+        if not isinstance(settings, dict):
+            errors.append(ConfigError(key, f"expected a table [{key}]"))
+            continue
+        try:
+            parsed[namespace] = parse_table(RepositoryConfig, settings, key)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+    return parsed
 
-    # Sub-tables of [metadata_store.<name>] that are not settings of the store select the
-    # lock provider, as in [metadata_store.s3.redis].
-    store_fields = config_fields(meta_spec.config_type)
-    lock_tables = {
-        k: v for k, v in meta_own.items() if isinstance(v, dict) and k not in store_fields
-    }
-    own_settings = {k: v for k, v in meta_own.items() if k not in lock_tables}
-    # Same backend as the blob store: inherit its settings, override with our own.
-    inherits = meta_name == blob_name
-    meta_table = {**blob_table, **own_settings} if inherits else own_settings
-    before = len(found.errors)
-    settings = found.attempt(lambda: parse_table(meta_spec.config_type, meta_table, meta_path))
-    if inherits:
-        # A problem of an inherited setting was reported under [blob_store.<name>] already.
-        blob_path = f"blob_store.{blob_name}"
-        reported = {(e.key[len(blob_path) :], e.message) for e in blob_errors}
-        found.errors[before:] = [
-            e for e in found.errors[before:] if (e.key[len(meta_path) :], e.message) not in reported
-        ]
-    meta_choice = (
-        None
-        if settings is None
-        else BackendChoice("metadata_store", meta_name, meta_spec, settings, meta_table)
-    )
 
-    if len(lock_tables) > 1:
-        found.errors.append(
-            ConfigError(
-                meta_path,
-                f"more than one lock provider configured: {', '.join(sorted(lock_tables))}; "
-                "keep one",
+@dataclass
+class _Parsed:
+    """How far the parse of a singly selected kind got, for the kinds that depend on it."""
+
+    name: str
+    #: The table its settings were parsed from (inherited settings included).
+    table: dict[str, Any]
+    path: str
+    #: The problems reported for its backend and settings.
+    errors: list[ConfigError]
+    #: Its sub-tables that are not settings (they select a ``SubTable`` kind); None when its
+    #: backend is unknown, so they cannot be told apart.
+    children: dict[str, Any] | None
+
+
+class _KindsParse:
+    """The backends of every declared kind, each by its ``selection``; problems go to
+    ``found``, and a kind whose selection failed gets no choice."""
+
+    def __init__(self, data: dict[str, Any], catalogue: BackendCatalogue, found: _Collector):
+        self.data = data
+        self.catalogue = catalogue
+        self.found = found
+        self.parsed: dict[str, _Parsed] = {}
+
+    def run(self) -> dict[str, tuple[BackendChoice, ...]]:
+        chosen: dict[str, tuple[BackendChoice, ...]] = {}
+        for kind in self.catalogue.kinds:
+            selection = kind.selection
+            if isinstance(selection, Entries):
+                chosen[kind.name] = tuple(self._entries(kind, selection))
+                continue
+            if isinstance(selection, Single):
+                choice = self._single(kind, selection)
+            else:
+                choice = self._sub_table(kind, selection)
+            chosen[kind.name] = () if choice is None else (choice,)
+        return chosen
+
+    def _single(self, kind: ExtensionKind, selection: Single) -> BackendChoice | None:
+        found, catalogue = self.found, self.catalogue
+        section = selection.section
+        present = found.attempt(lambda: _single_backend(self.data, section))
+        if present is None and section in self.data:
+            return None  # a malformed section, reported
+        parent = self.parsed.get(selection.inherit or "")
+        if present is not None:
+            name, own = present
+        elif selection.inherit is not None:
+            if parent is None:
+                return None  # nothing to inherit: the parent's problem is reported
+            name, own = parent.name, {}
+            if not catalogue.has(kind.name, name):
+                # Inherited from a backend nobody provides: its own error says it all.
+                if catalogue.has(selection.inherit, name) or not parent.errors:
+                    found.attempt(lambda: _spec(catalogue, kind.name, name, f"{section}.{name}"))
+                return None
+        elif selection.default is not None:
+            name, own = selection.default, {}
+        else:
+            found.errors.append(ConfigError(section, f"missing; {selection.missing}"))
+            return None
+        path = f"{section}.{name}"
+        before = len(found.errors)
+        spec = found.attempt(lambda: _spec(catalogue, kind.name, name, path))
+        if spec is None:
+            self.parsed[kind.name] = _Parsed(name, own, path, found.errors[before:], None)
+            return None
+
+        children: dict[str, Any] = {}
+        if any(
+            isinstance(k.selection, SubTable) and k.selection.parent == kind.name
+            for k in catalogue.kinds
+        ):
+            # Sub-tables that are not settings of the backend select the kind below it, as
+            # in [metadata_store.s3.redis].
+            fields = config_fields(spec.config_type)
+            children = {k: v for k, v in own.items() if isinstance(v, dict) and k not in fields}
+            own = {k: v for k, v in own.items() if k not in children}
+        # The same backend as the kind it inherits from: its settings, overridden by ours.
+        inherits = parent is not None and parent.name == name
+        table = {**parent.table, **own} if parent is not None and inherits else own
+        settings_from = len(found.errors)
+        settings = found.attempt(lambda: parse_table(spec.config_type, table, path))
+        if parent is not None and inherits:
+            # A problem of an inherited setting was reported under the parent already.
+            reported = {(e.key[len(parent.path) :], e.message) for e in parent.errors}
+            found.errors[settings_from:] = [
+                e
+                for e in found.errors[settings_from:]
+                if (e.key[len(path) :], e.message) not in reported
+            ]
+        self.parsed[kind.name] = _Parsed(name, table, path, found.errors[before:], children)
+        return None if settings is None else BackendChoice(kind, name, spec, settings, table, path)
+
+    def _sub_table(self, kind: ExtensionKind, selection: SubTable) -> BackendChoice | None:
+        found, catalogue = self.found, self.catalogue
+        parent = self.parsed.get(selection.parent)
+        if parent is None or parent.children is None:
+            return None  # the parent's problem is reported
+        tables = parent.children
+        if len(tables) > 1:
+            found.errors.append(
+                ConfigError(
+                    parent.path,
+                    f"more than one {kind.title} configured: {', '.join(sorted(tables))}; keep one",
+                )
             )
-        )
-        return meta_choice, None
-    if not lock_tables:
-        lock = found.attempt(
-            lambda: _choose(catalogue, "lock_provider", "memory", {}, f"{meta_path}.memory")
-        )
-        return meta_choice, lock
-    ((lock_name, lock_table),) = lock_tables.items()
-    lock_path = f"{meta_path}.{lock_name}"
-    if not catalogue.has("lock_provider", lock_name):
-        found.errors.append(
-            ConfigError(
-                lock_path,
-                f"not a setting of metadata store {meta_name!r} nor an installed lock provider: "
-                f"{catalogue.not_found('lock_provider', lock_name)}",
+            return None
+        if not tables:
+            default = selection.default
+            return found.attempt(
+                lambda: choose_backend(catalogue, kind, default, {}, f"{parent.path}.{default}")
             )
-        )
-        return meta_choice, None
-    lock = found.attempt(
-        lambda: _choose(catalogue, "lock_provider", lock_name, lock_table, lock_path)
-    )
-    return meta_choice, lock
+        ((name, table),) = tables.items()
+        path = f"{parent.path}.{name}"
+        if not catalogue.has(kind.name, name):
+            parent_title = catalogue.kind(selection.parent).title
+            found.errors.append(
+                ConfigError(
+                    path,
+                    f"not a setting of {parent_title} {parent.name!r} nor an installed "
+                    f"{kind.title}: {catalogue.not_found(kind.name, name)}",
+                )
+            )
+            return None
+        return found.attempt(lambda: choose_backend(catalogue, kind, name, table, path))
+
+    def _entries(self, kind: ExtensionKind, selection: Entries) -> list[BackendChoice]:
+        found, catalogue = self.found, self.catalogue
+        section = selection.section
+        content = self.data.get(section)
+        if content is None:
+            return []
+        sharing = [k for k in catalogue.kinds if k.several and k.section == section]
+        # Problems of the section itself are reported once, by the first kind sharing it.
+        first = sharing[0] is kind
+        if not isinstance(content, dict):
+            if first:
+                found.errors.append(
+                    ConfigError(section, f"expected a table such as [{section}.<name>]")
+                )
+            return []
+        reserved = {
+            r for k in sharing if isinstance(k.selection, Entries) for r in k.selection.reserved
+        }
+        choices: list[BackendChoice] = []
+        for name, table in content.items():
+            if name in reserved:
+                continue
+            path = f"{section}.{name}"
+            owner = next((k for k in sharing if catalogue.has(k.name, name)), None)
+            if owner is None:
+                if first:
+                    found.errors.append(
+                        ConfigError(
+                            path, "; ".join(catalogue.not_found(k.name, name) for k in sharing)
+                        )
+                    )
+                continue
+            if owner is not kind:
+                continue
+            if not isinstance(table, dict):
+                found.errors.append(ConfigError(path, f"expected a table [{path}]"))
+                continue
+            choice = found.attempt(functools.partial(self._entry_choice, kind, name, table, path))
+            if choice is not None:
+                choices.append(choice)
+        return choices
+
+    def _entry_choice(
+        self, kind: ExtensionKind, name: str, table: dict[str, Any], path: str
+    ) -> BackendChoice:
+        spec = _spec(self.catalogue, kind.name, name, path)
+        if getattr(spec, "form", "table") == "table":
+            settings = parse_table(spec.config_type, table, path)
+            return BackendChoice(kind, name, spec, settings, table, path)
+        if not table:
+            raise ConfigError(path, f"no entry configured; add one or more [{path}.<name>] tables")
+        errors: list[ConfigError] = []
+        entries: dict[str, Any] = {}
+        for entry, sub in table.items():
+            where = f"{path}.{entry}"
+            if not isinstance(sub, dict):
+                errors.append(
+                    ConfigError(
+                        where,
+                        f"expected a table [{where}]: each entry of {name!r} is its own "
+                        f"[{path}.<name>] table",
+                    )
+                )
+                continue
+            try:
+                entries[entry] = parse_table(spec.config_type, sub, where)
+            except ConfigError as exc:
+                errors.extend(exc.errors)
+        ConfigErrors.raise_if_any(errors)
+        return BackendChoice(kind, name, spec, entries, table, path, tuple(entries))
 
 
 def load_toml(text: str, source: str) -> dict[str, Any]:

@@ -7,6 +7,9 @@ Result rule for the ``angos_*`` collection hooks: every plugin's list is collect
 concatenated (pluggy's default collect-all); core refuses two specs with the same name for
 one kind, and selects the one the config names (for authenticators: every one the config
 names, run as one chain).
+
+Each hook here is one kind's, named by its declaration in :mod:`angos_core.kinds` (config
+section, protocol, wrapper, health); a hook needs both.
 """
 
 from __future__ import annotations

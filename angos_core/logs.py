@@ -99,21 +99,33 @@ def _redact_value(name: str, value: Any) -> Any:
 
 
 def _backend(choice: BackendChoice) -> dict[str, Any]:
+    if choice.kind.summary == "names":
+        return {"name": choice.name, "entries": list(choice.entries)}
     return {"name": choice.name, **{k: _redact_value(k, v) for k, v in choice.table.items()}}
+
+
+def extensions_summary(config: AngosConfig) -> dict[str, Any]:
+    """Every declared kind's backends, secrets redacted: one object for a kind that selects
+    exactly one, a list for an ``Entries`` kind."""
+    summary: dict[str, Any] = {}
+    for kind in config.kinds:
+        backends = [_backend(choice) for choice in config.selected(kind.name)]
+        summary[kind.name] = backends if kind.several else backends[0]
+    return summary
 
 
 def config_summary(config: AngosConfig) -> dict[str, Any]:
     """The effective configuration with every secret replaced by ``***`` (for the startup log)."""
     return {
         "source": config.source,
-        "server": dict(vars(config.server)),
+        "server": {
+            **vars(config.server),
+            "tls": vars(config.server.tls) if config.server.tls is not None else None,
+        },
         "global": {k: v for k, v in vars(config.global_).items()},
         "log": dict(vars(config.log)),
         "maintenance": {"upload_purging": dict(vars(config.maintenance.upload_purging))},
-        "blob_store": _backend(config.blob_store),
-        "metadata_store": _backend(config.metadata_store),
-        "lock_provider": _backend(config.lock_provider),
-        "cache": _backend(config.cache),
+        **extensions_summary(config),
         "auth": config.auth.summary(),
     }
 

@@ -9,30 +9,19 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pluggy
 
 from angos_core import hookspecs
 from angos_core.errors import PluginError
 from angos_core.hookspecs import BackendSpec
+from angos_core.kinds import EXTENSION_KINDS, ExtensionKind, check_declarations
 
-Kind = Literal["blob_store", "metadata_store", "lock_provider", "cache", "authenticator"]
-KINDS: tuple[Kind, ...] = (
-    "blob_store",
-    "metadata_store",
-    "lock_provider",
-    "cache",
-    "authenticator",
-)
-
-_HOOK_OF_KIND: dict[Kind, str] = {
-    "blob_store": "angos_blob_stores",
-    "metadata_store": "angos_metadata_stores",
-    "lock_provider": "angos_lock_providers",
-    "cache": "angos_caches",
-    "authenticator": "angos_authenticators",
-}
+#: A kind's name (``ExtensionKind.name``).
+Kind = str
+#: The names of the declared kinds, in declaration order.
+KINDS: tuple[Kind, ...] = tuple(kind.name for kind in EXTENSION_KINDS)
 
 
 def make_plugin_manager(
@@ -74,27 +63,45 @@ def _load_entrypoints(pm: pluggy.PluginManager) -> None:
 
 @dataclass
 class BackendCatalogue:
-    """Every backend spec the installed plugins declare, by kind and name."""
+    """Every backend spec the installed plugins declare, by kind and name, and the kinds'
+    declarations (the config is parsed and the backends built against these)."""
 
     specs: dict[Kind, dict[str, BackendSpec[Any]]]
+    kinds: tuple[ExtensionKind, ...] = EXTENSION_KINDS
 
     @classmethod
-    def from_plugin_manager(cls, pm: pluggy.PluginManager) -> BackendCatalogue:
+    def from_plugin_manager(
+        cls, pm: pluggy.PluginManager, kinds: tuple[ExtensionKind, ...] = EXTENSION_KINDS
+    ) -> BackendCatalogue:
+        """The specs of every kind in ``kinds``, collected from its hook."""
+        check_declarations(kinds)
         specs: dict[Kind, dict[str, BackendSpec[Any]]] = {}
-        for kind in KINDS:
+        for kind in kinds:
             by_name: dict[str, BackendSpec[Any]] = {}
-            hook = getattr(pm.hook, _HOOK_OF_KIND[kind])
+            hook = getattr(pm.hook, kind.hook, None)
+            if hook is None:
+                raise PluginError(
+                    f"extension kind {kind.name!r}: no hook spec {kind.hook!r}; declare it in "
+                    "angos_core.hookspecs"
+                )
             for impl_result in hook():
                 for spec in impl_result or ():
                     if spec.name in by_name:
                         raise PluginError(
-                            f"two plugins provide {kind} {spec.name!r}: "
+                            f"two plugins provide {kind.name} {spec.name!r}: "
                             f"{by_name[spec.name].distribution or '?'} and "
                             f"{spec.distribution or '?'}; uninstall one of them"
                         )
                     by_name[spec.name] = spec
-            specs[kind] = by_name
-        return cls(specs)
+            specs[kind.name] = by_name
+        return cls(specs, kinds)
+
+    def kind(self, name: Kind) -> ExtensionKind:
+        """The declaration of kind ``name``."""
+        for kind in self.kinds:
+            if kind.name == name:
+                return kind
+        raise KeyError(name)
 
     def names(self, kind: Kind) -> list[str]:
         return sorted(self.specs[kind])
@@ -157,5 +164,7 @@ def install_hint(kind: Kind, name: str) -> str:
     )
 
 
-def load_catalogue(extra_plugins: Iterable[object] = ()) -> BackendCatalogue:
-    return BackendCatalogue.from_plugin_manager(make_plugin_manager(extra_plugins))
+def load_catalogue(
+    extra_plugins: Iterable[object] = (), kinds: tuple[ExtensionKind, ...] = EXTENSION_KINDS
+) -> BackendCatalogue:
+    return BackendCatalogue.from_plugin_manager(make_plugin_manager(extra_plugins), kinds)

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import resource
 import shlex
 import shutil
@@ -230,43 +229,9 @@ class Bench:
                 if resp.status != 200 or resp.headers.get("Content-Type") != w.OCI_MANIFEST:
                     raise w.BenchError(f"GET manifest: {resp.status} {resp.headers}")
                 await resp.read()
-        threads = max(1, min(self.s.wrk_connections, (os.cpu_count() or 1)))
-        cmd = [
-            self.wrk,
-            f"-t{threads}",
-            f"-c{self.s.wrk_connections}",
-            f"-d{self.s.wrk_seconds}s",
-            "--timeout",
-            "10s",
-            "-H",
-            f"Accept: {w.MANIFEST_ACCEPT}",
-            url,
-        ]
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        return await w.wrk_get(
+            self.wrk, url, self.s.wrk_seconds, self.s.wrk_connections, w.MANIFEST_ACCEPT
         )
-        try:
-            out = (await proc.communicate())[0].decode(errors="replace")
-        finally:
-            if proc.returncode is None:  # cancelled (timeout, Ctrl-C): stop our wrk
-                proc.kill()
-                await proc.wait()
-        if proc.returncode != 0:
-            raise w.BenchError(f"wrk failed ({proc.returncode}): {out}")
-        rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-        sock = re.search(r"Socket errors:(.*)", out)
-        if not rps:
-            raise w.BenchError(f"cannot read wrk's output: {out}")
-        if bad and int(bad.group(1)) > 0:
-            raise w.BenchError(f"wrk saw {bad.group(1)} non-2xx responses: {out}")
-        detail: dict[str, Any] = {"wrk": " ".join(cmd[1:5])}
-        if sock:
-            detail["socket_errors"] = sock.group(1).strip()
-        lat = re.search(r"Latency\s+(\S+)", out)
-        if lat:
-            detail["mean_latency"] = lat.group(1)
-        return w.Measure(float(rps.group(1)), detail)
 
     async def w5_small_images(self, reg: Registry) -> w.Measure:
         s_ = self.s

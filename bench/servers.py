@@ -221,10 +221,13 @@ class Angos(Registry):
             "[blob_store.fs]\n"
             f'root_dir = "{self.store}"\n' + self.extra_toml
         )
+        return [*self.wrap, self.exe(), "serve", "-c", str(config)]
+
+    def exe(self) -> str:
         exe = self.executable or str(REPO_ROOT / ".venv" / "bin" / "angos")
         if not os.access(exe, os.X_OK):
             exe = shutil.which("angos") or exe
-        return [*self.wrap, exe, "serve", "-c", str(config)]
+        return exe
 
     def stop_signal(self) -> int:
         # A profiler writes its report on SIGINT (Ctrl-C), not on SIGTERM.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import random
 import re
 import socket
@@ -46,12 +47,15 @@ class Measure:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def session(concurrency: int, timeout: float) -> aiohttp.ClientSession:
+def session(
+    concurrency: int, timeout: float, headers: dict[str, str] | None = None
+) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout),
         auto_decompress=False,
+        headers=headers,  # e.g. Authorization, sent with every request
         # Reading a blob in large pieces keeps the client's share of the CPU small.
         read_bufsize=4 * 1024 * 1024,
     )
@@ -305,3 +309,48 @@ async def list_tags(s: aiohttp.ClientSession, base: str, repo: str, n: int) -> t
 def timed() -> Callable[[], float]:
     t0 = time.perf_counter()
     return lambda: time.perf_counter() - t0
+
+
+async def wrk_get(
+    wrk: str,
+    url: str,
+    seconds: int,
+    connections: int,
+    accept: str,
+    headers: dict[str, str] | None = None,
+) -> Measure:
+    """``wrk`` GETs ``url`` for ``seconds`` over ``connections``; requests/s.
+
+    Every response must be 2xx (wrk's non-2xx count is 0), so a registry that answers 401
+    fast cannot look fast. ``headers`` are sent with every request (``Authorization``).
+    """
+    threads = max(1, min(connections, (os.cpu_count() or 1)))
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+    for name, value in {"Accept": accept, **(headers or {})}.items():
+        cmd += ["-H", f"{name}: {value}"]
+    cmd.append(url)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        out = (await proc.communicate())[0].decode(errors="replace")
+    finally:
+        if proc.returncode is None:  # cancelled (timeout, Ctrl-C): stop our wrk
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed ({proc.returncode}): {out}")
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors:(.*)", out)
+    if not rps:
+        raise BenchError(f"cannot read wrk's output: {out}")
+    if bad and int(bad.group(1)) > 0:
+        raise BenchError(f"wrk saw {bad.group(1)} non-2xx responses: {out}")
+    detail: dict[str, Any] = {"wrk": " ".join(cmd[1:5])}
+    if sock:
+        detail["socket_errors"] = sock.group(1).strip()
+    lat = re.search(r"Latency\s+(\S+)", out)
+    if lat:
+        detail["mean_latency"] = lat.group(1)
+    return Measure(float(rps.group(1)), detail)

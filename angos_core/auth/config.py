@@ -1,8 +1,9 @@
 """``[auth]`` -> the configured authenticators and the failure limit.
 
 Each sub-table of ``[auth]`` names an installed authenticator spec (the ``angos_authenticators``
-hook), except ``[auth.failure_limit]``, core's own. The spec declares its form
-(:class:`~angos_core.hookspecs.AuthenticatorSpec`):
+hook), except ``[auth.failure_limit]``, core's own. The authenticator kind is declared in
+:mod:`angos_core.kinds` (``Entries("auth")``), whose parse selects them; the spec declares
+its form (:class:`~angos_core.hookspecs.AuthenticatorSpec`):
 
 * ``table``: ``[auth.htpasswd]`` is its settings, parsed into the spec's ``config_type``;
 * ``entries``: every sub-table ``[auth.identity.alice]``, ``[auth.identity.bob]`` is one
@@ -16,16 +17,14 @@ No ``[auth]`` section (or one holding only ``failure_limit``): the registry is a
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
-from angos_core.errors import ConfigError, ConfigErrors, PluginError
-from angos_core.hookspecs import BackendSpec
-from angos_core.identity import Authenticator
-from angos_core.plugins import BackendCatalogue
+from angos_core.errors import ConfigError, ConfigErrors
 
-#: Sub-tables of ``[auth]`` that are core settings, not authenticators.
-RESERVED = ("failure_limit",)
+if TYPE_CHECKING:
+    from angos_core.config import BackendChoice
+    from angos_core.plugins import BackendCatalogue
 
 
 @dataclass
@@ -72,29 +71,10 @@ class FailureLimitConfig:
 
 
 @dataclass
-class AuthenticatorChoice:
-    """One configured authenticator: its spec and its settings (the parsed table, or for
-    the ``entries`` form a ``dict`` of entry name to parsed table)."""
-
-    name: str
-    spec: BackendSpec[Any]
-    settings: Any
-
-    @property
-    def entries(self) -> tuple[str, ...]:
-        """The entry names of an ``entries``-form authenticator (empty for a table)."""
-        return tuple(self.settings) if form_of(self.spec) == "entries" else ()
-
-    def build(self) -> Authenticator:
-        built: Authenticator = self.spec.factory(self.settings)
-        return built
-
-
-@dataclass
 class AuthConfig:
     """``[auth]``: the authenticators in file order (the chain sorts them by ``order``)."""
 
-    authenticators: tuple[AuthenticatorChoice, ...] = ()
+    authenticators: tuple[BackendChoice, ...] = ()
     failure_limit: FailureLimitConfig = field(default_factory=FailureLimitConfig)
 
     @property
@@ -112,79 +92,55 @@ class AuthConfig:
         )
 
     def summary(self) -> dict[str, Any]:
-        """For the startup log: names and entries only, never a setting (hashes, keys)."""
-        return {
-            "authenticators": {c.name: list(c.entries) for c in self.authenticators},
-            "failure_limit": vars(self.failure_limit),
-        }
+        """For the startup log: core's settings. The authenticators are listed under
+        ``authenticator`` like every kind, names and entries only (``summary="names"``)."""
+        return {"failure_limit": vars(self.failure_limit)}
 
 
-def form_of(spec: BackendSpec[Any]) -> str:
-    """``"table"`` or ``"entries"``: what an ``AuthenticatorSpec`` declares; a plain
-    ``BackendSpec`` is one table."""
-    form: str = getattr(spec, "form", "table")
-    return form
-
-
-def parse_auth(data: Any, catalogue: BackendCatalogue) -> AuthConfig:
-    """The ``[auth]`` table (absent: ``{}``); every problem found is reported at once."""
+def parse_auth(data: Any, authenticators: tuple[BackendChoice, ...]) -> AuthConfig:
+    """``[auth]``'s core settings (``data``: the section, or None when absent) and the
+    ``authenticators`` the config selected (the kind's ``Entries`` parse, which also reports
+    a malformed section)."""
     # Imported here: angos_core.config imports this module for AngosConfig.auth.
     from angos_core.config import parse_table
 
-    if not isinstance(data, dict):
-        raise ConfigError("auth", "expected a table such as [auth.identity.<name>]")
-    errors: list[ConfigError] = []
-    failure_limit = FailureLimitConfig()
-    choices: list[AuthenticatorChoice] = []
-    for name, table in data.items():
-        path = f"auth.{name}"
-        try:
-            if not isinstance(table, dict):
-                raise ConfigError(path, f"expected a table [{path}]")
-            if name == "failure_limit":
-                failure_limit = parse_table(FailureLimitConfig, table, path)
-                continue
-            choices.append(_choose(catalogue, name, table, path, parse_table))
-        except ConfigError as exc:
-            errors.extend(exc.errors)
-    ConfigErrors.raise_if_any(errors)
-    return AuthConfig(tuple(choices), failure_limit)
+    table = data.get("failure_limit") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        if table is not None:
+            raise ConfigError("auth.failure_limit", "expected a table [auth.failure_limit]")
+        return AuthConfig(authenticators)
+    return AuthConfig(authenticators, parse_table(FailureLimitConfig, table, "auth.failure_limit"))
 
 
-def _choose(
-    catalogue: BackendCatalogue,
-    name: str,
-    table: dict[str, Any],
-    path: str,
-    parse_table: Any,
-) -> AuthenticatorChoice:
-    try:
-        spec = catalogue.get("authenticator", name)
-    except PluginError as exc:
-        raise ConfigError(path, str(exc)) from None
-    if form_of(spec) == "table":
-        return AuthenticatorChoice(name, spec, parse_table(spec.config_type, table, path))
-    if not table:
-        raise ConfigError(path, f"no entry configured; add one or more [{path}.<name>] tables")
-    errors: list[ConfigError] = []
-    entries: dict[str, Any] = {}
-    for entry, settings in table.items():
-        entry_path = f"{path}.{entry}"
-        if not isinstance(settings, dict):
-            errors.append(
-                ConfigError(
-                    entry_path,
-                    f"expected a table [{entry_path}]: each entry of {name!r} is its own "
-                    f"[{path}.<name>] table",
-                )
+#: The authenticator that makes a verified client certificate an identity
+#: (:mod:`angos_core.auth.tls`): in the chain whenever ``[server.tls] client_ca_bundle`` is.
+MTLS_AUTHENTICATOR = "tls"
+
+
+def with_client_certificates(
+    auth: AuthConfig, client_ca_bundle: object | None, catalogue: BackendCatalogue
+) -> AuthConfig:
+    """``auth`` with the ``tls`` authenticator first when client certificates are verified
+    (``client_ca_bundle`` set), as in Angos, whether or not ``[auth.tls]`` names it;
+    ``[auth.tls]`` without ``client_ca_bundle`` is an error (no certificate would reach it)."""
+    from angos_core.config import choose_backend
+
+    configured = any(c.name == MTLS_AUTHENTICATOR for c in auth.authenticators)
+    path = f"auth.{MTLS_AUTHENTICATOR}"
+    if client_ca_bundle is None:
+        if configured:
+            raise ConfigError(
+                path,
+                "client certificates are only asked for and verified with [server.tls] "
+                "client_ca_bundle: set it to the PEM file of the CAs that issue client "
+                f"certificates, or remove [{path}]",
             )
-            continue
-        try:
-            entries[entry] = parse_table(spec.config_type, settings, entry_path)
-        except ConfigError as exc:
-            errors.extend(exc.errors)
-    ConfigErrors.raise_if_any(errors)
-    return AuthenticatorChoice(name, spec, entries)
+        return auth
+    if configured:
+        return auth
+    kind = catalogue.kind("authenticator")
+    choice = choose_backend(catalogue, kind, MTLS_AUTHENTICATOR, {}, path)
+    return replace(auth, authenticators=(choice, *auth.authenticators))
 
 
 def is_loopback(bind_address: str) -> bool:

@@ -30,6 +30,8 @@ from angos_core.http.observe import (
     add_request_id_header,
     observe_middleware,
 )
+from angos_core.http.policy import install as install_policy
+from angos_core.http.policy import policy_middleware
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
 from angos_core.http.token_handlers import add_token_routes
@@ -79,6 +81,8 @@ def make_app(
     if config.auth.enabled:
         # Inside the error middleware, so a 429 of the failure limit gets its Retry-After.
         middlewares.append(auth_middleware)
+    if config.policy.configured or config.auth.enabled:
+        middlewares.append(policy_middleware)  # inside: the identity is known
     app = web.Application(
         middlewares=middlewares,
         # Passed to aiohttp's request handler by whichever runner serves the app.
@@ -91,6 +95,8 @@ def make_app(
         },
     )
     app[CONFIG] = config
+    if config.policy.configured or config.auth.enabled:
+        install_policy(app, config.policy, challenge=config.auth.enabled)
     app[SERVER] = server
     metrics = app[METRICS] = Metrics()
     app[REQUEST_TASKS] = set()
@@ -112,7 +118,7 @@ def make_app(
     async def backends(app: web.Application) -> AsyncIterator[None]:
         built = stores if stores is not None else Stores.from_config(config, observe)
         await built.open()
-        app[REGISTRY] = Registry(built, upload_limits(config))
+        app[REGISTRY] = Registry(built, upload_limits(config), config.immutable_tags)
         log.info("angos backends open: %s (config: %s)", built.describe(), config.source)
         try:
             yield

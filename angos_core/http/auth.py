@@ -1,11 +1,12 @@
 """Authentication over HTTP: credentials from a request, the chain's verdict, the challenge.
 
 With no authenticator configured (no ``[auth]``) the middleware is not installed and every
-request is anonymous, as before. With one, until access policies exist: an authenticated
-identity may do everything; an anonymous request gets 401 with the challenge everywhere
-(``GET /v2/`` included, as the Docker token spec and Distribution answer it) except the
-probe endpoints (``/healthz``, ``/readyz``, ``/metrics``) and the routes a plugin declared
-with :func:`allow_anonymous` (the token endpoint).
+request is anonymous, as before. With one and no access policy: an authenticated identity
+may do everything; an anonymous request gets 401 with the challenge everywhere (``GET
+/v2/`` included, as the Docker token spec and Distribution answer it) except the probe
+endpoints (``/healthz``, ``/readyz``, ``/metrics``) and the routes a plugin declared with
+:func:`allow_anonymous` (the token endpoint). With an access policy, the policy decides
+every route, the probes included (:mod:`angos_core.http.policy`, inside this middleware).
 
 The identity is at ``request[IDENTITY]`` (:func:`identity_of`) for the layers below. What
 an authenticated identity may do is decided by :func:`angos_core.auth.grants.authorize`
@@ -39,6 +40,7 @@ from angos_core.errors import (
 from angos_core.http.context import IDENTITY
 from angos_core.http.errors import error_response
 from angos_core.http.observe import OPS_ROUTES, route_template
+from angos_core.http.policy import POLICY
 from angos_core.identity import Access, Certificate, Credentials, Identity
 
 log = logging.getLogger("angos.auth")
@@ -200,7 +202,10 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     """Inside the error middleware: ``TooManyRequests`` leaves through it (``Retry-After``)."""
     chain = request.app.get(AUTH)
     route = route_template(request)
-    if chain is None or route in OPS_ROUTES:
+    # With an access policy, the policy decides who reaches what, the probes included.
+    policy = request.app.get(POLICY)
+    by_policy = policy is not None and policy.configured
+    if chain is None or (route in OPS_ROUTES and not by_policy):
         response: web.StreamResponse = await handler(request)
         return response
     try:
@@ -218,7 +223,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             {"authenticator": exc.authenticator},
             {"Retry-After": "1"},
         )
-    if identity is None and route not in request.app.get(_ANONYMOUS_ROUTES, ()):
+    if identity is None and not by_policy and route not in request.app.get(_ANONYMOUS_ROUTES, ()):
         return unauthorized(request, chain, Unauthorized.default_message)
     if identity is not None:
         request[IDENTITY] = identity

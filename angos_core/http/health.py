@@ -1,17 +1,19 @@
 """``GET /healthz`` (the process answers) and ``GET /readyz`` (the registry can serve).
 
-Both are unauthenticated and cheap. ``/readyz`` calls ``health()`` of the four configured
-backends through their wrappers (so the calls show in the backend metrics), concurrently,
-each bounded by ``[server] health_timeout_secs``, and answers two questions:
+Both are unauthenticated and cheap. ``/readyz`` calls ``health()`` of the configured
+storage backends through their wrappers (so the calls show in the backend metrics),
+concurrently, each bounded by ``[server] health_timeout_secs``, and answers two questions,
+each kind counting as its declaration's ``readiness`` says (:mod:`angos_core.kinds`):
 
-* ``GET /readyz``: can this process serve reads? 200 while the blob store and the metadata
-  store answer, even read-only (a full disk or a read-only mount still serves every pull).
-* ``GET /readyz?write=1``: can it also accept pushes and deletes? 200 only if both stores
-  are writable and the lock provider answers.
+* ``GET /readyz``: can this process serve reads? 200 while the ``read`` kinds (the blob
+  store and the metadata store) answer, even read-only (a full disk or a read-only mount
+  still serves every pull).
+* ``GET /readyz?write=1``: can it also accept pushes and deletes? 200 only if the ``read``
+  kinds are writable and the ``write`` kinds (the lock provider) answer.
 
-The cache fails neither: core treats a cache failure as a miss. The body lists every
-backend's read and write state. Both answer 503 once a graceful shutdown has begun, so load
-balancers stop sending traffic.
+An ``advisory`` kind (the cache: core treats a cache failure as a miss) fails neither. The
+body lists every checked backend's read and write state. Both answer 503 once a graceful
+shutdown has begun, so load balancers stop sending traffic.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ log = logging.getLogger("angos.http")
 
 HEALTH_TIMEOUT: web.AppKey[float] = web.AppKey("angos_health_timeout", float)
 
-#: Which backends each answer needs. Reads take no lock; nothing needs the cache.
-NEEDED_FOR_READ = ("blob_store", "metadata_store")
-NEEDED_FOR_WRITE = ("blob_store", "metadata_store", "lock_provider")
+#: The readiness values each answer needs (``ExtensionKind.readiness``).
+NEEDED_FOR_READ = ("read",)
+NEEDED_FOR_WRITE = ("read", "write")
 
 _TRUE = ("1", "true", "yes")
 _FALSE = ("", "0", "false", "no")
@@ -87,12 +89,20 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     registry = app.get(REGISTRY)
     if registry is None:
         return web.json_response({"status": "starting", "backends": {}}, status=503)
-    kinds = registry.backends()
+    checked = {
+        name: (kind.readiness, backend)
+        for name, (kind, backend) in registry.backends().items()
+        if kind.readiness is not None
+    }
     timeout = app.get(HEALTH_TIMEOUT, 2.0)
-    results = await asyncio.gather(*(_check(b, timeout) for b in kinds.values()))
-    backends = dict(zip(kinds, results, strict=True))
-    can_read = all(backends[kind]["read"] for kind in NEEDED_FOR_READ)
-    can_write = can_read and all(backends[kind]["write"] for kind in NEEDED_FOR_WRITE)
+    results = await asyncio.gather(*(_check(b, timeout) for _, b in checked.values()))
+    backends = dict(zip(checked, results, strict=True))
+    can_read = all(
+        backends[name]["read"] for name, (need, _) in checked.items() if need in NEEDED_FOR_READ
+    )
+    can_write = can_read and all(
+        backends[name]["write"] for name, (need, _) in checked.items() if need in NEEDED_FOR_WRITE
+    )
     failing = [kind for kind, entry in backends.items() if not entry["ok"]]
     body: dict[str, Any] = {
         "status": _status(can_read, can_write, not failing),

@@ -46,7 +46,7 @@ def add_token_routes(app: web.Application, minter: TokenMinter) -> None:
     the handlers, which answer them with the Basic challenge."""
     app[MINTER] = minter
     app.router.add_get(TOKEN_PATH, get_token, name="token")
-    app.router.add_post(TOKEN_PATH, post_token)
+    app.router.add_post(TOKEN_PATH, post_token, name="token-post")  # named: the policy maps it
     allow_anonymous(app, TOKEN_PATH)
     challenge_with_basic(app, TOKEN_PATH)
 

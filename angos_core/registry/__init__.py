@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from angos_core.config import UploadPurgingConfig
+from angos_core.kinds import ExtensionKind
+from angos_core.policy.immutable import TagImmutability
 from angos_core.registry.blobs import BlobInfo, BlobService
 from angos_core.registry.catalog import CatalogService
 from angos_core.registry.links import Links
@@ -22,26 +24,25 @@ from angos_core.registry.uploads import ChunkOutOfOrder, UploadService
 
 
 class Registry:
-    def __init__(self, stores: Stores, upload_limits: UploadSessionLimits | None = None) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        upload_limits: UploadSessionLimits | None = None,
+        immutable_tags: TagImmutability | None = None,
+    ) -> None:
         self.stores = stores
         self.links = Links(stores.meta, stores.cache)
         self.references = References(stores)
         self.blobs = BlobService(stores, self.links, self.references)
         self.uploads = UploadService(stores, self.links, self.references, upload_limits)
-        self.manifests = ManifestService(stores, self.links, self.references)
+        self.manifests = ManifestService(stores, self.links, self.references, immutable_tags)
         self.referrers = ReferrerService(stores, self.links, self.manifests)
         self.catalog = CatalogService(stores, self.links)
 
-    def backends(self) -> dict[str, Any]:
-        """The four wrapped backends by kind, for health checks (each has ``name`` and
-        ``health()``)."""
-        stores = self.stores
-        return {
-            "blob_store": stores.blobs,
-            "metadata_store": stores.meta,
-            "lock_provider": stores.locks,
-            "cache": stores.cache,
-        }
+    def backends(self) -> dict[str, tuple[ExtensionKind, Any]]:
+        """The wrapped storage backends by kind name, with their kind's declaration, for
+        health checks (each backend has ``name`` and ``health()``)."""
+        return dict(self.stores.by_kind)
 
     def upload_purger(
         self, settings: UploadPurgingConfig, *, observer: PurgeObserver | None = None

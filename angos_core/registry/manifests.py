@@ -15,11 +15,13 @@ from angos_core.errors import (
     ManifestInvalid,
     ManifestTooLarge,
     ManifestUnknown,
+    TagImmutable,
 )
 from angos_core.oci import mediatypes as mt
 from angos_core.oci.digest import digest_bytes, parse_digest
 from angos_core.oci.manifest import Manifest, parse_manifest, parse_stored, stored_media_type
 from angos_core.oci.names import validate_name, validate_tag
+from angos_core.policy.immutable import TagImmutability
 from angos_core.registry.links import Links, manifest_lock_key, tag_lock_key
 from angos_core.registry.references import References
 from angos_core.registry.stores import Stores
@@ -56,10 +58,17 @@ class PushResult:
 
 
 class ManifestService:
-    def __init__(self, stores: Stores, links: Links, references: References) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        links: Links,
+        references: References,
+        immutable: TagImmutability | None = None,
+    ) -> None:
         self.stores = stores
         self.links = links
         self.references = references
+        self.immutable = immutable if immutable is not None else TagImmutability()
         self._bodies: OrderedDict[str, bytes] = OrderedDict()
         self._bodies_size = 0
 
@@ -121,6 +130,8 @@ class ManifestService:
             manifest = parse_manifest(body, content_type)
         self._check_descriptor_count(manifest)
         unique_tags = list(dict.fromkeys(tags))
+        # Unlocked, so that a refused push writes nothing; checked again under the locks.
+        await self._check_immutable(name, unique_tags, digest)
         # Every object the push references, and its own body, under its ``blob:`` lock and
         # marked from the checks until the revision is stored: a collection running
         # meanwhile either marked them from an earlier reference or sees the mark
@@ -162,11 +173,21 @@ class ManifestService:
                 # They are held only for the moves, the one step pushes to a tag share.
                 tag_keys = [tag_lock_key(name, t) for t in unique_tags]
                 async with locks.acquire(tag_keys) as lease:
+                    await self._check_immutable(name, unique_tags, digest)
                     for tag in unique_tags:
                         manifest_lease.check()
                         lease.check()
                         await self.links.move_tag(name, tag, digest)
         return True
+
+    async def _check_immutable(self, name: str, tags: list[str], digest: str) -> None:
+        """Refuse the push if it would move a protected tag (every tag is checked before
+        any moves: a push moves all its tags or none)."""
+        for tag in tags:
+            if self.immutable.protects(name, tag):
+                current = await self.links.tag_digest(name, tag, fresh=True)
+                if current is not None and current != digest:
+                    raise TagImmutable(tag)
 
     def _check_descriptor_count(self, manifest: Manifest) -> None:
         limit = self.stores.settings.max_manifest_descriptors
@@ -263,6 +284,9 @@ class ManifestService:
                 if not now <= pointing:
                     pointing |= now
                     continue
+                for tag in sorted(now):
+                    if self.immutable.protects(name, tag):
+                        raise TagImmutable(tag, deleting=True)
                 body = await self.body(reference)
                 lease.check()
                 # Tags first (never a tag pointing at a missing manifest), the revision last.
@@ -294,6 +318,10 @@ class ManifestService:
     async def _delete_tag(self, name: str, tag: str) -> None:
         async with self.stores.locks.acquire([tag_lock_key(name, tag)]) as lease:
             lease.check()
+            if self.immutable.protects(name, tag) and await self.links.tag_digest(
+                name, tag, fresh=True
+            ):
+                raise TagImmutable(tag, deleting=True)
             # A half-written tag (no ``current`` link) is removed too: it is not listed, but
             # left alone it would keep its directory forever.
             if not await self.links.delete_tag(name, tag):

@@ -1,11 +1,18 @@
-"""The four wrapped backends a registry works on, built from the configuration."""
+"""The wrapped storage backends a registry works on, built from the configuration.
+
+Which kinds are storage, in which order they open, and how each is wrapped is declared in
+:mod:`angos_core.kinds` (``ExtensionKind.stores_field``); the typed attributes below are
+the domain's view of the core ones.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from angos_core.config import AngosConfig, GlobalConfig
+from angos_core.kinds import EXTENSION_KINDS, ExtensionKind
 from angos_core.registry.wrappers import (
     Observer,
     WrappedBlobStore,
@@ -22,22 +29,41 @@ class Stores:
     locks: WrappedLockProvider
     cache: WrappedCache
     settings: GlobalConfig = field(default_factory=GlobalConfig)
+    #: Every storage backend by kind name, in opening order, with its kind's declaration:
+    #: the four above, and any other storage kind declared.
+    by_kind: dict[str, tuple[ExtensionKind, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.by_kind:  # built from the four backends directly
+            self.by_kind = {
+                kind.name: (kind, getattr(self, kind.stores_field))
+                for kind in EXTENSION_KINDS
+                if kind.stores_field is not None
+            }
 
     @classmethod
     def from_config(cls, config: AngosConfig, observer: Observer | None = None) -> Stores:
-        """Build (but do not open) every configured backend, each wrapped once."""
-        return cls(
-            blobs=WrappedBlobStore(config.blob_store.build(), observer),
-            meta=WrappedMetadataStore(config.metadata_store.build(), observer),
-            locks=WrappedLockProvider(config.lock_provider.build(), observer),
-            cache=WrappedCache(config.cache.build(), observer),
-            settings=config.global_,
-        )
+        """Build (but do not open) every configured storage backend, each checked against
+        its kind's protocol and wrapped once."""
+        by_kind = {
+            kind.name: (kind, kind.wrap(config.backend(kind.name).build(), observer))
+            for kind in config.kinds
+            if kind.stores_field is not None
+        }
+        attributes = {f.name for f in fields(cls)}
+        typed = {
+            kind.stores_field: backend
+            for kind, backend in by_kind.values()
+            if kind.stores_field in attributes
+        }
+        return cls(**typed, settings=config.global_, by_kind=by_kind)
 
-    def _all(
-        self,
-    ) -> tuple[WrappedBlobStore | WrappedMetadataStore | WrappedLockProvider | WrappedCache, ...]:
-        return (self.blobs, self.meta, self.locks, self.cache)
+    def backend(self, kind: str) -> Any:
+        """The wrapped backend of storage kind ``kind``."""
+        return self.by_kind[kind][1]
+
+    def _all(self) -> list[Any]:
+        return [backend for _, backend in self.by_kind.values()]
 
     async def open(self) -> None:
         opened = []
@@ -57,7 +83,4 @@ class Stores:
                 await backend.aclose()
 
     def describe(self) -> str:
-        return (
-            f"blob_store={self.blobs.name}, metadata_store={self.meta.name}, "
-            f"lock_provider={self.locks.name}, cache={self.cache.name}"
-        )
+        return ", ".join(f"{name}={backend.name}" for name, (_, backend) in self.by_kind.items())

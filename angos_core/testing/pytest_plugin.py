@@ -15,6 +15,8 @@ and install ``angos-core[testing]`` in the test environment. Fixtures:
 ``oidc_issuer``
     a local OIDC issuer (discovery, JWKS, RS256/ES256 signing, key rotation, outages) on
     loopback (:mod:`angos_core.testing.oidc_issuer`).
+``tls_pki``
+    a throwaway CA with server and client certificates on disk (:mod:`angos_core.testing.tls`).
 ``docker_engine`` (session)
     a private ``dockerd`` (root only) for end-to-end pushes
     (:mod:`angos_core.testing.docker_engine`).
@@ -34,4 +36,5 @@ pytest_plugins = [
     "angos_core.testing.angos_server",
     "angos_core.testing.docker_engine",
     "angos_core.testing.oidc_issuer",
+    "angos_core.testing.tls",
 ]

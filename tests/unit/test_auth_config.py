@@ -151,7 +151,10 @@ def test_startup_summary_names_entries_never_settings(catalogue: BackendCatalogu
         catalogue,
     )
     summary = config_summary(config)
-    assert summary["auth"]["authenticators"] == {"static": ["alice"], "static_token": []}
+    assert summary["authenticator"] == [
+        {"name": "static", "entries": ["alice"]},
+        {"name": "static_token", "entries": []},
+    ]
     assert "s3cret-password" not in str(summary) and "t0ken-value-secret" not in str(summary)
 
 

@@ -307,8 +307,12 @@ async def test_the_app_purges_in_the_background_and_stops_cleanly(tmp_path: Path
         resp = await client.patch(resp.headers["Location"], data=b"late")
         assert resp.status == 404
         assert (await resp.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
-        metrics_text = await (await client.get("/metrics")).text()
-        assert "angos_uploads_purged_total 1.0" in metrics_text
+        # The counter moves right after the session is gone: poll it, too.
+        while "angos_uploads_purged_total 1.0" not in (
+            metrics_text := await (await client.get("/metrics")).text()
+        ):
+            assert asyncio.get_running_loop().time() < deadline, metrics_text
+            await asyncio.sleep(0.02)
     tasks = [t for t in asyncio.all_tasks() if t.get_name() == "angos-upload-purge"]
     assert tasks == []
 

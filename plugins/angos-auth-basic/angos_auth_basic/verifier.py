@@ -17,7 +17,6 @@ storage backends use.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import os
 import secrets
@@ -78,7 +77,8 @@ class CredentialCache:
         name = username.encode("utf-8", "surrogatepass")
         # The length prefix keeps ("ab", "c") and ("a", "bc") apart.
         message = len(name).to_bytes(4, "big") + name + password.encode("utf-8", "surrogatepass")
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        # hmac.digest: OpenSSL's one-shot HMAC, a third of the cost of hmac.new().digest().
+        return hmac.digest(self._key, message, "sha256")
 
     def hit(self, user: User, digest: bytes) -> bool:
         entry = self._entries.get(user.username)
