@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from angos_core.config import AngosConfig, load_toml, parse_config
+from angos_core.http.body_budget import BODY_BUDGET, DEFAULT_BODY_BUDGET_BYTES, BodyBudget
 from angos_core.http.context import REGISTRY, SERVER, track_shutdown
 from angos_core.http.errors import error_middleware
 from angos_core.http.health import add_health_routes
@@ -79,10 +80,12 @@ def make_app(
             # Requests aiohttp's parser rejects: one line each, not an ERROR traceback.
             "logger": server_log(),
             "keepalive_timeout": server.keepalive_timeout_secs,
+            "read_bufsize": 16 * 1024,
         },
     )
     app[CONFIG] = config
     app[SERVER] = server
+    app[BODY_BUDGET] = BodyBudget(DEFAULT_BODY_BUDGET_BYTES)
     metrics = app[METRICS] = Metrics()
     app[REQUEST_TASKS] = set()
     track_shutdown(app)
