@@ -80,6 +80,8 @@ def make_app(
             # Requests aiohttp's parser rejects: one line each, not an ERROR traceback.
             "logger": server_log(),
             "keepalive_timeout": server.keepalive_timeout_secs,
+            # aiohttp pauses a socket once twice this waits unread: the part of each
+            # upload in flight outside the body budget (docs/operations.md, "Upload memory").
             "read_bufsize": 16 * 1024,
         },
     )
