@@ -1,16 +1,19 @@
 """Angos core: the public API for plugin authors.
 
 A plugin implements some of the hooks in :mod:`angos_core.hookspecs` with :data:`hookimpl`,
-returns :class:`BackendSpec` objects whose factories build objects satisfying the protocols
-below, and raises the typed errors of :mod:`angos_core.errors`.
+returns :class:`BackendSpec` objects (:class:`AuthenticatorSpec` for an authenticator)
+whose factories build objects satisfying the protocols below, and raises the typed errors of
+:mod:`angos_core.errors`.
 """
 
 from angos_core.config import ByteSize
 from angos_core.errors import (
+    AuthenticationFailed,
     BackendError,
     BackendReadOnly,
     BackendUnavailable,
     BlobNotFound,
+    IdentityProviderUnavailable,
     KeyNotFound,
     LockLost,
     LockUnavailable,
@@ -22,9 +25,11 @@ from angos_core.hookspecs import (
     CAP_LOCAL_FILES,
     CAP_PRESIGNED_URLS,
     CAP_SHARED,
+    AuthenticatorSpec,
     BackendSpec,
     hookimpl,
 )
+from angos_core.identity import Authenticator, Credentials, Identity
 from angos_core.protocols import BlobStore, Cache, Lease, LockProvider, MetadataStore, UploadRef
 
 __version__ = "0.1.0"
@@ -34,6 +39,9 @@ __all__ = [
     "CAP_LOCAL_FILES",
     "CAP_PRESIGNED_URLS",
     "CAP_SHARED",
+    "AuthenticationFailed",
+    "Authenticator",
+    "AuthenticatorSpec",
     "BackendError",
     "BackendReadOnly",
     "BackendSpec",
@@ -42,6 +50,9 @@ __all__ = [
     "BlobStore",
     "ByteSize",
     "Cache",
+    "Credentials",
+    "Identity",
+    "IdentityProviderUnavailable",
     "KeyNotFound",
     "Lease",
     "LockLost",

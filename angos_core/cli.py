@@ -1,9 +1,11 @@
-"""The ``angos`` command: ``serve``, ``check-config`` and ``gc``."""
+"""The ``angos`` command: ``serve``, ``check-config``, ``gc``, ``hash-password`` and
+``policy check``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 import typing
 from collections.abc import Sequence
@@ -12,10 +14,11 @@ from angos_core import __version__
 from angos_core.config import AngosConfig, load_config, port_problem, with_server_overrides
 from angos_core.errors import AngosError, ConfigError, PluginError
 from angos_core.logs import setup_logging
-from angos_core.plugins import load_catalogue
+from angos_core.plugins import install_hint, load_catalogue
 from angos_core.registry import Registry, Stores
 from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
 from angos_core.serve import check_shared_backends, describe, serve
+from angos_core.tls import build_context
 
 #: A usage error: a bad option, or a config that cannot be used (``serve``, ``gc``).
 EXIT_CONFIG = 2
@@ -39,13 +42,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = _load(args.config)
         check_shared_backends(config, config.server.workers)
+        if config.server.tls is not None:
+            build_context(config.server.tls)  # reads the PEM files, binds nothing
     except ConfigError as exc:
         for error in exc.errors:
             print(f"angos: config error: {error}", file=sys.stderr)
         return EXIT_INVALID
     print(
         f"config OK ({config.source}): {describe(config)}; "
-        f"server {config.server.bind_address}:{config.server.port}"
+        f"server {config.server.bind_address}:{config.server.port}; {config.auth.describe()}"
     )
     return 0
 
@@ -73,6 +78,105 @@ def cmd_gc(args: argparse.Namespace) -> int:
         raise ConfigError("--min-age-secs", f"must be at least 0, got {args.min_age_secs}")
     setup_logging(config.log)
     return asyncio.run(_gc(config, args))
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    """Prints the decision; exit 0 when allowed, 1 when denied (``--table``: always 0)."""
+    from angos_core.policy import explain
+
+    config = _load(args.config)
+    claims = explain.read_claims(args.claims) if args.claims else None
+    identity = explain.make_identity(
+        args.identity, claims, args.provider, args.common_name, args.organization
+    )
+    if args.table:
+        if not args.repository:
+            raise ConfigError("--repository", "is required with --table")
+        lines = explain.table(
+            config.policy,
+            identity,
+            args.client_ip,
+            args.repository,
+            args.tag,
+            args.digest,
+            args.source,
+        )
+        print("\n".join(lines))
+        return 0
+    if not args.action:
+        raise ConfigError("--action", "is required (or --table for every action)")
+    request = explain.request_for(args.action, args.repository, args.tag, args.digest, args.source)
+    decision, lines = explain.check(config.policy, identity, args.client_ip, request)
+    print("\n".join(lines))
+    return 0 if decision.allowed else EXIT_INVALID
+
+
+def _add_policy(sub: typing.Any) -> None:
+    policy = sub.add_parser("policy", help="ask the access policy what it decides")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser(
+        "check",
+        help="print allow or deny and the rule that decided (exit 1 on deny)",
+        description="Without --identity, --claims or a certificate the request is anonymous.",
+    )
+    check.add_argument("-c", "--config", help="TOML config whose policies to ask")
+    check.add_argument("--identity", help="a Basic user name (with --claims: the username)")
+    check.add_argument("--claims", help="a JSON file of OIDC claims: an OIDC identity")
+    check.add_argument("--provider", help="with --claims: the NAME of [auth.oidc.NAME]")
+    check.add_argument("--common-name", action="append", default=[], help="client certificate CN")
+    check.add_argument("--organization", action="append", default=[], help="certificate O")
+    check.add_argument("--client-ip", default="127.0.0.1", help="identity.client_ip")
+    check.add_argument("--action", help="e.g. put-manifest (see docs/access-policies.md)")
+    check.add_argument("--repository", help="the repository, e.g. team/app")
+    check.add_argument("--tag", help="the tag pushed or pulled")
+    check.add_argument("--digest", help="the blob or manifest digest")
+    check.add_argument("--from", dest="source", help="a mount's source repository")
+    check.add_argument("--table", action="store_true", help="every action on --repository")
+    check.set_defaults(func=cmd_policy_check)
+
+
+def _read_password() -> str:
+    """From a prompt, asked twice, on a terminal; else stdin, less one final newline. Never
+    from argv: a command line is visible to every user of the machine and kept in history."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise ValueError("the passwords differ; nothing was hashed")
+    else:
+        password = sys.stdin.read()
+        password = password.removesuffix("\n").removesuffix("\r")
+        if "\n" in password:
+            raise ValueError("stdin holds more than one line; give the password alone")
+    if not password:
+        raise ValueError("the password is empty")
+    return password
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    if args.password is not None:
+        print(
+            "angos: hash-password takes no password argument (a command line shows in ps and "
+            "in shell history): type it at the prompt, or pipe it on stdin",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        # The hashes are the angos-auth-basic plugin's: core carries no hashing library.
+        from angos_auth_basic.hashing import hash_password
+    except ImportError:
+        print(
+            "angos: hash-password needs the angos-auth-basic plugin, which is not installed; "
+            + install_hint("authenticator", "identity"),
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        encoded = hash_password(_read_password(), scheme="bcrypt" if args.bcrypt else "argon2id")
+    except ValueError as exc:
+        print(f"angos: hash-password: {exc}", file=sys.stderr)
+        return 1
+    print(encoded)
+    return 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,6 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MIN_AGE_SECS})",
     )
     gc.set_defaults(func=cmd_gc)
+
+    hash_cmd = sub.add_parser(
+        "hash-password",
+        help="print an Argon2id hash for [auth.identity.<name>] password (the password is "
+        "read from a prompt, or from stdin when it is not a terminal)",
+    )
+    hash_cmd.add_argument(
+        "--bcrypt",
+        action="store_true",
+        help="a bcrypt hash instead, for an htpasswd file (user:hash)",
+    )
+    # Only to refuse it with the reason (argparse would say "unrecognized arguments").
+    hash_cmd.add_argument("password", nargs="?", help=argparse.SUPPRESS)
+    hash_cmd.set_defaults(func=cmd_hash_password)
+    _add_policy(sub)
     return parser
 
 

@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+from angos_core.auth.config import AuthConfig, parse_auth, with_client_certificates
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_SHARED, BackendSpec
 from angos_core.plugins import BackendCatalogue, Kind
+from angos_core.policy.engine import PolicyEngine, check_namespaces, repository_key
+from angos_core.policy.immutable import TagImmutability
 
 T = TypeVar("T")
 
@@ -91,6 +94,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        if len(args) == 2 and type(None) in args:
+            # An optional value: its own errors, each under its own key (a table's).
+            (arg,) = (a for a in args if a is not type(None))
+            return _convert(arg, value, key)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -146,7 +153,9 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
     """Fill dataclass ``cls`` from a TOML table; errors name the dotted key under ``path``.
 
     Every unknown key, wrong type and missing key of the table is reported, not only the
-    first (:class:`ConfigErrors` when there are several).
+    first (:class:`ConfigErrors` when there are several). A ``ConfigError`` that ``cls``'s
+    ``__post_init__`` raises with one of its field names as the key (a plugin's class does
+    not know where its table sits) is reported under ``path.<field>``.
     """
     known = config_fields(cls)
     errors: list[ConfigError] = [
@@ -171,13 +180,43 @@ def parse_table(cls: type[T], table: dict[str, Any], path: str) -> T:
     ConfigErrors.raise_if_any(errors)
     try:
         return cls(**values)
-    except ConfigError:
+    except ConfigError as exc:
+        ConfigErrors.raise_if_any(
+            [ConfigError(f"{path}.{e.key}", e.message) if e.key in known else e for e in exc.errors]
+        )
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(path, str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- core sections
+
+
+@dataclass
+class TlsConfig:
+    """``[server.tls]``: serve HTTPS (Angos's keys). The files are PEM; they are read at
+    startup and again whenever they change (see :mod:`angos_core.tls`)."""
+
+    #: The server's certificate, followed by the intermediates a client needs to reach its
+    #: root (the chain, leaf first).
+    server_certificate_bundle: Path
+    #: The private key of the leaf certificate (unencrypted).
+    server_private_key: Path
+    #: CA certificates that issue client certificates (mTLS). Unset: no client certificate
+    #: is asked for, none is ever trusted.
+    client_ca_bundle: Path | None = None
+    #: With ``client_ca_bundle``: ``optional`` lets a client without a certificate in (it
+    #: may authenticate otherwise); ``required`` refuses it at the handshake. A certificate
+    #: that is presented and does not verify is refused either way.
+    client_auth: Literal["optional", "required"] = "optional"
+
+    def __post_init__(self) -> None:
+        if self.client_auth == "required" and self.client_ca_bundle is None:
+            raise ConfigError(
+                "server.tls.client_auth",
+                '"required" needs client_ca_bundle: set server.tls.client_ca_bundle to the PEM '
+                'file of the CAs that issue client certificates, or client_auth = "optional"',
+            )
 
 
 @dataclass
@@ -199,6 +238,8 @@ class ServerConfig:
     max_connections: int = 4096
     #: The ``Server`` header of every response: no versions for a scanner to match.
     server_header: str = "angos"
+    #: ``[server.tls]``: HTTPS (and mTLS); None serves plain HTTP.
+    tls: TlsConfig | None = None
 
     def __post_init__(self) -> None:
         errors = []
@@ -239,6 +280,26 @@ def port_problem(port: int) -> str:
 
 
 @dataclass
+class AccessPolicyConfig:
+    """``[global.access_policy]`` and ``[repository."<namespace>".access_policy]`` (Angos's
+    keys): CEL ``rules``, OR'd; under ``default = "deny"`` each is an allow rule, under
+    ``"allow"`` each is a deny rule. Compiled by :class:`angos_core.policy.PolicyEngine`."""
+
+    rules: list[str]
+    default: Literal["allow", "deny"] = "deny"
+
+
+@dataclass
+class RepositoryConfig:
+    """``[repository."<namespace>"]``: settings for the repositories under a name prefix."""
+
+    access_policy: AccessPolicyConfig | None = None
+    #: Override ``[global] immutable_tags`` / ``immutable_tags_exclusions`` (None: inherit).
+    immutable_tags: bool | None = None
+    immutable_tags_exclusions: list[str] | None = None
+
+
+@dataclass
 class GlobalConfig:
     #: Answer blob GETs with a 307 to a presigned URL when the blob store can make one.
     enable_redirect: bool = True
@@ -256,6 +317,12 @@ class GlobalConfig:
     #: (429 beyond); 0: no limit. See angos_core.registry.upload_limits.
     max_upload_sessions_per_repository: int = 5000
     max_upload_sessions_per_client: int = 1000
+    #: ``[global.access_policy]``: runs for every request, before the repository's.
+    access_policy: AccessPolicyConfig | None = None
+    #: A tag, once pushed, can be neither moved nor deleted (angos_core.policy.immutable)
+    #: unless one of the exclusions (regular expressions) matches it.
+    immutable_tags: bool = False
+    immutable_tags_exclusions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.max_manifest_descriptors < 1:
@@ -354,13 +421,32 @@ class AngosConfig:
     cache: BackendChoice
     source: str = "<embedded default>"
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    #: ``[repository."<namespace>"]`` sections by namespace (no two overlap).
+    repositories: dict[str, RepositoryConfig] = field(default_factory=dict)
+    #: The access policies, compiled when the config was loaded.
+    policy: PolicyEngine = field(default_factory=PolicyEngine)
+    #: The immutable-tag rules, compiled when the config was loaded.
+    immutable_tags: TagImmutability = field(default_factory=TagImmutability)
+    #: ``[auth]``; no authenticator configured: anonymous (see angos_core.auth.config).
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
-_TOP_LEVEL = ("server", "global", "log", "maintenance", "blob_store", "metadata_store", "cache")
+_TOP_LEVEL = (
+    "server",
+    "global",
+    "log",
+    "maintenance",
+    "repository",
+    "blob_store",
+    "metadata_store",
+    "cache",
+    "auth",
+)
 
+# Loopback: a registry started without a config file is not open to the network.
 DEFAULT_TOML = f"""
 [server]
-bind_address = "0.0.0.0"
+bind_address = "127.0.0.1"
 port = 8000
 
 [blob_store.fs]
@@ -438,6 +524,17 @@ def parse_config(
     global_ = found.attempt(lambda: section("global", GlobalConfig))
     log = found.attempt(lambda: section("log", LogConfig))
     maintenance = found.attempt(lambda: section("maintenance", MaintenanceConfig))
+    repositories = parse_repositories(data.get("repository", {}), found.errors)
+    global_policy = global_.access_policy if global_ is not None else None
+    policy = found.attempt(lambda: PolicyEngine.build(global_policy, repositories))
+    immutable = None
+    if global_ is not None:
+        immutable = found.attempt(lambda: TagImmutability.build(global_, repositories))
+    auth = found.attempt(lambda: parse_auth(data.get("auth", {}), catalogue))
+    if server is not None and auth is not None:
+        client_cas = server.tls.client_ca_bundle if server.tls is not None else None
+        parsed_auth = auth
+        auth = found.attempt(lambda: with_client_certificates(parsed_auth, client_cas, catalogue))
 
     blob = found.attempt(lambda: _single_backend(data, "blob_store"))
     blob_choice = None
@@ -471,7 +568,8 @@ def parse_config(
 
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and blob_choice and meta_choice
-    assert lock_choice and cache_choice
+    assert lock_choice and cache_choice and policy is not None and auth is not None
+    assert immutable is not None
     return AngosConfig(
         server=server,
         global_=global_,
@@ -482,7 +580,32 @@ def parse_config(
         cache=cache_choice,
         source=source,
         maintenance=maintenance,
+        repositories=repositories,
+        policy=policy,
+        immutable_tags=immutable,
+        auth=auth,
     )
+
+
+def parse_repositories(table: object, errors: list[ConfigError]) -> dict[str, RepositoryConfig]:
+    """``[repository."<namespace>"]`` sections; a namespace is a repository-name prefix and
+    no two overlap. Problems go to ``errors``; the sections without one are returned, so
+    that their policies are checked in the same run."""
+    if not isinstance(table, dict):
+        errors.append(ConfigError("repository", 'expected tables such as [repository."team"]'))
+        return {}
+    errors.extend(check_namespaces(list(table)))
+    parsed: dict[str, RepositoryConfig] = {}
+    for namespace, settings in table.items():
+        key = repository_key(namespace)
+        if not isinstance(settings, dict):
+            errors.append(ConfigError(key, f"expected a table [{key}]"))
+            continue
+        try:
+            parsed[namespace] = parse_table(RepositoryConfig, settings, key)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+    return parsed
 
 
 def _metadata_and_lock(

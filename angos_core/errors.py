@@ -165,6 +165,17 @@ class Denied(RegistryError):
     code, status, default_message = "DENIED", 403, "requested access to the resource is denied"
 
 
+class TagImmutable(RegistryError):
+    """A push would move, or a delete remove, a tag that ``immutable_tags`` protects. 409
+    ``CONFLICT`` with the message docker prints, as Angos in Rust answers it."""
+
+    code, status, default_message = "CONFLICT", 409, "tag is immutable"
+
+    def __init__(self, tag: str, *, deleting: bool = False) -> None:
+        what = "deleted" if deleting else "overwritten"
+        super().__init__(f"Tag '{tag}' is immutable and cannot be {what}", {"tag": tag})
+
+
 class Unauthorized(RegistryError):
     """Credentials are missing where the request needs them, or invalid: 401 with the
     ``WWW-Authenticate`` challenge core adds."""

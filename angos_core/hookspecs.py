@@ -3,19 +3,21 @@
 Hooks are synchronous startup factories: they only *describe* backends. All I/O happens in
 the async methods of the objects a :class:`BackendSpec` factory returns (pluggy cannot await).
 
-Result rule for the four ``angos_*`` collection hooks: every plugin's list is collected and
+Result rule for the ``angos_*`` collection hooks: every plugin's list is collected and
 concatenated (pluggy's default collect-all); core refuses two specs with the same name for
-one kind, and selects the one the config names.
+one kind, and selects the one the config names (for authenticators: every one the config
+names, run as one chain).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import pluggy
 
+from angos_core.identity import Authenticator
 from angos_core.protocols import BlobStore, Cache, LockProvider, MetadataStore
 
 PROJECT = "angos"
@@ -48,6 +50,22 @@ class BackendSpec(Generic[T]):
     description: str = ""
 
 
+@dataclass(frozen=True)
+class AuthenticatorSpec(BackendSpec[Authenticator]):
+    """How to build one authenticator, and which config form it takes.
+
+    ``form = "table"``: one table ``[auth.<name>]`` (``[auth.htpasswd]``); ``factory``
+    gets its parsed ``config_type``. ``form = "entries"``: any number of named tables
+    ``[auth.<name>.<entry>]`` (``[auth.identity.alice]``, ``[auth.oidc.github]``), each
+    parsed into ``config_type``; ``factory`` gets them all at once, as a ``dict`` of entry
+    name to parsed settings in file order, and returns one authenticator serving every
+    entry (it names the entry that accepted a caller in ``Identity.provider``).
+    A plain :class:`BackendSpec` returned by ``angos_authenticators`` is ``form = "table"``.
+    """
+
+    form: Literal["table", "entries"] = "table"
+
+
 @hookspec
 def angos_blob_stores() -> list[BackendSpec[BlobStore]]:  # type: ignore[empty-body]
     """Blob stores this plugin provides, selected by ``[blob_store.<name>]``.
@@ -77,4 +95,19 @@ def angos_caches() -> list[BackendSpec[Cache]]:  # type: ignore[empty-body]
     """Caches this plugin provides, selected by ``[cache.<name>]`` (default ``memory``).
 
     Result: all lists are concatenated; names must be unique across plugins.
+    """
+
+
+@hookspec
+def angos_authenticators() -> list[BackendSpec[Authenticator]]:  # type: ignore[empty-body]
+    """Authenticators this plugin provides (:class:`AuthenticatorSpec`, or a plain
+    :class:`BackendSpec` for the ``[auth.<name>]`` form), selected by ``[auth.<name>]`` or
+    ``[auth.<name>.<entry>]``; several may be configured at once, and every configured one
+    joins the chain in the order of its ``order``.
+
+    Result: all lists are concatenated; names must be unique across plugins. Each
+    authenticator follows the result rule of :mod:`angos_core.identity`: an ``Identity``
+    (valid), ``None`` (not its kind: the next one is asked), ``AuthenticationFailed``
+    (its kind and invalid: 401 at once), ``IdentityProviderUnavailable`` (cannot decide:
+    503, never a pass).
     """

@@ -106,7 +106,10 @@ def config_summary(config: AngosConfig) -> dict[str, Any]:
     """The effective configuration with every secret replaced by ``***`` (for the startup log)."""
     return {
         "source": config.source,
-        "server": dict(vars(config.server)),
+        "server": {
+            **vars(config.server),
+            "tls": vars(config.server.tls) if config.server.tls is not None else None,
+        },
         "global": {k: v for k, v in vars(config.global_).items()},
         "log": dict(vars(config.log)),
         "maintenance": {"upload_purging": dict(vars(config.maintenance.upload_purging))},
@@ -114,6 +117,7 @@ def config_summary(config: AngosConfig) -> dict[str, Any]:
         "metadata_store": _backend(config.metadata_store),
         "lock_provider": _backend(config.lock_provider),
         "cache": _backend(config.cache),
+        "auth": config.auth.summary(),
     }
 
 

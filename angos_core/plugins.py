@@ -17,14 +17,21 @@ from angos_core import hookspecs
 from angos_core.errors import PluginError
 from angos_core.hookspecs import BackendSpec
 
-Kind = Literal["blob_store", "metadata_store", "lock_provider", "cache"]
-KINDS: tuple[Kind, ...] = ("blob_store", "metadata_store", "lock_provider", "cache")
+Kind = Literal["blob_store", "metadata_store", "lock_provider", "cache", "authenticator"]
+KINDS: tuple[Kind, ...] = (
+    "blob_store",
+    "metadata_store",
+    "lock_provider",
+    "cache",
+    "authenticator",
+)
 
 _HOOK_OF_KIND: dict[Kind, str] = {
     "blob_store": "angos_blob_stores",
     "metadata_store": "angos_metadata_stores",
     "lock_provider": "angos_lock_providers",
     "cache": "angos_caches",
+    "authenticator": "angos_authenticators",
 }
 
 
@@ -114,7 +121,16 @@ REPOSITORY_PLUGINS: dict[str, tuple[str, dict[Kind, tuple[str, ...]]]] = {
     "angos-memory": ("plugins/angos-memory", {"lock_provider": ("memory",), "cache": ("memory",)}),
     "angos-s3": ("plugins/angos-s3", {"blob_store": ("s3",), "metadata_store": ("s3",)}),
     "angos-redis": ("plugins/angos-redis", {"lock_provider": ("redis",), "cache": ("redis",)}),
+    "angos-auth-token": (
+        "plugins/angos-auth-token",
+        {"authenticator": ("token_service", "token")},
+    ),
     "angos-sqlite": ("examples/angos-sqlite", {"metadata_store": ("sqlite",)}),
+    "angos-auth-basic": (
+        "plugins/angos-auth-basic",
+        {"authenticator": ("identity", "htpasswd")},
+    ),
+    "angos-auth-oidc": ("plugins/angos-auth-oidc", {"authenticator": ("oidc",)}),
 }
 
 
@@ -133,8 +149,9 @@ def install_hint(kind: Kind, name: str) -> str:
         for dist, (_, provides) in REPOSITORY_PLUGINS.items()
         for n in provides.get(kind, ())
     )
+    provided = f"provide {kind} {known}" if known else f"provide no {kind}"
     return (
-        f"no Angos plugin provides {name!r} (the repository's plugins provide {kind} {known}); "
+        f"no Angos plugin provides {name!r} (the repository's plugins {provided}); "
         f"check the name, or install the third-party plugin that provides it (by convention "
         f"the distribution angos-{name})"
     )

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from aiohttp import web, web_response
 
 from angos_core import __version__
+from angos_core.auth.config import exposure_warning
 from angos_core.config import AngosConfig
 from angos_core.errors import AngosError, ConfigError
 from angos_core.http.connections import (
@@ -47,6 +48,7 @@ from angos_core.http.connections import (
 )
 from angos_core.listen import BACKLOG, check_port_free, listen_sockets
 from angos_core.logs import config_summary
+from angos_core.tls import ReloadingContext, build_context
 
 log = logging.getLogger("angos")
 
@@ -63,9 +65,17 @@ def describe(config: AngosConfig) -> str:
     )
 
 
+def scheme(config: AngosConfig) -> str:
+    return "https" if config.server.tls is not None else "http"
+
+
 def log_startup(config: AngosConfig) -> None:
-    """The effective configuration, secrets replaced by ``***``."""
+    """The effective configuration, secrets replaced by ``***``; and, once the address is
+    known to be listenable, the warning of an anonymous registry on the network."""
     log.info("config: %s", json.dumps(config_summary(config), default=str, sort_keys=True))
+    exposed = exposure_warning(config.server.bind_address, config.auth)
+    if exposed is not None:
+        log.warning(exposed)
 
 
 def install_event_loop() -> str:
@@ -188,6 +198,9 @@ async def serve_app(
     """
     from angos_core.http.app import make_app
 
+    # Each process builds its own context (and watches the files itself), before the
+    # backends open: a certificate that stopped loading fails the worker at once.
+    tls = ReloadingContext(config.server.tls) if config.server.tls is not None else None
     app = make_app(config, maintenance=maintenance)
     # The app sets the header on its own responses; aiohttp's answers to malformed HTTP never
     # reach the app and read this module default instead (one config per process here).
@@ -199,9 +212,11 @@ async def serve_app(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await runner.setup()  # opens the backends
+    watch = asyncio.create_task(tls.run()) if tls is not None else None
     try:
         for sock in sockets:
-            await web.SockSite(runner, sock, backlog=BACKLOG).start()
+            ssl_context = tls.context if tls is not None else None
+            await web.SockSite(runner, sock, backlog=BACKLOG, ssl_context=ssl_context).start()
         addresses = [(str(a[0]), int(a[1])) for a in runner.addresses]
         if on_ready is not None:
             on_ready(addresses)
@@ -211,6 +226,8 @@ async def serve_app(
             loop.add_signal_handler(sig, lambda: None)
         await drain(runner, app, grace)
     finally:
+        if watch is not None:
+            watch.cancel()
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -228,8 +245,9 @@ def serve_one(config: AngosConfig) -> int:
     def announce(addresses: list[tuple[str, int]]) -> None:
         for host, real_port in addresses:
             log.info(
-                "angos %s serving on http://%s:%s (%s; config: %s)",
+                "angos %s serving on %s://%s:%s (%s; config: %s)",
                 __version__,
+                scheme(config),
                 host,
                 real_port,
                 describe(config),
@@ -436,9 +454,9 @@ class Master:
                     announced = True
                     pids = ", ".join(str(p) for p in sorted(self.workers))
                     log.info(
-                        "angos %s serving on http://%s:%s with %d workers (pids %s; %s; "
-                        "config: %s)",
+                        "angos %s serving on %s://%s:%s with %d workers (pids %s; %s; config: %s)",
                         __version__,
+                        scheme(self.config),
                         self.bind,
                         self.port,
                         self.count,
@@ -468,6 +486,10 @@ def serve(config: AngosConfig) -> int:
     is opened."""
     server = config.server
     check_shared_backends(config, server.workers)
+    if server.tls is not None:
+        # Every file checked before a port is bound or a store created (each worker then
+        # builds its own context from the same files).
+        build_context(server.tls)
     raise_open_file_limit()  # before forking: the workers inherit it
     if server.workers <= 1:
         return serve_one(config)

@@ -25,13 +25,14 @@ angos_package_dirs() {
 }
 
 # The pip arguments of a profile, one per line.
-#   serve: what `angos serve` needs on the embedded default (core, angos-fs, angos-memory);
+#   serve: what `angos serve` needs on the embedded default (core, angos-fs, angos-memory),
+#          and angos-auth-basic for [auth.identity] users and `angos hash-password`;
 #   build: core with the dev extra (build, twine, setuptools) for scripts/build-wheels;
 #   test:  everything, editable, with the test and dev extras; a superset of the others.
 angos_profile_args() {
     local dir
     case "$1" in
-        serve) printf '%s\n' -e . -e plugins/angos-fs -e plugins/angos-memory ;;
+        serve) printf '%s\n' -e . -e plugins/angos-fs -e plugins/angos-memory -e plugins/angos-auth-basic ;;
         build) printf '%s\n' -e ".[dev]" ;;
         test)
             printf '%s\n' -e ".[test,dev]"

@@ -15,7 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
+from angos_core.auth.chain import AuthChain
+from angos_core.auth.tokens import TokenMinter
 from angos_core.config import AngosConfig, load_toml, parse_config
+from angos_core.http.auth import AUTH, auth_middleware
 from angos_core.http.body_budget import BODY_BUDGET, DEFAULT_BODY_BUDGET_BYTES, BodyBudget
 from angos_core.http.context import REGISTRY, SERVER, track_shutdown
 from angos_core.http.errors import error_middleware
@@ -28,8 +31,11 @@ from angos_core.http.observe import (
     add_request_id_header,
     observe_middleware,
 )
+from angos_core.http.policy import install as install_policy
+from angos_core.http.policy import policy_middleware
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
+from angos_core.http.token_handlers import add_token_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores, UploadSessionLimits
 from angos_core.registry.wrappers import Observer
@@ -71,8 +77,14 @@ def make_app(
     N`` runs it in one worker only.
     """
     server = config.server
+    middlewares = [observe_middleware, error_middleware]
+    if config.auth.enabled:
+        # Inside the error middleware, so a 429 of the failure limit gets its Retry-After.
+        middlewares.append(auth_middleware)
+    if config.policy.configured or config.auth.enabled:
+        middlewares.append(policy_middleware)  # inside: the identity is known
     app = web.Application(
-        middlewares=[observe_middleware, error_middleware],
+        middlewares=middlewares,
         # Passed to aiohttp's request handler by whichever runner serves the app.
         handler_args={
             "access_log_class": AccessLogger,
@@ -86,6 +98,8 @@ def make_app(
         },
     )
     app[CONFIG] = config
+    if config.policy.configured or config.auth.enabled:
+        install_policy(app, config.policy, challenge=config.auth.enabled)
     app[SERVER] = server
     app[BODY_BUDGET] = BodyBudget(DEFAULT_BODY_BUDGET_BYTES)
     metrics = app[METRICS] = Metrics()
@@ -108,7 +122,7 @@ def make_app(
     async def backends(app: web.Application) -> AsyncIterator[None]:
         built = stores if stores is not None else Stores.from_config(config, observe)
         await built.open()
-        app[REGISTRY] = Registry(built, upload_limits(config))
+        app[REGISTRY] = Registry(built, upload_limits(config), config.immutable_tags)
         log.info("angos backends open: %s (config: %s)", built.describe(), config.source)
         try:
             yield
@@ -132,7 +146,27 @@ def make_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    chain = None
+    if config.auth.enabled:
+        chain = app[AUTH] = AuthChain.from_config(config.auth, metrics.observe_auth)
+        minter = next((a for a in chain.authenticators if isinstance(a, TokenMinter)), None)
+        if minter is not None:
+            add_token_routes(app, minter)
+
+    async def authenticators(app: web.Application) -> AsyncIterator[None]:
+        # After ``backends``: an authenticator may use the cache.
+        if chain is None:
+            yield
+            return
+        await chain.open(app[REGISTRY].stores.cache)
+        log.info("angos authenticators open: %s", ", ".join(chain.names()))
+        try:
+            yield
+        finally:
+            await chain.aclose()
+
     app.cleanup_ctx.append(backends)
+    app.cleanup_ctx.append(authenticators)
     app.cleanup_ctx.append(upload_purging)
     add_routes(app)
     add_health_routes(app, server.health_timeout_secs)

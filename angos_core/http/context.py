@@ -5,11 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from angos_core.config import ServerConfig
+from angos_core.identity import Identity
 from angos_core.registry import Registry
 
 REGISTRY: web.AppKey[Registry] = web.AppKey("angos_registry", Registry)
 #: The ``[server]`` settings (timeouts) the handlers read.
 SERVER: web.AppKey[ServerConfig] = web.AppKey("angos_server", ServerConfig)
+#: The authenticated caller (absent: anonymous); set by angos_core.http.auth.
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("angos_identity", Identity)
 
 
 #: ``[True]`` once a graceful shutdown has begun. A list: a running app is frozen (no new

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from angos_core.http.context import registry
+from angos_core.http.policy import visible_repositories
 from angos_core.oci import mediatypes as mt
 from angos_core.registry.catalog import DEFAULT_CATALOG_PAGE, page_size
 from angos_core.registry.referrers import DEFAULT_REFERRERS_PAGE
@@ -39,8 +40,9 @@ async def tags_list(request: web.Request) -> web.StreamResponse:
 async def catalog(request: web.Request) -> web.StreamResponse:
     n = page_size(request.query.get("n"), DEFAULT_CATALOG_PAGE)
     names, more = await registry(request).catalog.catalog(n, request.query.get("last"))
+    # The next page starts after the last name read, shown or not.
     headers = _next_link(request.path, n, names[-1]) if more and n and names else None
-    return _json({"repositories": names}, headers)
+    return _json({"repositories": visible_repositories(request, names)}, headers)
 
 
 async def referrers(request: web.Request) -> web.StreamResponse:

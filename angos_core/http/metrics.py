@@ -139,6 +139,15 @@ class Metrics:
             registry=r,
         )
 
+        self.auth_attempts = Counter(
+            "angos_auth_attempts",
+            "Authentication attempts (requests presenting credentials), by credential method "
+            "(basic, bearer, mtls) and result (success, failure, unrecognized, unavailable, "
+            "limited).",
+            ("method", "result"),
+            registry=r,
+        )
+
     def observe_backend(
         self, kind: str, backend: str, op: str, seconds: float, error: str | None
     ) -> None:
@@ -154,6 +163,10 @@ class Metrics:
             self.lock_wait.labels(backend).observe(seconds)
             if error is not None:
                 self.lock_failures.labels(backend, error).inc()
+
+    def observe_auth(self, method: str, result: str) -> None:
+        """One authentication attempt (the authenticator chain's observer)."""
+        self.auth_attempts.labels(method, result).inc()
 
     def upload_purged(self) -> None:
         """One abandoned session aborted (the upload purger's observer)."""

@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from angos_core.http.aiohttp_compat import match_info_if_routed, rejected_by_parser
-from angos_core.http.context import shutting_down
+from angos_core.http.context import IDENTITY, shutting_down
 from angos_core.http.metrics import METRICS, Metrics
 from angos_core.logs import REDACTED, escape_field, request_id_var
 
@@ -186,9 +186,19 @@ class AccessLogger(AbstractAccessLogger):
             "remote": request.remote,
             "user_agent": request.headers.get("User-Agent", ""),
         }
+        # Who, never with what: the identity's id and the entry that accepted it.
+        identity = request.get(IDENTITY)
+        who = ""
+        if identity is not None:
+            fields["identity"] = identity.id
+            fields["provider"] = identity.provider
+            who = (
+                f' identity="{escape_field(identity.id)}"'
+                f" provider={escape_field(identity.provider)}"
+            )
         self.logger.log(
             level,
-            '%s "%s %s" %s %.3fs in=%d out=%d',
+            '%s "%s %s" %s %.3fs in=%d out=%d%s',
             request.remote,
             escape_field(request.method),
             escape_field(path),
@@ -196,6 +206,7 @@ class AccessLogger(AbstractAccessLogger):
             time,
             received,
             sent,
+            who,
             # Already safe: the query was masked above, headers are not logged. The fields
             # stay raw: the JSON encoder escapes them.
             extra={"request_id": rid, "fields": fields, "redacted": True},

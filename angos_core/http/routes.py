@@ -17,7 +17,7 @@ NAME = "{name:.+}"
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/v2/", listing.base, name="base")  # add_get answers HEAD too
-    r.add_get("/v2", listing.base)
+    r.add_get("/v2", listing.base, name="base-bare")
     r.add_route("GET", "/v2/_catalog", listing.catalog, name="catalog")
     r.add_route("GET", f"/v2/{NAME}/tags/list", listing.tags_list, name="tags")
     r.add_route(
@@ -30,8 +30,9 @@ def add_routes(app: web.Application) -> None:
     manifest.add_route("PUT", manifests.put_manifest)
     manifest.add_route("DELETE", manifests.delete_manifest)
 
-    for path in (f"/v2/{NAME}/blobs/uploads/", f"/v2/{NAME}/blobs/uploads"):
-        r.add_route("POST", path, uploads.start_upload)
+    # Every route is named: the names are what angos_core.policy.actions maps to actions.
+    r.add_route("POST", f"/v2/{NAME}/blobs/uploads/", uploads.start_upload, name="uploads")
+    r.add_route("POST", f"/v2/{NAME}/blobs/uploads", uploads.start_upload, name="uploads-bare")
     upload = r.add_resource(f"/v2/{NAME}/blobs/uploads/{{uuid:[^/]+}}", name="upload")
     upload.add_route("GET", uploads.upload_status)
     upload.add_route("PATCH", uploads.patch_upload)

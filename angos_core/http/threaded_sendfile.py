@@ -4,6 +4,8 @@ aiohttp's ``FileResponse`` calls ``loop.sendfile``, which issues every ``os.send
 event loop's thread: the kernel's page-cache-to-socket copies of all concurrent downloads
 then share one core. ``os.sendfile`` releases the GIL, so issuing it from worker threads lets
 several downloads copy on several cores while the loop keeps serving other requests.
+
+Over TLS the body goes through aiohttp's own path (the transport encrypts it; no sendfile).
 """
 
 from __future__ import annotations
@@ -112,7 +114,10 @@ class ThreadedFileResponse(SendfileFileResponse):
     ) -> AbstractStreamWriter:
         transport = request.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        if transport is None or sock is None or self.compression or count == 0:
+        # Over TLS the bytes must go through the transport's encryption: a raw sendfile on
+        # the socket would put plaintext between TLS records (clients see a bad record MAC).
+        tls = transport is not None and transport.get_extra_info("ssl_object") is not None
+        if transport is None or sock is None or tls or self.compression or count == 0:
             return await self.aiohttp_send_body(request, fobj, offset, count)
         writer = await web.StreamResponse.prepare(self, request)
         assert writer is not None

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from angos_core.errors import BlobUploadInvalid, DigestInvalid
 from angos_core.http.context import byte_offset, registry, upload_location, upload_range
+from angos_core.http.policy import mount_allowed
 from angos_core.http.streams import body_chunks, has_body
 from angos_core.oci.digest import parse_digest
 from angos_core.protocols import UploadRef
@@ -68,7 +69,7 @@ async def start_upload(request: web.Request) -> web.StreamResponse:
     query = request.query
 
     mount, from_name = query.get("mount"), query.get("from")
-    if mount and from_name:
+    if mount and from_name and mount_allowed(request):
         parse_digest(mount)
         size = await reg.blobs.mount(name, from_name, mount)
         if size is not None:

@@ -33,6 +33,12 @@ def is_tag(value: str) -> bool:
     return bool(TAG_RE.fullmatch(value or ""))
 
 
+def namespace_covers(namespace: str, repository: str) -> bool:
+    """Whether ``[repository."<namespace>"]`` applies to ``repository``: a component-wise
+    prefix, ``team`` covers ``team`` and ``team/app``, not ``teams``."""
+    return repository == namespace or repository.startswith(namespace + "/")
+
+
 def new_upload_id() -> str:
     return str(uuid.uuid4())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from angos_core.config import UploadPurgingConfig
+from angos_core.policy.immutable import TagImmutability
 from angos_core.registry.blobs import BlobInfo, BlobService
 from angos_core.registry.catalog import CatalogService
 from angos_core.registry.links import Links
@@ -21,12 +22,17 @@ from angos_core.registry.uploads import ChunkOutOfOrder, UploadService
 
 
 class Registry:
-    def __init__(self, stores: Stores, upload_limits: UploadSessionLimits | None = None) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        upload_limits: UploadSessionLimits | None = None,
+        immutable_tags: TagImmutability | None = None,
+    ) -> None:
         self.stores = stores
         self.links = Links(stores.meta, stores.cache)
         self.blobs = BlobService(stores, self.links)
         self.uploads = UploadService(stores, self.links, upload_limits)
-        self.manifests = ManifestService(stores, self.links)
+        self.manifests = ManifestService(stores, self.links, immutable_tags)
         self.referrers = ReferrerService(stores, self.links, self.manifests)
         self.catalog = CatalogService(stores, self.links)
 

@@ -15,11 +15,13 @@ from angos_core.errors import (
     ManifestInvalid,
     ManifestTooLarge,
     ManifestUnknown,
+    TagImmutable,
 )
 from angos_core.oci import mediatypes as mt
 from angos_core.oci.digest import digest_bytes, parse_digest
 from angos_core.oci.manifest import Manifest, parse_manifest, parse_stored, stored_media_type
 from angos_core.oci.names import validate_name, validate_tag
+from angos_core.policy.immutable import TagImmutability
 from angos_core.registry.links import Links, manifest_lock_key, tag_lock_key
 from angos_core.registry.stores import Stores
 
@@ -55,9 +57,12 @@ class PushResult:
 
 
 class ManifestService:
-    def __init__(self, stores: Stores, links: Links) -> None:
+    def __init__(
+        self, stores: Stores, links: Links, immutable: TagImmutability | None = None
+    ) -> None:
         self.stores = stores
         self.links = links
+        self.immutable = immutable if immutable is not None else TagImmutability()
         self._bodies: OrderedDict[str, bytes] = OrderedDict()
         self._bodies_size = 0
 
@@ -120,10 +125,13 @@ class ManifestService:
         self._check_descriptor_count(manifest)
         await self._check_references(name, manifest)
 
+        unique_tags = list(dict.fromkeys(tags))
+        # Unlocked, so that a refused push writes nothing; checked again under the locks.
+        await self._check_immutable(name, unique_tags, digest)
+
         # The body is content-addressed and a serving registry never deletes it (only the
         # offline `angos gc` does), so it is written once and outside the lock.
         await self.stores.meta.create(layout.blob_data_key(digest), body)
-        unique_tags = list(dict.fromkeys(tags))
         # The links that name their content are creates of their own: also unlocked, so
         # the lock covers only the tag moves (docs/architecture.md, "Locking points").
         await self._link(name, digest, body, manifest, unique_tags)
@@ -138,12 +146,22 @@ class ManifestService:
                 # They are held only for the moves, the one step pushes to a tag share.
                 tag_keys = [tag_lock_key(name, t) for t in unique_tags]
                 async with locks.acquire(tag_keys) as lease:
+                    await self._check_immutable(name, unique_tags, digest)
                     for tag in unique_tags:
                         manifest_lease.check()
                         lease.check()
                         await self.links.move_tag(name, tag, digest)
         self._keep(digest, body)
         return PushResult(digest, manifest.subject.digest if manifest.subject else None, extra)
+
+    async def _check_immutable(self, name: str, tags: list[str], digest: str) -> None:
+        """Refuse the push if it would move a protected tag (every tag is checked before
+        any moves: a push moves all its tags or none)."""
+        for tag in tags:
+            if self.immutable.protects(name, tag):
+                current = await self.links.tag_digest(name, tag, fresh=True)
+                if current is not None and current != digest:
+                    raise TagImmutable(tag)
 
     def _check_descriptor_count(self, manifest: Manifest) -> None:
         limit = self.stores.settings.max_manifest_descriptors
@@ -237,6 +255,9 @@ class ManifestService:
                 if not now <= pointing:
                     pointing |= now
                     continue
+                for tag in sorted(now):
+                    if self.immutable.protects(name, tag):
+                        raise TagImmutable(tag, deleting=True)
                 body = await self.body(reference)
                 lease.check()
                 # Tags first (never a tag pointing at a missing manifest), the revision last.
@@ -268,6 +289,10 @@ class ManifestService:
     async def _delete_tag(self, name: str, tag: str) -> None:
         async with self.stores.locks.acquire([tag_lock_key(name, tag)]) as lease:
             lease.check()
+            if self.immutable.protects(name, tag) and await self.links.tag_digest(
+                name, tag, fresh=True
+            ):
+                raise TagImmutable(tag, deleting=True)
             # A half-written tag (no ``current`` link) is removed too: it is not listed, but
             # left alone it would keep its directory forever.
             if not await self.links.delete_tag(name, tag):

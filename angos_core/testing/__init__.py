@@ -25,16 +25,22 @@ The fixture to override per suite:
   ``make(ttl=..., max_retries=..., retry_delay_ms=...)`` returning an opened provider; every
   provider it makes shares one lock space (for a networked provider: separate clients of one
   server), and the fixture closes them at teardown.
+* :class:`AuthenticatorContract` -- ``authenticator_case``: an :class:`AuthenticatorCase`
+  holding an opened authenticator plus good, bad and foreign credentials (see
+  :mod:`angos_core.testing.authenticator`).
 
 The suites need ``pytest`` and ``pytest-asyncio`` (``asyncio_mode = "auto"``).
 """
 
+from angos_core.testing.authenticator import AuthenticatorCase, AuthenticatorContract
 from angos_core.testing.blob_store import BlobStoreContract
 from angos_core.testing.cache import CacheContract
 from angos_core.testing.lock_provider import LockProviderContract, LockProviderFactory
 from angos_core.testing.metadata_store import MetadataStoreContract
 
 __all__ = [
+    "AuthenticatorCase",
+    "AuthenticatorContract",
     "BlobStoreContract",
     "CacheContract",
     "LockProviderContract",

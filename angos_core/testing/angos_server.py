@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -82,8 +83,12 @@ class AngosServer:
         port: int | None = None,
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config_path = config_path
+        #: For a server with ``[server.tls]``: the client context readiness is probed with
+        #: (trusting the test CA; with a client certificate if the server requires one).
+        self.ssl_context = ssl_context
         self.workdir = workdir
         self.port = port or free_port()
         self.stderr_path = workdir / f"angos-{self.port}.stderr"
@@ -102,7 +107,7 @@ class AngosServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.ssl_context is not None else 'http'}://{self.host}"
 
     @property
     def pid(self) -> int:
@@ -160,7 +165,7 @@ class AngosServer:
                     + self.stderr_text()
                 )
             try:
-                with loopback.open(f"{self.url}/v2/", timeout=2) as resp:
+                with self.opener().open(f"{self.url}/v2/", timeout=2) as resp:
                     if resp.status == 200:
                         return
             except urllib.error.HTTPError as exc:
@@ -175,6 +180,16 @@ class AngosServer:
         raise RuntimeError(
             f"angos serve did not answer GET /v2/ within {START_TIMEOUT_S}s "
             f"(last error: {last_error}):\n" + self.stderr_text()
+        )
+
+    def opener(self, ssl_context: ssl.SSLContext | None = None) -> urllib.request.OpenerDirector:
+        """A urllib opener for this server, bypassing proxies; over HTTPS with
+        ``ssl_context`` (default: the server's probe context)."""
+        context = ssl_context or self.ssl_context
+        if context is None:
+            return loopback
+        return urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
         )
 
     def peak_rss_bytes(self) -> int:
@@ -231,7 +246,8 @@ AngosServerFactory = Callable[..., AngosServer]
 def angos_server_factory(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AngosServerFactory]:
-    """``factory(toml_text, *, port=None, env=None, extra_args=(), start=True) -> AngosServer``.
+    """``factory(toml_text, *, port=None, env=None, extra_args=(), start=True,
+    ssl_context=None) -> AngosServer`` (``ssl_context``: see :attr:`AngosServer.ssl_context`).
 
     Every server started through it is stopped when the test ends.
     """
@@ -245,11 +261,19 @@ def angos_server_factory(
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         start: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AngosServer:
         workdir = tmp_path_factory.mktemp("angos")
         config_path = workdir / "config.toml"
         config_path.write_text(toml_text)
-        server = AngosServer(config_path, workdir, port=port, env=env, extra_args=extra_args)
+        server = AngosServer(
+            config_path,
+            workdir,
+            port=port,
+            env=env,
+            extra_args=extra_args,
+            ssl_context=ssl_context,
+        )
         servers.append(server)
         if start:
             server.start()

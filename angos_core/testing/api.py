@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -157,24 +157,31 @@ async def serve_config(
     root: Path,
     extra_plugins: Iterable[object] = (),
     files: Callable[[], set[str]] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Api]:
     """The app of ``toml_text`` on a loopback port, closed on leaving.
 
     ``root`` is the directory the config stores under; ``files`` lists what is stored when
     that is not (only) the files under ``root`` (see :meth:`Api.files`). ``extra_plugins``
     are registered besides the installed ones (backends defined by the test itself).
+    ``headers`` go with every request of the client (``Authorization``, say).
     """
     app = make_app_from_toml(toml_text, extra_plugins)
     client: TestClient[web.Request, web.Application]
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(app), headers=headers) as client:
         yield Api(client, root, app, files)
 
 
 def open_api(
-    root: Path, extra_toml: str = "", extra_plugins: Iterable[object] = ()
+    root: Path,
+    extra_toml: str = "",
+    extra_plugins: Iterable[object] = (),
+    headers: Mapping[str, str] | None = None,
 ) -> AbstractAsyncContextManager[Api]:
     """:func:`serve_config` on fs storage under ``root``, plus ``extra_toml`` tables."""
-    return serve_config(fs_toml(root, extra_toml), root=root, extra_plugins=extra_plugins)
+    return serve_config(
+        fs_toml(root, extra_toml), root=root, extra_plugins=extra_plugins, headers=headers
+    )
 
 
 #: What tests import (fixtures and hooks come from angos_core.testing.pytest_plugin).

@@ -12,6 +12,11 @@ and install ``angos-core[testing]`` in the test environment. Fixtures:
 ``angos_server_factory``, ``angos_server``
     real ``angos serve`` subprocesses (:mod:`angos_core.testing.angos_server`); their stderr is
     added to a failing test's report.
+``oidc_issuer``
+    a local OIDC issuer (discovery, JWKS, RS256/ES256 signing, key rotation, outages) on
+    loopback (:mod:`angos_core.testing.oidc_issuer`).
+``tls_pki``
+    a throwaway CA with server and client certificates on disk (:mod:`angos_core.testing.tls`).
 ``docker_engine`` (session)
     a private ``dockerd`` (root only) for end-to-end pushes
     (:mod:`angos_core.testing.docker_engine`).
@@ -30,4 +35,6 @@ pytest_plugins = [
     "angos_core.testing.moto_server",
     "angos_core.testing.angos_server",
     "angos_core.testing.docker_engine",
+    "angos_core.testing.oidc_issuer",
+    "angos_core.testing.tls",
 ]

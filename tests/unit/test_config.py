@@ -95,7 +95,7 @@ def test_embedded_default(
     monkeypatch.chdir(tmp_path)  # no config.toml here
     config = load_config(None, catalogue)
     assert config.source == "<embedded default>"
-    assert (config.server.bind_address, config.server.port) == ("0.0.0.0", 8000)
+    assert (config.server.bind_address, config.server.port) == ("127.0.0.1", 8000)
     assert config.blob_store.name == "fs"
     assert config.blob_store.settings == FsConfig(root_dir=DEFAULT_ROOT_DIR, sync_to_disk=False)
     assert DEFAULT_ROOT_DIR == "./registry-data"

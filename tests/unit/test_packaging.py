@@ -32,7 +32,10 @@ EXPECTED = {
     "angos-memory",
     "angos-s3",
     "angos-redis",
+    "angos-auth-token",
     "angos-sqlite",
+    "angos-auth-basic",
+    "angos-auth-oidc",
 }
 
 

@@ -73,7 +73,7 @@ def test_pip_runs_once_until_a_pyproject_or_python_changes(tmp_path: Path) -> No
 
     assert co.ensure("serve") == [
         f"{co.root}|-m pip install --quiet --disable-pip-version-check "
-        "-e . -e plugins/angos-fs -e plugins/angos-memory"
+        "-e . -e plugins/angos-fs -e plugins/angos-memory -e plugins/angos-auth-basic"
     ]
     assert co.ensure("serve") == []  # installed and unchanged: no pip
 

@@ -1,0 +1,327 @@
+"""The registry's own token service: ``[auth.token_service]``.
+
+Mints Docker registry tokens (JWT, HS256 with ``secret_key``) for callers another
+authenticator accepted, and, as the authenticator ``token_service`` (chain position
+``ORDER_REGISTRY_TOKEN``), accepts them back as ``Authorization: Bearer``.
+
+A token's JOSE header declares its type (``typ``), as RFC 8725 advises and Angos in Rust
+does: that, or this service's ``iss``, is what makes a JWT "ours". One of ours that does
+not verify (expired, another secret, ``alg: none``, a refresh token presented as an access
+token) is refused at once (401); any other JWT is not ours (None), so OIDC and external
+token issuers get to look at it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+
+from angos_auth_token.claims import (
+    AccessClaimInvalid,
+    decode_options,
+    format_access,
+    lifetime_problem,
+    parse_access,
+)
+from angos_core.auth.issuer import bearer_challenge
+from angos_core.auth.tokens import TOKEN_PATH, IssuedToken
+from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
+from angos_core.identity import ORDER_REGISTRY_TOKEN, Access, Credentials, Identity
+
+SECTION = "auth.token_service"
+ALGORITHM = "HS256"
+#: The ``typ`` of an access token and of a refresh token: never interchangeable.
+ACCESS_TYPE = "angos+jwt"
+REFRESH_TYPE = "angos-refresh+jwt"
+#: The ``iss`` of every token this service mints.
+ISSUER = "angos-token-service"
+#: Shortest key accepted, in decoded bytes: HS256's output size (RFC 7518 3.2). Tokens are
+#: handed to CI jobs and logged by careless tools; a short key is guessed offline.
+MIN_SECRET_BYTES = 32
+#: Longest access token lifetime: a token cannot be revoked before it expires.
+MAX_TTL_SECS = 86400
+MAX_REFRESH_TTL_SECS = 365 * 86400
+#: Clock skew tolerated between replicas (nbf, exp), as Distribution's ``Leeway``.
+LEEWAY_SECS = 60
+
+
+def decode_secret(value: str) -> bytes:
+    """The bytes of a base64 ``secret_key`` (standard or URL-safe alphabet)."""
+    text = "".join(value.split())
+    for altchars in (None, b"-_"):
+        try:
+            return base64.b64decode(text, altchars=altchars, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+    raise ValueError("not base64")
+
+
+def check_realm(realm: str, key: str) -> str:
+    """``realm`` if it is an absolute http(s) URL a client can fetch (no credentials, query
+    or fragment), else a ConfigError naming ``key``."""
+    parts = urlsplit(realm)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            key,
+            f"must be an absolute http or https URL such as https://registry.example.com"
+            f"{TOKEN_PATH}, got {realm!r}",
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError(
+            key, "must not hold credentials, a query or a fragment: every client receives it"
+        )
+    return realm
+
+
+@dataclass
+class TokenServiceConfig:
+    """``[auth.token_service]``."""
+
+    #: Base64 HMAC key, at least 32 bytes decoded (``openssl rand -base64 32``).
+    secret_key: str = field(repr=False)
+    #: The token endpoint's URL as clients reach it; empty: ``<scheme>://<host>/token`` of
+    #: each request (a registry reachable under several names).
+    realm: str = ""
+    #: The service tokens are issued for (their ``aud``; the challenge's ``service``).
+    service: str = "angos"
+    #: Access token lifetime.
+    ttl_secs: int = 300
+    #: Refresh token lifetime (``access_type=offline``, ``docker login``); 0: none issued.
+    refresh_ttl_secs: int = 30 * 86400
+
+    def __post_init__(self) -> None:
+        errors: list[ConfigError] = []
+        try:
+            key = decode_secret(self.secret_key)
+        except ValueError:
+            errors.append(
+                ConfigError(
+                    f"{SECTION}.secret_key",
+                    "is not base64; make one with: openssl rand -base64 32",
+                )
+            )
+        else:
+            if len(key) < MIN_SECRET_BYTES:
+                errors.append(
+                    ConfigError(
+                        f"{SECTION}.secret_key",
+                        f"decodes to {len(key)} bytes, at least {MIN_SECRET_BYTES} are needed; "
+                        "make one with: openssl rand -base64 32",
+                    )
+                )
+        if self.realm:
+            try:
+                check_realm(self.realm, f"{SECTION}.realm")
+                if not urlsplit(self.realm).path.endswith(TOKEN_PATH):
+                    raise ConfigError(
+                        f"{SECTION}.realm",
+                        f"its path must end with {TOKEN_PATH} (where Angos serves tokens; a "
+                        f"prefix a proxy strips may come before), got {self.realm!r}",
+                    )
+            except ConfigError as exc:
+                errors.append(exc)
+        if not self.service or not self.service.isprintable() or '"' in self.service:
+            errors.append(
+                ConfigError(
+                    f"{SECTION}.service",
+                    f"must be a non-empty printable name without quotes, got {self.service!r}",
+                )
+            )
+        if not 1 <= self.ttl_secs <= MAX_TTL_SECS:
+            errors.append(
+                ConfigError(
+                    f"{SECTION}.ttl_secs",
+                    f"must be between 1 and {MAX_TTL_SECS} seconds, got {self.ttl_secs}",
+                )
+            )
+        if not 0 <= self.refresh_ttl_secs <= MAX_REFRESH_TTL_SECS:
+            errors.append(
+                ConfigError(
+                    f"{SECTION}.refresh_ttl_secs",
+                    f"must be between 0 (no refresh tokens) and {MAX_REFRESH_TTL_SECS} "
+                    f"seconds, got {self.refresh_ttl_secs}",
+                )
+            )
+        ConfigErrors.raise_if_any(errors)
+
+
+def _json_safe(claims: Any) -> dict[str, Any]:
+    # The minting identity's claims ride in the token so a policy decides a token's caller
+    # as it decided the caller itself; what JSON cannot carry is left out, not stringified.
+    try:
+        safe: dict[str, Any] = json.loads(json.dumps(dict(claims)))
+    except (TypeError, ValueError):
+        return {}
+    return safe
+
+
+class TokenService:
+    """Mints and verifies this registry's tokens; an ``Authenticator`` and a token issuer."""
+
+    order = ORDER_REGISTRY_TOKEN
+
+    def __init__(
+        self,
+        config: TokenServiceConfig,
+        *,
+        name: str = "token_service",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.realm = config.realm
+        self.service = config.service
+        self.ttl_secs = config.ttl_secs
+        self.refresh_ttl_secs = config.refresh_ttl_secs
+        self._key = decode_secret(config.secret_key)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"TokenService(name={self.name!r}, service={self.service!r})"
+
+    # ------------------------------------------------------------------ TokenIssuer
+
+    def challenge(self, needed: Sequence[Access]) -> str:
+        """The Bearer challenge (``realm`` empty: core puts in the request's own
+        ``<scheme>://<host>/token`` before asking)."""
+        return bearer_challenge(self.realm, self.service, needed)
+
+    # ------------------------------------------------------------------ minting
+
+    def issue(
+        self, identity: Identity, access: Sequence[Access], *, refresh: bool = False
+    ) -> IssuedToken:
+        """A token for ``identity`` granting ``access`` (already decided by core), and with
+        ``refresh`` a refresh token standing for ``identity`` itself."""
+        now = int(self._clock())
+        token = self._sign(
+            ACCESS_TYPE,
+            identity,
+            now,
+            self.ttl_secs,
+            {"access": format_access(access)},
+        )
+        refresh_token = None
+        if refresh and self.refresh_ttl_secs:
+            extra = {} if identity.access is None else {"limit": format_access(identity.access)}
+            refresh_token = self._sign(REFRESH_TYPE, identity, now, self.refresh_ttl_secs, extra)
+        return IssuedToken(token, self.ttl_secs, now, refresh_token)
+
+    def _sign(self, typ: str, identity: Identity, now: int, ttl: int, extra: dict[str, Any]) -> str:
+        payload: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": identity.id,
+            "aud": self.service,
+            "exp": now + ttl,
+            "nbf": now,
+            "iat": now,
+            "jti": secrets.token_urlsafe(16),
+            # Who it was minted for; the certificate is left out on purpose: a token must
+            # not turn a certificate-bound identity into a replayable credential.
+            "angos": {
+                "username": identity.username,
+                "provider": identity.provider,
+                "method": identity.method,
+                "claims": _json_safe(identity.claims),
+            },
+            **extra,
+        }
+        return jwt.encode(payload, self._key, algorithm=ALGORITHM, headers={"typ": typ})
+
+    def redeem(self, refresh_token: str) -> Identity:
+        """The identity a refresh token stands for (``grant_type=refresh_token``): unlimited
+        unless the identity it was minted from was itself limited. Raises
+        ``AuthenticationFailed``."""
+        payload = self._verify(refresh_token, REFRESH_TYPE, "refresh token")
+        limit = self._grants(payload.get("limit"), "refresh token") if "limit" in payload else None
+        return self._identity(payload, "refresh_token", limit)
+
+    # ------------------------------------------------------------------ Authenticator
+
+    async def authenticate(self, credentials: Credentials) -> Identity | None:
+        token = credentials.bearer
+        if token is None or not self.is_ours(token):
+            return None
+        payload = self._verify(token, ACCESS_TYPE, "token")
+        return self._identity(payload, "token", self._grants(payload.get("access"), "token"))
+
+    def is_ours(self, token: str) -> bool:
+        """Whether ``token`` claims to come from this service (its ``typ`` or ``iss``;
+        unverified: the signature decides after)."""
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("typ") in (ACCESS_TYPE, REFRESH_TYPE):
+                return True
+            payload = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return False
+        return isinstance(payload, dict) and payload.get("iss") == ISSUER
+
+    async def open(self) -> None:
+        return None
+
+    async def health(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ verification
+
+    def _verify(self, token: str, typ: str, what: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self.service,
+                issuer=ISSUER,
+                options=decode_options("iss", "sub", "aud", "exp", "nbf", "iat"),
+            )
+        except jwt.InvalidAudienceError:
+            raise AuthenticationFailed(
+                self.name, f"the {what} was issued for another service"
+            ) from None
+        except jwt.PyJWTError:
+            # Another secret, a bad signature, alg none, a missing claim: one answer, so a
+            # forger learns nothing about which check failed.
+            raise AuthenticationFailed(self.name, f"invalid {what}") from None
+        if header.get("typ") != typ:
+            raise AuthenticationFailed(self.name, f"invalid {what}")
+        problem = lifetime_problem(payload, self._clock(), LEEWAY_SECS)
+        if problem:
+            raise AuthenticationFailed(self.name, f"the {what} {problem}")
+        if not isinstance(payload.get("sub"), str):
+            raise AuthenticationFailed(self.name, f"invalid {what}")
+        return payload
+
+    def _grants(self, value: Any, what: str) -> tuple[Access, ...]:
+        try:
+            return parse_access(value)
+        except AccessClaimInvalid:
+            raise AuthenticationFailed(self.name, f"invalid {what}") from None
+
+    def _identity(
+        self, payload: dict[str, Any], method: str, access: tuple[Access, ...] | None
+    ) -> Identity:
+        minted_for = payload.get("angos")
+        minted_for = minted_for if isinstance(minted_for, dict) else {}
+        username = minted_for.get("username")
+        claims = minted_for.get("claims")
+        return Identity(
+            id=payload["sub"],
+            username=username if isinstance(username, str) else payload["sub"],
+            provider=self.name,
+            method=method,
+            claims=claims if isinstance(claims, dict) else {},
+            access=access,
+        )
