@@ -134,13 +134,13 @@ class ManifestService:
         await self.stores.meta.create(layout.blob_data_key(digest), body)
         # The links that name their content are creates of their own: also unlocked, so
         # the lock covers only the tag moves (docs/architecture.md, "Locking points").
-        await self._link(name, digest, manifest, unique_tags)
+        await self._link(name, digest, body, manifest, unique_tags)
         locks = self.stores.locks
         async with locks.acquire([manifest_lock_key(name, digest)]) as manifest_lease:
             manifest_lease.check()
             if not await self.links.has_revision(name, digest, fresh=True):
                 # A delete of this manifest ran meanwhile; none can now: link it again.
-                await self._link(name, digest, manifest, unique_tags)
+                await self._link(name, digest, body, manifest, unique_tags)
             if unique_tags:
                 # Tag keys last, and nobody holding one waits for another key: no cycle.
                 # They are held only for the moves, the one step pushes to a tag share.
@@ -174,14 +174,18 @@ class ManifestService:
                 detail={"descriptors": count, "limit": limit},
             )
 
-    async def _link(self, name: str, digest: str, manifest: Manifest, tags: list[str]) -> None:
+    async def _link(
+        self, name: str, digest: str, body: bytes, manifest: Manifest, tags: list[str]
+    ) -> None:
         """The revision, then the referrer and tag index links: the reverse of a delete's
         order, so a revision found present afterwards means no delete undid the others."""
         await self.links.put_revision(name, digest)
         if manifest.subject is not None:
+            # The entry holds the descriptor the referrers API lists: no body read there.
+            descriptor = manifest.referrer_descriptor(digest, len(body), stored_media_type(body))
             await self.stores.meta.create(
                 layout.referrer_link_key(name, manifest.subject.digest, digest),
-                layout.link_content(digest),
+                layout.referrer_entry_content(descriptor),
             )
         for tag in tags:
             await self.links.put_tag_index(name, tag, digest)
