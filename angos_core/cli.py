@@ -1,4 +1,4 @@
-"""The ``angos`` command: ``serve``, ``check-config`` and ``gc``."""
+"""The ``angos`` command: ``serve``, ``check-config``, ``gc`` and ``migrate``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from angos_core import __version__
 from angos_core.config import AngosConfig, load_config, port_problem, with_server_overrides
 from angos_core.errors import AngosError, ConfigError, PluginError
 from angos_core.logs import setup_logging
+from angos_core.migrate.cli import add_migrate_command
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores
 from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MIN_AGE_SECS})",
     )
     gc.set_defaults(func=cmd_gc)
+
+    add_migrate_command(sub, _load)
     return parser
 
 
