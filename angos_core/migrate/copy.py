@@ -24,8 +24,15 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from typing import TypeVar
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+)
+from typing import Any, TypeVar
 
 from angos_core import layout
 from angos_core.migrate import walk
@@ -46,47 +53,36 @@ T = TypeVar("T")
 
 
 async def bounded(
-    items: Iterable[T] | AsyncIterable[T], fn: Callable[[T], Awaitable[None]], jobs: int
+    items: Iterable[T] | AsyncIterable[T],
+    fn: Callable[[T], Coroutine[Any, Any, None]],
+    jobs: int,
 ) -> None:
     """``fn`` over ``items`` with at most ``jobs`` running at once (items read lazily)."""
-    queue: asyncio.Queue[T] = asyncio.Queue(maxsize=jobs * 2)
-    done = object()
-
-    async def worker() -> None:
-        while True:
-            item = await queue.get()
-            if item is done:
-                return
-            await fn(item)
-
-    workers = [asyncio.create_task(worker()) for _ in range(jobs)]
+    running: set[asyncio.Task[None]] = set()
     try:
-        if isinstance(items, AsyncIterable):
-            async for item in items:
-                await _put(queue, item, workers)
-        else:
-            for item in items:
-                await _put(queue, item, workers)
-        for _ in workers:
-            await _put(queue, done, workers)  # type: ignore[arg-type]
-        await asyncio.gather(*workers)
+        async for item in _each(items):
+            if len(running) >= jobs:
+                finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    task.result()  # an error stops the walk
+            running.add(asyncio.create_task(fn(item)))
+        if running:
+            finished, running = await asyncio.wait(running)
+            for task in finished:
+                task.result()
     finally:
-        for task in workers:
+        for task in running:
             task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
 
 
-async def _put(queue: asyncio.Queue[T], item: T, workers: list[asyncio.Task[None]]) -> None:
-    # A worker that raised would leave the queue full forever: surface its error instead.
-    while True:
-        failed = next((w for w in workers if w.done() and w.exception() is not None), None)
-        if failed is not None:
-            raise failed.exception()  # type: ignore[misc]
-        try:
-            await asyncio.wait_for(queue.put(item), timeout=0.5)
-            return
-        except TimeoutError:
-            continue
+async def _each(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
 
 
 class Migration:

@@ -93,7 +93,7 @@ async def push_extras(api: Api) -> None:
     assert (await api.put_manifest("extras/big", digest_of(body), body)).status == 201
 
 
-async def pusher(api: Api, stop: asyncio.Event, limit: int = 40) -> int:
+async def pusher(api: Api, stop: asyncio.Event, limit: int = 15) -> int:
     """Push one image after another into ``api`` until ``stop`` (or ``limit``)."""
     pushed = 0
     while not stop.is_set() and pushed < limit:
@@ -182,11 +182,11 @@ async def blob_count(stores: Stores) -> int:
 
 
 async def kill_mid_copy(
-    source: Path, target: Path, ready: Callable[[Stores], Awaitable[bool]]
+    source: Path, target: Path, ready: Callable[[Stores], Awaitable[bool]], jobs: int = 1
 ) -> None:
-    """Run ``angos migrate --jobs 1`` and SIGKILL it as soon as ``ready(destination)``."""
+    """Run ``angos migrate --jobs <jobs>`` and SIGKILL it as soon as ``ready(destination)``."""
     proc = await asyncio.create_subprocess_exec(
-        *migrate_argv(source, target, "--jobs", "1", "--passes", "1"),
+        *migrate_argv(source, target, "--jobs", str(jobs), "--passes", "1"),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -197,7 +197,7 @@ async def kill_mid_copy(
                     proc.send_signal(signal.SIGKILL)
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(proc.wait(), 0.01)
+                    await asyncio.wait_for(proc.wait(), 0.2)
             await proc.wait()
         assert proc.returncode == -signal.SIGKILL, f"finished before the kill: {proc.returncode}"
     finally:
