@@ -107,6 +107,7 @@ class Migration:
         # the source), so each object is compared once however many paths lead to it.
         self._blobs: dict[str, asyncio.Future[bool]] = {}
         self._revisions: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        self._layers: dict[tuple[str, str], asyncio.Future[bool]] = {}
 
     # ------------------------------------------------------------------ pass
 
@@ -115,6 +116,7 @@ class Migration:
         self.report = PassReport()
         self._blobs.clear()
         self._revisions.clear()
+        self._layers.clear()
         started = time.monotonic()
         await self._abort_stale_sessions()
         digests = [d async for d in self.src_blobs.list_digests()]
@@ -235,15 +237,20 @@ class Migration:
             self.report.failed(kind, f"{what}: {type(exc).__name__}: {exc}")
 
     async def ensure_layer(self, name: str, digest: str) -> None:
-        """The layer link, if the source has it, after the blob it names."""
+        """The layer link, if the source has it, after the blob it names (once a pass: the
+        layers walk and every manifest naming the blob lead here)."""
+        await _once(self._layers, (name, digest), lambda: self._copy_layer(name, digest))
+
+    async def _copy_layer(self, name: str, digest: str) -> bool:
         key = layout.layer_link_key(name, digest)
         content = await self.src_meta.get(key)
         if content is None:
-            return
+            return False
         if not await self.ensure_blob(digest):
             self.report.failed("layer_link", f"{name}@{digest}: its blob is not at the destination")
-            return
+            return False
         await self._sync_link("layer_link", key, content)
+        return True
 
     async def ensure_revision(self, name: str, digest: str) -> bool:
         """Whether manifest ``digest`` of ``name`` is at the destination, whole, after
