@@ -1,5 +1,5 @@
-"""The ``angos`` command: ``serve``, ``check-config``, ``gc``, ``hash-password`` and
-``policy check``."""
+"""The ``angos`` command: ``serve``, ``check-config``, ``gc``, ``migrate``,
+``hash-password`` and ``policy check``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from angos_core import __version__
 from angos_core.config import AngosConfig, load_config, port_problem, with_server_overrides
 from angos_core.errors import AngosError, ConfigError, PluginError
 from angos_core.logs import setup_logging
+from angos_core.migrate.cli import add_migrate_command
 from angos_core.plugins import install_hint, load_catalogue
 from angos_core.registry import Registry, Stores
 from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
@@ -270,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     hash_cmd.add_argument("password", nargs="?", help=argparse.SUPPRESS)
     hash_cmd.set_defaults(func=cmd_hash_password)
     _add_policy(sub)
+    add_migrate_command(sub, _load)
     return parser
 
 
