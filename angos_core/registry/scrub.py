@@ -216,6 +216,16 @@ class Progress:
             self.last_log = now
             log.info("scrub: %d blobs (%d bytes) hashed so far", self.blobs, self.nbytes)
 
+    def step(self, text: str) -> None:
+        """A step of a phase without bytes: the bar's postfix, or a log line now and then."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+            return
+        now = time.monotonic()
+        if now - self.last_log >= PROGRESS_LOG_SECS:
+            self.last_log = now
+            log.info("scrub: %s", text)
+
     def phase(self, text: str) -> None:
         if self.bar is not None:
             self.bar.set_description(f"scrub: {text}")
@@ -257,8 +267,6 @@ class Scrubber:
         self.out = out
         self._corrupt: dict[str, _Corrupt] = {}
         self._present: dict[str, bool] = {}
-        #: Digests that are manifest revisions somewhere: their data may be a body.
-        self._revisions: set[str] = set()
         self._half_written: list[tuple[str, str, float]] = []
 
     # ------------------------------------------------------------------ blobs
@@ -318,7 +326,6 @@ class Scrubber:
                 found.append(Finding(Kind.LAYER_LINK_MISSING_BLOB, name, digest))
 
         revisions = await self.links.digests_under(layout.revisions_prefix(name))
-        self._revisions.update(revisions)
         for digest in revisions:
             report.manifests_checked += 1
             await self._scan_manifest(name, digest, found)
@@ -387,8 +394,9 @@ class Scrubber:
 
     def _blob_findings(self, report: ScrubReport) -> None:
         """Corrupt blobs, known once the walk has said which are manifest bodies."""
-        # A corrupt blob that is a manifest's digest may be the body a revision holds (one
-        # file with fs): reported once, by the revision check, and never deleted as a blob.
+        # A corrupt blob that is a revision's corrupt body (one file when fs holds both) is
+        # reported once, by the revision check, and never deleted: the revision needs it
+        # pushed again. A corrupt blob-store copy of an intact body is a blob like any other.
         bodies = {f.digest for f in report.findings if f.kind is Kind.REVISION_BODY_CORRUPT}
         for digest in self._corrupt:
             if digest in bodies:
@@ -406,8 +414,9 @@ class Scrubber:
             progress.phase("checking repositories")
             repositories = await self.registry.catalog.repositories()
             report.repositories = len(repositories)
-            for name in repositories:
+            for i, name in enumerate(repositories, 1):
                 await self._scan_repository(name, report)
+                progress.step(f"{i}/{len(repositories)} repositories checked")
             self._blob_findings(report)
             await self._settle_half_written(report.findings)
         finally:
@@ -433,9 +442,6 @@ class Scrubber:
         action = REPAIRS.get(finding.kind)
         if action is None:
             finding.outcome = "not repairable: " + _WHY_NOT.get(finding.kind, "")
-            return
-        if finding.kind is Kind.BLOB_CORRUPT and finding.digest in self._revisions:
-            finding.outcome = "not repaired: a manifest has this digest; push it again"
             return
         if self.dry_run:
             finding.outcome = f"would {action}"

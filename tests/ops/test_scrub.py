@@ -152,6 +152,11 @@ async def damaged(api: Api, storage: Storage, tmp_path: Path) -> Damaged:
         layout.link_content(digest_of(junk)),
     )
 
+    # 8. A manifest body whose bytes changed (with fs for both stores, also a blob's file).
+    d8 = await push_image(api, "broken/two", "v1", b"layer of a damaged manifest")
+    body8 = await body_of(api, "broken/two", d8)
+    await meta.put(layout.blob_data_key(d8), body8 + b" ")
+
     healthy_manifests = {}
     for name, ref in [
         (app, "v1"),
@@ -177,6 +182,7 @@ async def damaged(api: Api, storage: Storage, tmp_path: Path) -> Damaged:
         (Kind.TAG_HALF_WRITTEN, app, None, "half"),
         (Kind.REFERRER_MISSING, app, ghost, None),
         (Kind.REVISION_BODY_UNPARSABLE, "broken/one", digest_of(junk), None),
+        (Kind.REVISION_BODY_CORRUPT, "broken/two", d8, None),
     }
     removable = {
         layout.layer_link_key(app, digest_of(lost)),
@@ -193,6 +199,7 @@ async def damaged(api: Api, storage: Storage, tmp_path: Path) -> Damaged:
         # The corrupt bytes are gone now: the manifest misses the blob until pushed again.
         (Kind.MANIFEST_BLOB_MISSING, app, flipped_d, None),
         (Kind.REVISION_BODY_UNPARSABLE, "broken/one", digest_of(junk), None),
+        (Kind.REVISION_BODY_CORRUPT, "broken/two", d8, None),
     }
     assert d1 and d3
     cfg = tmp_path / "config.toml"
@@ -236,10 +243,10 @@ async def test_scrub_finds_exactly_the_damage(api: Api, damaged: Damaged) -> Non
     assert keys(report) == damaged.expected
     assert not any(f["repaired"] for f in report["findings"])
     assert report["exit_code"] == 1
-    assert report["repositories"] == 3
+    assert report["repositories"] == 4
     # Seven healthy-or-damaged images with a config and layers each, and the referrer.
     assert report["blobs_checked"] >= 14
-    assert "9 problems found" in err
+    assert "10 problems found" in err
     assert api.files() == before  # read-only
 
     # Without --json: one human line per finding and the summary on stdout.
