@@ -100,6 +100,8 @@ class Damaged:
     #: What --repair may remove, and what then stays wrong.
     removable: set[str]
     after_repair: set[Key]
+    #: What --repair writes again.
+    relinked: set[str]
     #: A healthy manifest of lib/app and its one referrer.
     good: str
     signature: str
@@ -157,6 +159,22 @@ async def damaged(api: Api, storage: Storage, tmp_path: Path) -> Damaged:
     body8 = await body_of(api, "broken/two", d8)
     await meta.put(layout.blob_data_key(d8), body8 + b" ")
 
+    # 9. A manifest's layer stored but no longer linked in its repository.
+    unlinked = b"unlinked layer"
+    d9 = await push_image(api, app, "d9", unlinked)
+    await meta.delete(layout.layer_link_key(app, digest_of(unlinked)))
+    # 10. An index whose child manifest is gone from the repository.
+    children = [await push_image(api, "broken/three", None, bytes([i]) * 8) for i in range(2)]
+    index = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "manifests": [
+            descriptor(await body_of(api, "broken/three", c), mt.OCI_MANIFEST) for c in children
+        ],
+    }
+    assert (await api.put_manifest("broken/three", "multi", index, mt.OCI_INDEX)).status == 201
+    await meta.delete(layout.revision_link_key("broken/three", children[1]))
+
     healthy_manifests = {}
     for name, ref in [
         (app, "v1"),
@@ -183,6 +201,8 @@ async def damaged(api: Api, storage: Storage, tmp_path: Path) -> Damaged:
         (Kind.REFERRER_MISSING, app, ghost, None),
         (Kind.REVISION_BODY_UNPARSABLE, "broken/one", digest_of(junk), None),
         (Kind.REVISION_BODY_CORRUPT, "broken/two", d8, None),
+        (Kind.MANIFEST_BLOB_UNLINKED, app, digest_of(unlinked), None),
+        (Kind.MANIFEST_CHILD_MISSING, "broken/three", children[1], None),
     }
     removable = {
         layout.layer_link_key(app, digest_of(lost)),
@@ -200,8 +220,10 @@ async def damaged(api: Api, storage: Storage, tmp_path: Path) -> Damaged:
         (Kind.MANIFEST_BLOB_MISSING, app, flipped_d, None),
         (Kind.REVISION_BODY_UNPARSABLE, "broken/one", digest_of(junk), None),
         (Kind.REVISION_BODY_CORRUPT, "broken/two", d8, None),
+        (Kind.MANIFEST_CHILD_MISSING, "broken/three", children[1], None),
     }
-    assert d1 and d3
+    relinked = {layout.layer_link_key(app, digest_of(unlinked))}
+    assert d1 and d9 and d3
     cfg = tmp_path / "config.toml"
     cfg.write_text(storage.toml())
     return Damaged(
@@ -212,6 +234,7 @@ async def damaged(api: Api, storage: Storage, tmp_path: Path) -> Damaged:
         expected,
         removable,
         after_repair,
+        relinked,
         good,
         signature,
     )
@@ -243,10 +266,10 @@ async def test_scrub_finds_exactly_the_damage(api: Api, damaged: Damaged) -> Non
     assert keys(report) == damaged.expected
     assert not any(f["repaired"] for f in report["findings"])
     assert report["exit_code"] == 1
-    assert report["repositories"] == 4
+    assert report["repositories"] == 5
     # Seven healthy-or-damaged images with a config and layers each, and the referrer.
     assert report["blobs_checked"] >= 14
-    assert "10 problems found" in err
+    assert "12 problems found" in err
     assert api.files() == before  # read-only
 
     # Without --json: one human line per finding and the summary on stdout.
@@ -281,17 +304,22 @@ async def test_scrub_repair_fixes_what_can_be_derived(api: Api, damaged: Damaged
             finding
         )
     after = api.files()
-    assert after <= before
+    assert after - before == damaged.relinked
     gone = before - after
     # The removed keys are exactly the damaged ones (a tag directory may hold more files).
     assert damaged.removable <= gone
     for key in gone - damaged.removable:
         assert key.startswith(layout.tag_prefix("lib/app", "d4")), key
     await assert_healthy(api, damaged)
+    unlinked = (
+        next(iter(damaged.relinked)).split("/_layers/")[1].replace("/", ":", 1)[: -len("/link")]
+    )
+    resp = await api.get(f"/v2/lib/app/blobs/{unlinked}")
+    assert resp.status == 200 and await resp.read() == b"unlinked layer"
     for tag in ("d4", "half"):
         assert (await api.head(f"/v2/lib/app/manifests/{tag}")).status == 404
     listed = await (await api.get("/v2/lib/app/tags/list")).json()
-    assert sorted(listed["tags"]) == ["d1", "d2", "d3", "v1"]
+    assert sorted(listed["tags"]) == ["d1", "d2", "d3", "d9", "v1"]
 
     # A second scrub reports only what cannot be repaired.
     code, out, err = await scrub_cli(damaged.config, "--json")
@@ -346,6 +374,7 @@ async def test_scrub_rate_limit_bounds_throughput(
     assert report["seconds"] >= 1.5
 
 
+@pytest.mark.shapes("fs")
 async def test_scrub_usage_errors(tmp_path: Path, storage: Storage) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(storage.toml())
@@ -357,6 +386,7 @@ async def test_scrub_usage_errors(tmp_path: Path, storage: Storage) -> None:
     assert "--rate-limit" in err and "bytes per second" in err
 
 
+@pytest.mark.shapes("fs")
 async def test_scrub_progress_on_a_terminal(api: Api) -> None:
     import io
 
@@ -370,3 +400,19 @@ async def test_scrub_progress_on_a_terminal(api: Api) -> None:
     assert report.exit_code == 0
     assert "scrub: " in stream.getvalue()
     assert "B/s" in stream.getvalue() or "B " in stream.getvalue()
+
+
+@pytest.mark.shapes("fs")
+async def test_scrub_logs_progress_without_a_terminal(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import io
+
+    monkeypatch.setattr(scrub, "PROGRESS_LOG_SECS", 0.0)
+    await push_image(api, "a", "v1", b"one")
+    with caplog.at_level("INFO", logger="angos.scrub"):
+        report = await Scrubber(api.registry, progress=io.StringIO(), out=lambda _: None).run()
+    assert report.exit_code == 0
+    messages = [r.getMessage() for r in caplog.records if r.name == "angos.scrub"]
+    assert any(m.endswith("bytes) hashed so far") for m in messages), messages
+    assert any("1/1 repositories checked" in m for m in messages)
