@@ -120,18 +120,22 @@ async def test_pushes_during_repair_are_not_undone(
     assert {f.tag for f in report.findings if f.kind is Kind.TAG_MANIFEST_MISSING} == set(tags)
 
     pushed: dict[str, str] = {}
+    by_tag = {f.tag: f for f in report.findings}
 
-    async def pusher() -> None:
-        for tag in tags[::2]:
-            pushed[tag] = await push_image(api, "race", tag, f"new {tag}".encode())
-            await asyncio.sleep(0)
+    async def push(tag: str) -> None:
+        pushed[tag] = await push_image(api, "race", tag, f"new {tag}".encode())
 
-    async def repairer() -> None:
-        for finding in report.findings:
-            await scrubber.repair(finding)
-            await asyncio.sleep(0)
+    async def repair(tag: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await scrubber.repair(by_tag[tag])
 
-    await asyncio.gather(pusher(), repairer())
+    # Each repair starts a little later into its tag's push than the last: some land before
+    # the push's manifest, some inside it, some after (tests above pin each order).
+    for i, tag in enumerate(tags):
+        if i % 2 == 0:
+            await asyncio.gather(push(tag), repair(tag, i * 0.01))
+        else:
+            await repair(tag, 0)
     for tag in tags:
         resp = await api.head(f"/v2/race/manifests/{tag}")
         if tag in pushed:
