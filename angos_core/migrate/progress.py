@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -33,7 +33,7 @@ class Progress:
         self.bar = self.stream.isatty() if bar is None else bar
         self.interval = interval_secs
         self.quiet = quiet
-        self._tqdm: tqdm[None] | None = None
+        self._tqdm: tqdm[Any] | None = None
         self._phase = ""
         self._total = 0
         self._done = 0
