@@ -1,22 +1,31 @@
-"""The ``angos`` command: ``serve``, ``check-config``, ``gc``, ``hash-password`` and
-``policy check``."""
+"""The ``angos`` command: ``serve``, ``check-config``, ``gc``, ``scrub``, ``migrate``,
+``hash-password`` and ``policy check``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import json
 import sys
 import typing
 from collections.abc import Sequence
 
 from angos_core import __version__
-from angos_core.config import AngosConfig, load_config, port_problem, with_server_overrides
+from angos_core.config import (
+    AngosConfig,
+    ByteSize,
+    load_config,
+    port_problem,
+    with_server_overrides,
+)
 from angos_core.errors import AngosError, ConfigError, PluginError
 from angos_core.logs import setup_logging
+from angos_core.migrate.cli import add_migrate_command
 from angos_core.plugins import install_hint, load_catalogue
 from angos_core.registry import Registry, Stores
 from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
+from angos_core.registry.scrub import Scrubber
 from angos_core.serve import check_shared_backends, describe, serve
 from angos_core.tls import build_context
 
@@ -179,6 +188,48 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _scrub(config: AngosConfig, args: argparse.Namespace) -> int:
+    stores = Stores.from_config(config)
+    await stores.open()
+    # With --json, stdout is the report alone; the lines go to stderr.
+    lines = sys.stderr if args.json else sys.stdout
+    try:
+        scrubber = Scrubber(
+            Registry(stores),
+            repair=args.repair,
+            dry_run=args.dry_run,
+            rate_limit=args.rate_limit,
+            out=lambda line: print(line, file=lines),
+        )
+        report = await scrubber.run()
+    finally:
+        await stores.aclose()
+    print(report.summary(), file=lines)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    return report.exit_code
+
+
+def cmd_scrub(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if args.dry_run and not args.repair:
+        raise ConfigError("--dry-run", "only applies with --repair (a scrub alone changes nothing)")
+    setup_logging(config.log)
+    return asyncio.run(_scrub(config, args))
+
+
+def _rate(text: str) -> int:
+    try:
+        rate = int(ByteSize.parse(text, "--rate-limit"))
+    except ConfigError:
+        rate = 0
+    if rate < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected bytes per second (e.g. 50MiB), at least 1, got {text!r}"
+        )
+    return rate
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line (argparse prints the whole usage first), exit 2."""
 
@@ -256,6 +307,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.set_defaults(func=cmd_gc)
 
+    scrub = sub.add_parser(
+        "scrub", help="check every blob, link, manifest and tag; repair what can be derived"
+    )
+    scrub.add_argument("-c", "--config", help="TOML config of the registry's stores")
+    scrub.add_argument(
+        "--repair", action="store_true", help="repair what can be derived (docs/operations.md)"
+    )
+    scrub.add_argument(
+        "--dry-run", action="store_true", help="with --repair: print what would be repaired"
+    )
+    scrub.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    scrub.add_argument(
+        "--rate-limit",
+        type=_rate,
+        metavar="BYTES_PER_SEC",
+        help="hash blobs at most this fast (e.g. 50MiB; default unlimited)",
+    )
+    scrub.set_defaults(func=cmd_scrub)
+
     hash_cmd = sub.add_parser(
         "hash-password",
         help="print an Argon2id hash for [auth.identity.<name>] password (the password is "
@@ -270,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     hash_cmd.add_argument("password", nargs="?", help=argparse.SUPPRESS)
     hash_cmd.set_defaults(func=cmd_hash_password)
     _add_policy(sub)
+    add_migrate_command(sub, _load)
     return parser
 
 

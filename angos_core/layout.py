@@ -10,11 +10,18 @@ Every function takes already-validated names, tags, digests and upload ids
 Angos adds, beside Distribution's keys::
 
     v2/repositories/<name>/_referrers/<subject-alg>/<subject-hex>/<alg>/<hex>/link
+
+one entry per manifest whose ``subject`` is that digest. The entry holds the referrer's
+descriptor as JSON (:func:`referrer_entry_content`), so listing a subject's referrers reads
+no manifest bodies; an entry written before Angos kept descriptors holds the digest, as
+other links do, and is described from the manifest body (:func:`parse_referrer_entry`).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 from angos_core.protocols import UploadRef
 
@@ -88,6 +95,31 @@ def referrers_prefix(name: str, subject: str) -> str:
 def referrer_link_key(name: str, subject: str, digest: str) -> str:
     alg, hexpart = _split(digest)
     return f"{referrers_prefix(name, subject)}{alg}/{hexpart}/link"
+
+
+def referrer_entry_content(descriptor: dict[str, Any]) -> bytes:
+    """What a referrer's entry holds: its descriptor (``mediaType``, ``digest``, ``size``,
+    ``artifactType`` and ``annotations`` when it has them), as compact JSON."""
+    return json.dumps(descriptor, separators=(",", ":"), sort_keys=True).encode()
+
+
+def parse_referrer_entry(raw: bytes, digest: str) -> dict[str, Any] | None:
+    """The descriptor a referrer entry holds, or None for an entry without one (the digest
+    only, as entries written before the index hold) or one that does not name ``digest``."""
+    if not raw.startswith(b"{"):
+        return None
+    try:
+        descriptor = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not (
+        isinstance(descriptor, dict)
+        and descriptor.get("digest") == digest
+        and isinstance(descriptor.get("mediaType"), str)
+        and isinstance(descriptor.get("size"), int)
+    ):
+        return None
+    return descriptor
 
 
 #: The directory of a repository that holds its upload sessions, one directory per id.

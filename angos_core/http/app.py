@@ -19,6 +19,7 @@ from angos_core.auth.chain import AuthChain
 from angos_core.auth.tokens import TokenMinter
 from angos_core.config import AngosConfig, load_toml, parse_config
 from angos_core.http.auth import AUTH, auth_middleware
+from angos_core.http.body_budget import BODY_BUDGET, DEFAULT_BODY_BUDGET_BYTES, BodyBudget
 from angos_core.http.context import REGISTRY, SERVER, track_shutdown
 from angos_core.http.errors import error_middleware
 from angos_core.http.health import add_health_routes
@@ -92,12 +93,16 @@ def make_app(
             # Requests aiohttp's parser rejects: one line each, not an ERROR traceback.
             "logger": server_log(),
             "keepalive_timeout": server.keepalive_timeout_secs,
+            # aiohttp pauses a socket once twice this waits unread: the part of each
+            # upload in flight outside the body budget (docs/operations.md, "Upload memory").
+            "read_bufsize": 16 * 1024,
         },
     )
     app[CONFIG] = config
     if config.policy.configured or config.auth.enabled:
         install_policy(app, config.policy, challenge=config.auth.enabled)
     app[SERVER] = server
+    app[BODY_BUDGET] = BodyBudget(DEFAULT_BODY_BUDGET_BYTES)
     metrics = app[METRICS] = Metrics()
     app[REQUEST_TASKS] = set()
     track_shutdown(app)

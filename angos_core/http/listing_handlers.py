@@ -12,6 +12,7 @@ from angos_core.http.context import registry
 from angos_core.http.policy import visible_repositories
 from angos_core.oci import mediatypes as mt
 from angos_core.registry.catalog import DEFAULT_CATALOG_PAGE, page_size
+from angos_core.registry.referrers import DEFAULT_REFERRERS_PAGE
 
 
 def _json(
@@ -20,8 +21,8 @@ def _json(
     return web.Response(body=json.dumps(data).encode(), content_type=content_type, headers=headers)
 
 
-def _next_link(path: str, n: int, last: str) -> dict[str, str]:
-    return {"Link": f'<{path}?{urlencode({"n": n, "last": last})}>; rel="next"'}
+def _next_link(path: str, n: int, last: str, **query: str) -> dict[str, str]:
+    return {"Link": f'<{path}?{urlencode({"n": n, "last": last, **query})}>; rel="next"'}
 
 
 async def base(request: web.Request) -> web.StreamResponse:
@@ -46,8 +47,19 @@ async def catalog(request: web.Request) -> web.StreamResponse:
 
 async def referrers(request: web.Request) -> web.StreamResponse:
     artifact_type = request.query.get("artifactType") or None
-    index = await registry(request).referrers.list(
-        request.match_info["name"], request.match_info["digest"], artifact_type
+    asked = page_size(request.query.get("n"), None)
+    n = DEFAULT_REFERRERS_PAGE if asked is None else asked
+    page = await registry(request).referrers.list(
+        request.match_info["name"],
+        request.match_info["digest"],
+        artifact_type,
+        n,
+        request.query.get("last") or None,
     )
-    headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else None
-    return _json(index, headers, content_type=mt.OCI_INDEX)
+    headers: dict[str, str] = {}
+    if artifact_type:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    if page.next_last is not None:
+        query = {"artifactType": artifact_type} if artifact_type else {}
+        headers |= _next_link(request.path, n, page.next_last, **query)
+    return _json(page.index, headers or None, content_type=mt.OCI_INDEX)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from angos_core.errors import AngosError, ManifestTooLarge
+from angos_core.http.body_budget import BODY_BUDGET
 from angos_core.http.context import SERVER
 
 
@@ -27,6 +28,9 @@ class BodyStalled(ClientGone):
 #: Bytes gathered before handing a chunk to the blob store and the hasher: fewer, larger
 #: writes and thread hops than the socket's natural 64 KiB reads.
 COALESCE_BYTES = 1024 * 1024
+#: Longest a chunk holding its share of the body budget waits for more of the client's
+#: bytes before it goes on short (a fast client fills 1 MiB in milliseconds).
+HOLD_SECS = 0.5
 
 
 def has_body(request: web.Request) -> bool:
@@ -42,38 +46,93 @@ def _idle_timeout(request: web.Request) -> float | None:
 
 
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The body in chunks of ``COALESCE_BYTES`` (the last one shorter).
+    """The body in chunks of up to ``COALESCE_BYTES``.
 
+    Each chunk takes ``COALESCE_BYTES`` from the app's :class:`BodyBudget` once its first
+    bytes have arrived (a client that sends nothing holds none) and gives them back when the
+    next chunk is asked for; waiting for them is backpressure, not a stall. A chunk holding
+    them waits at most ``HOLD_SECS`` for more of a slow client's bytes, then goes on short,
+    so slow clients cannot sit on the budget other uploads wait for.
     ``ClientGone`` if the body ends early, ``BodyStalled`` if no byte arrives for
     ``[server] read_timeout_secs`` (the clock restarts with every byte received).
     """
     content = request.content
     idle = _idle_timeout(request)
-    loop = asyncio.get_running_loop()
+    budget = request.app.get(BODY_BUDGET)
+    rest = b""
     while True:
-        parts: list[bytes] = []
-        size = 0
+        if not rest:
+            first = await _read_part(content, idle, None)
+            if not first:
+                return
+            rest = first
+        held = await budget.acquire(COALESCE_BYTES) if budget is not None else 0
         try:
-            async with asyncio.timeout(None) as deadline:
-                while size < COALESCE_BYTES:
-                    if idle is not None:
-                        deadline.reschedule(loop.time() + idle)
-                    part = await content.read(COALESCE_BYTES - size)
-                    if not part:
-                        break
-                    parts.append(part)
-                    size += len(part)
-        except TimeoutError:
-            raise BodyStalled(
-                f"request body stalled: no data for {idle:g}s after {content.total_bytes} bytes"
-            ) from None
-        except (HttpProcessingError, ConnectionError) as exc:
-            raise ClientGone(f"request body incomplete: {exc!r}") from exc
-        if size == 0:
+            chunk, rest, ended = await _fill(content, idle, rest, budget is not None)
+            yield chunk
+            # Not kept alive by this frame while the next chunk waits for the budget.
+            del chunk
+        finally:
+            if budget is not None:
+                budget.release(held)
+        if ended:
             return
-        yield parts[0] if len(parts) == 1 else b"".join(parts)
-        if size < COALESCE_BYTES:
-            return
+
+
+async def _fill(
+    content: StreamReader, idle: float | None, first: bytes, bounded: bool
+) -> tuple[bytes, bytes, bool]:
+    """A chunk starting with ``first``, what was read beyond it, and whether the body ended.
+
+    Full (``COALESCE_BYTES``) unless the body ended or, when ``bounded``, the client sent
+    nothing more for ``HOLD_SECS``.
+    """
+    hold_until = asyncio.get_running_loop().time() + HOLD_SECS if bounded else None
+    parts = [first]
+    size = len(first)
+    ended = False
+    while size < COALESCE_BYTES:
+        part = await _read_part(content, idle, hold_until)
+        if part is None:
+            break  # held the budget long enough: on with what came
+        if not part:
+            ended = True
+            break
+        parts.append(part)
+        size += len(part)
+    extra = b""
+    if size > COALESCE_BYTES:
+        # Split the last part, not the joined chunk: one copy of the chunk's bytes, not two.
+        last = parts[-1]
+        keep = len(last) - (size - COALESCE_BYTES)
+        parts[-1], extra = last[:keep], last[keep:]
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), extra, ended
+
+
+async def _read_part(
+    content: StreamReader, idle: float | None, hold_until: float | None
+) -> bytes | None:
+    """What the socket delivered next (empty at the body's end), or None if ``hold_until``
+    (a loop time) came first.
+
+    ``readany`` does not raise the reader's buffer limit as ``read(n)`` does (to twice the
+    largest ``n`` asked: 2 MiB per connection for reads of 1 MiB), so aiohttp pauses each
+    socket at twice ``read_bufsize``.
+    """
+    loop = asyncio.get_running_loop()
+    stall_at = None if idle is None else loop.time() + idle
+    deadlines = [t for t in (stall_at, hold_until) if t is not None]
+    try:
+        async with asyncio.timeout_at(min(deadlines) if deadlines else None):
+            return await content.readany()
+    except TimeoutError:
+        if hold_until is not None and (stall_at is None or hold_until < stall_at):
+            return None
+        raise BodyStalled(
+            f"request body stalled: no data for {idle:g}s after {content.total_bytes} bytes"
+        ) from None
+    except (HttpProcessingError, ConnectionError) as exc:
+        raise ClientGone(f"request body incomplete: {exc!r}") from exc
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:

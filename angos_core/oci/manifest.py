@@ -53,6 +53,26 @@ class Manifest:
             return self.config.media_type
         return None
 
+    def referrer_descriptor(
+        self, digest: str, size: int, media_type: str | None = None
+    ) -> dict[str, Any]:
+        """The descriptor the referrers API lists for this manifest (its digest and size).
+
+        ``media_type`` overrides the parsed one: a push's ``Content-Type`` may name a type
+        the body does not, and a listing reports what a fetch of the body serves.
+        """
+        descriptor: dict[str, Any] = {
+            "mediaType": media_type or self.media_type,
+            "digest": digest,
+            "size": size,
+        }
+        artifact_type = self.effective_artifact_type()
+        if artifact_type:
+            descriptor["artifactType"] = artifact_type
+        if self.annotations:
+            descriptor["annotations"] = self.annotations
+        return descriptor
+
 
 def _invalid(message: str, **detail: Any) -> ManifestInvalid:
     return ManifestInvalid(message, detail=detail or None)

@@ -58,6 +58,9 @@ class HashingStream:
                     else:
                         hasher.update(chunk)
                 yield chunk
+                # The consumer has it (and the hashing thread): not kept alive by this
+                # frame while the source waits for the next one.
+                del chunk
             if pending is not None:
                 await pending
                 pending = None

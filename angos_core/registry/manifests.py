@@ -148,7 +148,7 @@ class ManifestService:
                 # name their content, so the manifest lock below covers only the tag moves
                 # (docs/architecture.md, "Locking points").
                 await self.stores.meta.create(layout.blob_data_key(digest), body)
-                await self._link(name, digest, manifest, unique_tags)
+                await self._link(name, digest, body, manifest, unique_tags)
             # The blob keys are held only while references are checked and stored: pushes
             # of images sharing a base layer queue on its key, for that step only.
             if await self._move_tags(name, digest, unique_tags):
@@ -200,14 +200,18 @@ class ManifestService:
                 detail={"descriptors": count, "limit": limit},
             )
 
-    async def _link(self, name: str, digest: str, manifest: Manifest, tags: list[str]) -> None:
+    async def _link(
+        self, name: str, digest: str, body: bytes, manifest: Manifest, tags: list[str]
+    ) -> None:
         """The revision, then the referrer and tag index links: the reverse of a delete's
         order, so a revision found present afterwards means no delete undid the others."""
         await self.links.put_revision(name, digest)
         if manifest.subject is not None:
+            # The entry holds the descriptor the referrers API lists: no body read there.
+            descriptor = manifest.referrer_descriptor(digest, len(body), stored_media_type(body))
             await self.stores.meta.create(
                 layout.referrer_link_key(name, manifest.subject.digest, digest),
-                layout.link_content(digest),
+                layout.referrer_entry_content(descriptor),
             )
         for tag in tags:
             await self.links.put_tag_index(name, tag, digest)

@@ -203,13 +203,22 @@ class FsBlobStore(FsBackend):
                 async for chunk in chunks:
                     if not chunk:
                         continue
-                    buf += chunk
-                    if len(buf) >= WRITE_BATCH:
-                        if pending is not None:
-                            await asyncio.wrap_future(pending)
-                            size += pending_len
-                        pending, pending_len = fd.start(files.write_all, buf), len(buf)
-                        buf = bytearray()
+                    # A chunk of a batch's size is written as it came: no copy of its bytes.
+                    batch: bytes | bytearray
+                    if not buf and len(chunk) >= WRITE_BATCH:
+                        batch = chunk
+                    else:
+                        buf += chunk
+                        if len(buf) < WRITE_BATCH:
+                            continue
+                        batch, buf = buf, bytearray()
+                    if pending is not None:
+                        await asyncio.wrap_future(pending)
+                        size += pending_len
+                    pending, pending_len = fd.start(files.write_all, batch), len(batch)
+                    # The write holds the bytes until it is done; this frame does not while
+                    # it waits for the next chunk.
+                    del chunk, batch
             finally:
                 # Keep what arrived even if the stream broke: the size says where to resume.
                 if pending is not None:

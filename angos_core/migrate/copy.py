@@ -1,0 +1,349 @@
+"""Copy a registry from one pair of stores to another through the plugin protocols only.
+
+One pass: first every blob the source blob store lists, streamed through the destination's
+upload session API and hashed on the way; then each repository's metadata. Everything is
+compared first and copied only when missing or different, so a pass can be repeated
+(catch-up, resume after a kill) and copies only what changed.
+
+Nothing is ever half-visible at the destination, whenever the process dies:
+
+* a blob appears only at ``upload_commit``, after its bytes hashed to its digest;
+* metadata is written in dependency order: a layer link after its blob; a revision link
+  after its manifest body and, before that, everything the manifest references (blobs
+  with their layer links, an index's child manifests); a tag index entry and a referrer
+  link after their revision; a tag's ``current`` link last. So a tag resolves at the
+  destination only once the whole image behind it is there.
+
+Sessions this module opens live in the repository :data:`SESSION_REPOSITORY`; a run
+first aborts the ones a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+)
+from typing import Any, TypeVar
+
+from angos_core import layout
+from angos_core.migrate import walk
+from angos_core.migrate.progress import Progress
+from angos_core.migrate.report import PassReport
+from angos_core.oci.manifest import parse_stored
+from angos_core.oci.names import new_upload_id
+from angos_core.protocols import BlobStore, MetadataStore, UploadRef
+from angos_core.registry.hashing import HashingStream
+from angos_core.registry.links import parse_link
+
+#: The repository whose upload sessions carry the blobs being copied. A valid name, so a
+#: session a killed run leaves is one the destination's upload purger can see and remove.
+SESSION_REPOSITORY = "angos-migrate"
+DEFAULT_JOBS = 8
+
+T = TypeVar("T")
+
+
+async def bounded(
+    items: Iterable[T] | AsyncIterable[T],
+    fn: Callable[[T], Coroutine[Any, Any, None]],
+    jobs: int,
+) -> None:
+    """``fn`` over ``items`` with at most ``jobs`` running at once (items read lazily)."""
+    running: set[asyncio.Task[None]] = set()
+    try:
+        async for item in _each(items):
+            if len(running) >= jobs:
+                finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    task.result()  # an error stops the walk
+            running.add(asyncio.create_task(fn(item)))
+        if running:
+            finished, running = await asyncio.wait(running)
+            for task in finished:
+                task.result()
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _each(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+class Migration:
+    """Copies from ``src`` to ``dst`` (each a blob store and a metadata store)."""
+
+    def __init__(
+        self,
+        src_blobs: BlobStore,
+        src_meta: MetadataStore,
+        dst_blobs: BlobStore,
+        dst_meta: MetadataStore,
+        *,
+        jobs: int = DEFAULT_JOBS,
+        progress: Progress | None = None,
+    ) -> None:
+        self.src_blobs, self.src_meta = src_blobs, src_meta
+        self.dst_blobs, self.dst_meta = dst_blobs, dst_meta
+        self.jobs = jobs
+        self.progress = progress or Progress(quiet=True)
+        self.report = PassReport()
+        # Per pass: what is known to be at the destination now (or known to be missing at
+        # the source), so each object is compared once however many paths lead to it.
+        self._blobs: dict[str, asyncio.Future[bool]] = {}
+        self._revisions: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        self._layers: dict[tuple[str, str], asyncio.Future[bool]] = {}
+
+    # ------------------------------------------------------------------ pass
+
+    async def run(self) -> PassReport:
+        """One complete pass; returns what it did."""
+        self.report = PassReport()
+        self._blobs.clear()
+        self._revisions.clear()
+        self._layers.clear()
+        started = time.monotonic()
+        await self._abort_stale_sessions()
+        digests = [d async for d in self.src_blobs.list_digests()]
+        self.progress.phase("blobs", len(digests))
+        await bounded(digests, self._blob_step, self.jobs)
+        repositories = await walk.repositories(self.src_meta)
+        self.progress.phase("repositories", len(repositories))
+        for name in repositories:
+            await self._guard("repository", name, self.copy_repository(name))
+            self.progress.advance()
+        self.progress.close()
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    async def _blob_step(self, digest: str) -> None:
+        await self._guard("blob", digest, self.ensure_blob(digest))
+        self.progress.advance()
+
+    async def _abort_stale_sessions(self) -> None:
+        stale = [
+            ref async for ref, _ in self.dst_blobs.list_uploads() if ref.name == SESSION_REPOSITORY
+        ]
+        for ref in stale:
+            await self.dst_blobs.upload_abort(ref)
+
+    # ------------------------------------------------------------------ blobs
+
+    async def ensure_blob(self, digest: str) -> bool:
+        """Whether blob ``digest`` is at the destination, after copying it if needed."""
+        return await _once(self._blobs, digest, lambda: self._copy_blob(digest))
+
+    async def _copy_blob(self, digest: str) -> bool:
+        size = await self.src_blobs.stat(digest)
+        present = await self.dst_blobs.stat(digest)
+        if size is None:
+            # Deleted at the source since it was listed (gc): nothing to copy.
+            self.report.skipped("blob")
+            return present is not None
+        if present == size:
+            self.report.skipped("blob")
+            return True
+        if present is not None:
+            self.report.failed(
+                "blob", f"{digest}: {present} bytes at the destination, {size} at the source"
+            )
+            return False
+        algorithm = digest.partition(":")[0]
+        ref = UploadRef(SESSION_REPOSITORY, new_upload_id())
+        committed = False
+        try:
+            await self.dst_blobs.upload_start(ref)
+            stream = HashingStream(
+                self._counted(self.src_blobs.read(digest)), hashlib.new(algorithm)
+            )
+            written = await self.dst_blobs.upload_append(ref, 0, stream)
+            hasher = stream.hasher
+            computed = f"{algorithm}:{hasher.hexdigest()}" if hasher is not None else ""
+            if computed != digest or written != size:
+                self.report.failed(
+                    "blob",
+                    f"{digest}: the source's bytes hash to {computed} ({written} bytes): "
+                    "not copied",
+                )
+                return False
+            await self.dst_blobs.upload_commit(ref, digest)
+            committed = True
+        except Exception as exc:
+            self.report.failed("blob", f"{digest}: {type(exc).__name__}: {exc}")
+            return False
+        finally:
+            if not committed:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.dst_blobs.upload_abort(ref))
+        self.report.copied("blob")
+        self.report.bytes_copied += size
+        return True
+
+    async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.progress.add_bytes(len(chunk))
+            yield chunk
+
+    # ------------------------------------------------------------------ metadata
+
+    async def copy_repository(self, name: str) -> None:
+        """Every link of repository ``name``, each after what it depends on."""
+        meta = self.src_meta
+        layers = await walk.linked_digests(meta, layout.layers_prefix(name))
+        await bounded(layers, lambda d: self._ensure_layer_step(name, d), self.jobs)
+        revisions = await walk.linked_digests(meta, layout.revisions_prefix(name))
+        await bounded(revisions, lambda d: self._ensure_revision_step(name, d), self.jobs)
+        for subject in await walk.referrer_subjects(meta, name):
+            referrers = await walk.linked_digests(meta, layout.referrers_prefix(name, subject))
+            await bounded(
+                referrers,
+                lambda d, s=subject: self._guard(  # type: ignore[misc]
+                    "referrer_link", f"{name}@{d}", self._copy_referrer(name, s, d)
+                ),
+                self.jobs,
+            )
+        await bounded(
+            await walk.tags(meta, name),
+            lambda t: self._guard("tag", f"{name}:{t}", self._copy_tag(name, t)),
+            self.jobs,
+        )
+
+    async def _ensure_layer_step(self, name: str, digest: str) -> None:
+        await self._guard("layer_link", f"{name}@{digest}", self.ensure_layer(name, digest))
+
+    async def _ensure_revision_step(self, name: str, digest: str) -> None:
+        await self._guard("revision_link", f"{name}@{digest}", self.ensure_revision(name, digest))
+
+    async def _guard(self, kind: str, what: str, step: Awaitable[object]) -> None:
+        """Run one item; a backend error fails that item, not the pass."""
+        try:
+            await step
+        except Exception as exc:
+            self.report.failed(kind, f"{what}: {type(exc).__name__}: {exc}")
+
+    async def ensure_layer(self, name: str, digest: str) -> None:
+        """The layer link, if the source has it, after the blob it names (once a pass: the
+        layers walk and every manifest naming the blob lead here)."""
+        await _once(self._layers, (name, digest), lambda: self._copy_layer(name, digest))
+
+    async def _copy_layer(self, name: str, digest: str) -> bool:
+        key = layout.layer_link_key(name, digest)
+        content = await self.src_meta.get(key)
+        if content is None:
+            return False
+        if not await self.ensure_blob(digest):
+            self.report.failed("layer_link", f"{name}@{digest}: its blob is not at the destination")
+            return False
+        await self._sync_link("layer_link", key, content)
+        return True
+
+    async def ensure_revision(self, name: str, digest: str) -> bool:
+        """Whether manifest ``digest`` of ``name`` is at the destination, whole, after
+        copying what it references, its body, then its revision link."""
+        return await _once(
+            self._revisions, (name, digest), lambda: self._copy_revision(name, digest)
+        )
+
+    async def _copy_revision(self, name: str, digest: str) -> bool:
+        key = layout.revision_link_key(name, digest)
+        content = await self.src_meta.get(key)
+        if content is None:
+            # Not (or no longer) a manifest of this repository at the source.
+            return await self.dst_meta.get(key) is not None
+        body_key = layout.blob_data_key(digest)
+        body = await self.src_meta.get(body_key)
+        if body is None:
+            self.report.failed("manifest", f"{name}@{digest}: no body at the source")
+            return False
+        manifest = parse_stored(body)
+        if manifest is not None:
+            blobs = [d.digest for d in (manifest.config, *manifest.layers) if d is not None]
+            for blob in blobs:
+                await self.ensure_layer(name, blob)
+            for child in manifest.manifests:
+                if await self.src_meta.get(layout.revision_link_key(name, child.digest)):
+                    await self.ensure_revision(name, child.digest)
+        present = await self.dst_meta.get(body_key)
+        if present is None:
+            await self.dst_meta.create(body_key, body)
+            self.report.copied("manifest")
+        elif present == body:
+            self.report.skipped("manifest")
+        else:
+            self.report.failed("manifest", f"{digest}: different bytes at the destination")
+            return False
+        await self._sync_link("revision_link", key, content)
+        return True
+
+    async def _copy_referrer(self, name: str, subject: str, digest: str) -> None:
+        key = layout.referrer_link_key(name, subject, digest)
+        content = await self.src_meta.get(key)
+        if content is None:
+            return
+        if await self.ensure_revision(name, digest):
+            await self._sync_link("referrer_link", key, content)
+        else:
+            self.report.failed("referrer_link", f"{name}@{digest}: its manifest is missing")
+
+    async def _copy_tag(self, name: str, tag: str) -> None:
+        """The tag's index entries, then its ``current`` link: the tag moves last."""
+        for digest in await walk.linked_digests(self.src_meta, layout.tag_index_prefix(name, tag)):
+            key = layout.tag_index_key(name, tag, digest)
+            content = await self.src_meta.get(key)
+            if content is not None and await self.ensure_revision(name, digest):
+                await self._sync_link("tag_index", key, content)
+        key = layout.tag_current_key(name, tag)
+        content = await self.src_meta.get(key)
+        target = parse_link(content)
+        if content is None or target is None:
+            return  # a tag half written or half deleted at the source: not a tag
+        if not await self.ensure_revision(name, target):
+            self.report.failed("tag", f"{name}:{tag}: its manifest {target} is missing")
+            return
+        await self._sync_link("tag", key, content)
+
+    async def _sync_link(self, kind: str, key: str, content: bytes) -> None:
+        present = await self.dst_meta.get(key)
+        if present == content:
+            self.report.skipped(kind)
+            return
+        await self.dst_meta.put(key, content)
+        self.report.copied(kind)
+
+
+K = TypeVar("K")
+
+
+async def _once(
+    memo: dict[K, asyncio.Future[bool]], key: K, fn: Callable[[], Awaitable[bool]]
+) -> bool:
+    """``fn()`` once per key and pass; concurrent callers share its result."""
+    future = memo.get(key)
+    if future is None:
+        future = asyncio.get_running_loop().create_future()
+        memo[key] = future
+        try:
+            result = await fn()
+        except BaseException as exc:
+            future.set_exception(exc)
+            # Nobody else may be waiting; the exception is re-raised here either way.
+            future.exception()
+            raise
+        future.set_result(result)
+        return result
+    return await future
