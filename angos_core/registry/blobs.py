@@ -89,13 +89,12 @@ class BlobService:
         validate_name(name)
         validate_name(from_name)
         parse_digest(digest)
-        # A new reference to a blob that may be old and unreferenced: checked and linked
-        # under its lock, marked for a collection running meanwhile.
-        async with self.references.guarding([digest]):
+        # A new reference to a blob that may be old and unreferenced: marked for a
+        # collection running meanwhile, checked after any deletion in progress, then linked.
+        async with self.references.referencing([digest]):
+            await self.references.mark_recent(digest)  # until its manifest arrives
             if not await self.links.has_layer(from_name, digest):
                 return None
-            await self.references.mark([digest])
-            await self.references.mark_recent(digest)  # until its manifest arrives
             size = await self.stores.blobs.stat(digest)
             if size is None:
                 return None

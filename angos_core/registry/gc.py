@@ -239,61 +239,47 @@ class GarbageCollector:
 
     async def _prepare(self) -> None:
         """Clear the tombstones of a collector that died mid-deletion, then rotate the
-        reference marks, each under its object's key (references.py): from here on a
-        ``ref`` mark means a writer made a reference during this run. An object whose key
-        is busy keeps its marks (they only ever keep more)."""
+        reference marks (references.py): from here on a ``ref`` mark means a writer's
+        reference was being made when this run began, or since."""
         refs = self.registry.references
         async with contextlib.aclosing(refs.tombstoned_digests()) as stale:
             async for digest in stale:
-                with contextlib.suppress(LockUnavailable):
-                    async with refs.guarding([digest]):
-                        await refs.clear_tombstone(digest)
+                await refs.clear_tombstone(digest)
         async with contextlib.aclosing(refs.marked_digests()) as marked:
             async for digest in marked:
-                with contextlib.suppress(LockUnavailable):
-                    async with refs.guarding([digest]):
-                        await refs.rotate(digest, self._recent_since)
+                await refs.rotate(digest, self._recent_since)
 
     async def _delete_untagged(self, name: str, digest: str, result: GcResult) -> None:
-        refs = self.registry.references
-        try:
-            async with refs.guarding([digest]):
-                # Pushed, or referenced as an index child or a subject, within the minimum
-                # age or during this run: it may be a push in progress, kept.
-                if await refs.is_marked(digest, self._recent_since, refs=not self.dry_run):
-                    result.manifests_kept_marked += 1
-                    return
-                self._report(f"manifest {name}@{digest}")
-                result.manifests_deleted += 1
-                if not self.dry_run:
-                    await self.registry.manifests.delete(name, digest)
-        except LockUnavailable:
-            result.kept_busy += 1
+        async def delete() -> None:
+            await self.registry.manifests.delete(name, digest)
+
+        # Pushed, or referenced as an index child or a subject, within the minimum age or
+        # during this run: it may be a push in progress, kept.
+        if await self._doom(digest, delete):
+            self._report(f"manifest {name}@{digest}")
+            result.manifests_deleted += 1
+        else:
+            result.manifests_kept_marked += 1
 
     def _report(self, what: str) -> None:
         self.out(f"{'would delete' if self.dry_run else 'deleted'} {what}")
 
     async def _doom(self, digest: str, delete: Callable[[], Awaitable[None]]) -> bool:
-        """Delete an unmarked object unless a writer references it meanwhile: under its
-        key, with its tombstone up while the marks are read (for lockless ``HEAD``s). True
-        if it was deleted (or, in a dry run, would be)."""
+        """Delete an unmarked object unless a writer references it meanwhile: its tombstone
+        is up from before its marks are read until after it is deleted (references.py).
+        True if it was deleted (or, in a dry run, would be)."""
         refs = self.registry.references
         if self.dry_run:
             return not await refs.is_marked(digest, self._recent_since, refs=False)
+        await refs.set_tombstone(digest)
         try:
-            async with refs.guarding([digest]):
-                await refs.set_tombstone(digest)
-                try:
-                    if await refs.is_marked(digest, self._recent_since):
-                        return False
-                    await self._checkpoint("doomed", digest)
-                    await delete()
-                    return True
-                finally:
-                    await refs.clear_tombstone(digest)
-        except LockUnavailable:
-            # A writer holds the key (a push referencing it right now): kept.
-            return False
+            if await refs.is_marked(digest, self._recent_since):
+                return False
+            await self._checkpoint("doomed", digest)
+            await delete()
+            return True
+        finally:
+            await refs.clear_tombstone(digest)
 
     async def _sweep(self, repositories: list[str], result: GcResult) -> None:
         marked = result.marked
@@ -344,17 +330,16 @@ class GarbageCollector:
                     result.layer_links_deleted += 1
 
     async def _unlink_layer(self, name: str, digest: str) -> bool:
-        """Drop a link to a deleted blob, unless an upload has brought the blob back."""
+        """Drop a link to a deleted blob, unless a writer references it again (an upload
+        brings the bytes back, a manifest push relies on the link)."""
+
+        async def unlink() -> None:
+            if await self.blobs.stat(digest) is None:
+                await self.registry.links.delete_layer(name, digest)
+
         if self.dry_run:
             return True
-        try:
-            async with self.registry.references.guarding([digest]):
-                if await self.blobs.stat(digest) is not None:
-                    return False
-                await self.registry.links.delete_layer(name, digest)
-                return True
-        except LockUnavailable:
-            return False
+        return await self._doom(digest, unlink) and await self.blobs.stat(digest) is None
 
     async def _digests_under_blobs(self) -> list[str]:
         """Every ``v2/blobs/<alg>/<fanout>/<hex>/data`` key of the metadata store."""

@@ -138,8 +138,7 @@ class ManifestService:
         # (docs/architecture.md, "Online garbage collection").
         referenced = _referenced(manifest)
         for _ in range(DELETE_ATTEMPTS):
-            async with self.references.guarding([*referenced, digest]):
-                await self.references.mark([*referenced, digest])
+            async with self.references.referencing([*referenced, digest]):
                 # Its own digest also as recent: an untagged child or referrer must outlive
                 # the next collection's untagged pass, until its index or subject arrives.
                 await self.references.mark_recent(digest)

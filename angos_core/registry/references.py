@@ -1,37 +1,38 @@
 """What writers and the online garbage collector share, so that a collection can run while
 any number of replicas serve pushes (docs/architecture.md, "Online garbage collection").
 
-Three things, all keyed by a blob's (or manifest body's) digest:
+Writers take no lock against each other or the collector: pushes of images sharing a base
+layer never queue on it. Two records per object (a blob, or a manifest body, by digest):
 
-- the lock ``blob:<digest>`` (:func:`blob_lock_key`): a writer that makes a new reference
-  to an object (a manifest push to its config, layers and index children and to its own
-  body; a blob upload's commit; a mount) holds it from its existence check until the
-  reference is stored; the collector holds it while it decides on and deletes the object;
-- reference marks under ``v2/_gc/marks/<alg>/<hex>/``: a writer creates ``ref`` under that
-  lock; a blob ``HEAD`` that finds the blob, and a manifest push for its own digest, write
-  ``recent``, which holds the writer's time (see :meth:`References.head`). The collector
-  keeps every object with a ``ref`` mark, or with a ``recent`` mark younger than its
-  ``--min-age-secs``. Each run first deletes, under each object's lock, every ``ref`` (the
-  reference it announced is stored by now, so this run's mark sees it) and every expired
-  ``recent``. So a ``ref`` protects its object during the run it was made in; a ``recent``
-  for the minimum age: the window a client has between a ``HEAD`` and the manifest that
-  relies on it, or between a child manifest and its index;
-- a tombstone ``v2/_gc/doomed/<alg>/<hex>``, written by the collector (under the lock)
-  before it looks at the marks of an object it may delete and removed after: a ``HEAD``,
-  which takes no lock, makes its mark, then waits while a tombstone is there, then looks.
-
-Lock order: ``blob:`` keys before ``manifest:`` keys before ``tag:`` keys (they sort so).
+- reference marks under ``v2/_gc/marks/<alg>/<hex>/``. A writer that makes a new reference
+  to the object (a manifest push to its config, layers or index children and to its own
+  body; a blob upload's commit; a mount) creates its own ``ref.<token>`` holding
+  ``pending <time>`` before it checks the object, and rewrites it to ``done`` once the
+  reference is stored (:meth:`References.referencing`). A blob ``HEAD`` that finds the
+  blob, an upload, a mount and a manifest push for its own digest also write ``recent``,
+  holding the writer's time. The collector keeps every object with a ``ref.*`` mark, or with
+  a ``recent`` mark younger than its ``--min-age-secs``. Each run first deletes every
+  ``done`` mark (its reference is stored, so this run's mark phase sees it), every
+  ``pending`` mark older than :data:`PENDING_EXPIRY_SECS` (a writer that died) and every
+  expired ``recent``;
+- a tombstone ``v2/_gc/doomed/<alg>/<hex>``, which the collector writes before it reads an
+  object's marks and removes after it deleted (or kept) it. A writer reads it after making
+  its mark, waits while it is up, and only then checks that the object exists. Each side
+  writes before it reads the other's key, so at least one sees the other: the collector
+  sees the mark and keeps the object, or the writer sees the tombstone, and its check, after
+  the deletion, finds the object gone (it refuses the push cleanly, or stores the object
+  again).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
+import secrets
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 from angos_core.oci.digest import is_digest
-from angos_core.protocols import Lease
 from angos_core.registry.stores import Stores
 
 GC_PREFIX = "v2/_gc/"
@@ -39,18 +40,16 @@ MARKS_PREFIX = f"{GC_PREFIX}marks/"
 TOMBSTONES_PREFIX = f"{GC_PREFIX}doomed/"
 REF = "ref"
 RECENT = "recent"
-#: How long a ``HEAD`` waits for a tombstone to go before it answers from what it sees.
+_PENDING = b"pending "
+_DONE = b"done"
+#: How long a writer waits for a tombstone to go before it looks anyway (a collector that
+#: died mid-deletion leaves one; the next run clears it).
 TOMBSTONE_WAIT_SECS = 5.0
 _TOMBSTONE_POLL_SECS = 0.02
-#: Blob keys a manifest push takes per ``acquire`` call (a lock provider takes keys of one
-#: call together; a manifest may list thousands of blobs).
-LOCK_BATCH = 256
-#: Marks one writer creates at once (a push's are written while it holds the blob keys).
+#: A ``pending`` mark this old belongs to a writer that died: no request lives a day.
+PENDING_EXPIRY_SECS = 24 * 3600.0
+#: Marks and tombstone reads one writer has in flight at once.
 MARK_CONCURRENCY = 16
-
-
-def blob_lock_key(digest: str) -> str:
-    return f"blob:{digest}"
 
 
 def _split(digest: str) -> tuple[str, str]:
@@ -61,6 +60,15 @@ def _split(digest: str) -> tuple[str, str]:
 def mark_key(digest: str, generation: str) -> str:
     alg, hexpart = _split(digest)
     return f"{MARKS_PREFIX}{alg}/{hexpart}/{generation}"
+
+
+def marks_prefix(digest: str) -> str:
+    alg, hexpart = _split(digest)
+    return f"{MARKS_PREFIX}{alg}/{hexpart}/"
+
+
+def ref_key(digest: str, token: str) -> str:
+    return f"{marks_prefix(digest)}{REF}.{token}"
 
 
 def tombstone_key(digest: str) -> str:
@@ -77,26 +85,32 @@ class References:
     # ------------------------------------------------------------------ writers
 
     @asynccontextmanager
-    async def guarding(self, digests: Iterable[str]) -> AsyncIterator[Sequence[Lease]]:
-        """Hold ``blob:<d>`` for every digest (deduplicated, in sorted batches)."""
-        keys = sorted({blob_lock_key(d) for d in digests})
-        async with AsyncExitStack() as stack:
-            leases = [
-                await stack.enter_async_context(self.stores.locks.acquire(keys[i : i + LOCK_BATCH]))
-                for i in range(0, len(keys), LOCK_BATCH)
-            ]
-            yield leases
+    async def referencing(self, digests: Iterable[str]) -> AsyncIterator[None]:
+        """Around a writer's check-and-store of new references to ``digests``: its pending
+        marks are made and any deletion in progress has finished when the block starts; the
+        marks say ``done`` when it ends (also on failure: a done mark only keeps an object
+        until the next run starts)."""
+        wanted = list(dict.fromkeys(digests))
+        token = secrets.token_hex(8)
+        pending = _PENDING + _stamp(datetime.now(UTC))
+        await self._each(wanted, lambda d: self.stores.meta.put(ref_key(d, token), pending))
+        await self._each(wanted, self._wait_for_tombstone)
+        try:
+            yield
+        finally:
+            await self._each(wanted, lambda d: self.stores.meta.put(ref_key(d, token), _DONE))
 
-    async def mark(self, digests: Iterable[str]) -> None:
-        """Make a ``ref`` mark for each digest: a writer, under the digests' keys."""
-        pending = list(dict.fromkeys(digests))
-        for i in range(0, len(pending), MARK_CONCURRENCY):
-            await asyncio.gather(
-                *(
-                    self.stores.meta.create(mark_key(d, REF), b"")
-                    for d in pending[i : i + MARK_CONCURRENCY]
-                )
-            )
+    async def _each(self, digests: list[str], action: Callable[[str], Awaitable[object]]) -> None:
+        for i in range(0, len(digests), MARK_CONCURRENCY):
+            await asyncio.gather(*(action(d) for d in digests[i : i + MARK_CONCURRENCY]))
+
+    async def _wait_for_tombstone(self, digest: str) -> None:
+        meta = self.stores.meta
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TOMBSTONE_WAIT_SECS
+        # Polled: the tombstone is another process's, in a shared store; no event reaches us.
+        while await meta.get(tombstone_key(digest)) is not None and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(_TOMBSTONE_POLL_SECS)
 
     async def mark_recent(self, digest: str) -> None:
         """Write a ``recent`` mark stamped now: rewritten each time, so it dates the latest
@@ -113,30 +127,40 @@ class References:
         collector sees the mark (it keeps the blob) or this sees the tombstone (it waits,
         and the existence check that follows sees the deletion).
         """
-        meta = self.stores.meta
         await self.mark_recent(digest)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + TOMBSTONE_WAIT_SECS
-        # Polled: the tombstone is another process's, in a shared store; no event reaches us.
-        while await meta.get(tombstone_key(digest)) is not None and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(_TOMBSTONE_POLL_SECS)
+        await self._wait_for_tombstone(digest)
 
     # ------------------------------------------------------------------ collector
 
     async def is_marked(self, digest: str, recent_since: datetime, *, refs: bool = True) -> bool:
-        """Whether a writer marked the object: a ``ref`` (unless ``refs`` is False: a dry
-        run, which rotates nothing, counts them as the rotation would leave them), or a
-        ``recent`` stamped after ``recent_since``."""
+        """Whether a writer marked the object: a ``ref.*`` (unless ``refs`` is False: a dry
+        run, which rotates nothing, counts only pending ones), or a ``recent`` stamped after
+        ``recent_since``."""
         meta = self.stores.meta
-        if refs and await meta.get(mark_key(digest, REF)) is not None:
-            return True
+        for child in await meta.list_children(marks_prefix(digest)):
+            if child.startswith(f"{REF}."):
+                if refs:
+                    return True
+                value = await meta.get(f"{marks_prefix(digest)}{child}")
+                if value is not None and value.startswith(_PENDING):
+                    return True
         return _fresh(await meta.get(mark_key(digest, RECENT)), recent_since)
 
     async def rotate(self, digest: str, recent_since: datetime) -> None:
-        """Under ``blob:<digest>``, at the start of a run: drop ``ref``, and ``recent`` if
-        stamped before ``recent_since``."""
+        """At the start of a run: drop ``done`` and dead ``pending`` marks, and ``recent``
+        if stamped before ``recent_since``."""
         meta = self.stores.meta
-        await meta.delete(mark_key(digest, REF))
+        dead_before = datetime.now(UTC) - timedelta(seconds=PENDING_EXPIRY_SECS)
+        for child in await meta.list_children(marks_prefix(digest)):
+            key = f"{marks_prefix(digest)}{child}"
+            if child.startswith(f"{REF}."):
+                value = await meta.get(key)
+                if value is None:
+                    continue
+                if value == _DONE or (
+                    value.startswith(_PENDING) and not _fresh(value[len(_PENDING) :], dead_before)
+                ):
+                    await meta.delete(key)
         recent = await meta.get(mark_key(digest, RECENT))
         if recent is not None and not _fresh(recent, recent_since):
             await meta.delete(mark_key(digest, RECENT))

@@ -188,8 +188,7 @@ class UploadService:
         # blob's lock, marked: a collection running meanwhile deletes neither the bytes
         # (they may land on an old unreferenced blob of the same digest) nor the link
         # (docs/architecture.md, "Online garbage collection").
-        async with self.references.guarding([digest]):
-            await self.references.mark([digest])
+        async with self.references.referencing([digest]):
             # Until its manifest arrives, the minimum age keeps it: its data may be older (a
             # commit onto an equal old blob leaves that blob's bytes and time in place).
             await self.references.mark_recent(digest)

@@ -105,20 +105,19 @@ async def collect(api: Api, **kw: Any) -> GcResult:
 
 @pytest.fixture
 def unprotected(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """Switch the writers' side off: no marks, no waiting on tombstones, no blob keys."""
+    """Switch the writers' side off: no marks, no waiting on tombstones."""
 
     def switch_off() -> None:
         async def nothing(self: References, *args: Any, **kw: Any) -> None:
             return None
 
         @asynccontextmanager
-        async def no_keys(self: References, digests: Any) -> AsyncIterator[list[Any]]:
-            yield []
+        async def no_marks(self: References, digests: Any) -> AsyncIterator[None]:
+            yield
 
-        monkeypatch.setattr(References, "mark", nothing)
+        monkeypatch.setattr(References, "referencing", no_marks)
         monkeypatch.setattr(References, "mark_recent", nothing)
         monkeypatch.setattr(References, "head", nothing)
-        monkeypatch.setattr(References, "guarding", no_keys)
 
     return switch_off
 
@@ -215,13 +214,10 @@ async def race_commit_before_link(api: Api, monkeypatch: pytest.MonkeyPatch) -> 
     push = asyncio.create_task(api.push_blob("r/two", layer))
     await asyncio.wait_for(committed.wait(), 30)
     # The default minimum age: the blob's data is older than it.
-    collection = asyncio.create_task(collect(api))
-    # The collection waits for the upload's key (or keeps the blob as busy if the lock
-    # provider gives up first); the upload goes on once the collection had its chance.
-    await asyncio.sleep(0.3)
+    # The collection runs to its end while the upload is held between commit and link.
+    await collect(api)
     go_on.set()
     await push
-    await collection
     return await blob_status(api, "r/two", digest)
 
 
