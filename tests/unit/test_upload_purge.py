@@ -364,8 +364,8 @@ def test_config_errors_name_the_key(tmp_path: Path, table: str, key: str, words:
 
 def test_unknown_maintenance_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        config_from_toml(f'[blob_store.fs]\nroot_dir = "{tmp_path}"\n[maintenance.gc]\nx = 1\n')
-    assert info.value.key == "maintenance.gc"
+        config_from_toml(f'[blob_store.fs]\nroot_dir = "{tmp_path}"\n[maintenance.none]\nx = 1\n')
+    assert info.value.key == "maintenance.none"
 
 
 async def test_a_blob_store_without_list_uploads_only_warns(
