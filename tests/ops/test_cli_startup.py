@@ -14,45 +14,22 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from angos_core.cli import main
 from tests.support.angos_server import angos_command, free_port
+from tests.support.cli import one_line, run_angos
 
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def held_port() -> Iterator[int]:
-    """A port another server is listening on (bound as asyncio binds: SO_REUSEADDR)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*angos_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=60
-    )
-
-
-def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_port_in_use_is_one_line_before_anything_is_created(tmp_path: Path, held_port: int) -> None:
     # The embedded default config: fs in ./registry-data, which must not appear.
-    result = _run(["serve", "--bind", "127.0.0.1", "--port", str(held_port)], tmp_path)
+    result = run_angos(["serve", "--bind", "127.0.0.1", "--port", str(held_port)], tmp_path)
     assert result.returncode == 1
-    assert _one_line(result) == (
+    assert one_line(result) == (
         f"angos: port {held_port} on 127.0.0.1 is in use (another angos?); stop it or pass "
         "--port (or change [server] port)"
     )
@@ -69,7 +46,7 @@ def _workers_config(tmp_path: Path, redis_url: str) -> Path:
 
 
 def _serve_workers(config: Path, port: int, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return _run(
+    return run_angos(
         ["serve", "-c", str(config), "--bind", "127.0.0.1", "--port", str(port), "--workers", "2"],
         cwd,
     )
@@ -78,7 +55,7 @@ def _serve_workers(config: Path, port: int, cwd: Path) -> subprocess.CompletedPr
 def test_port_in_use_with_workers(tmp_path: Path, held_port: int, redis_url: str) -> None:
     result = _serve_workers(_workers_config(tmp_path, redis_url), held_port, tmp_path)
     assert result.returncode == 1
-    line = _one_line(result)
+    line = one_line(result)
     assert line.startswith(f"angos: port {held_port} on 127.0.0.1 is in use (another angos?)")
     assert not (tmp_path / "data").exists()
 
@@ -94,33 +71,33 @@ def test_port_held_with_so_reuseport_is_refused_to_workers(tmp_path: Path, redis
         port = int(sock.getsockname()[1])
         result = _serve_workers(_workers_config(tmp_path, redis_url), port, tmp_path)
     assert result.returncode == 1
-    assert "is in use" in _one_line(result)
+    assert "is in use" in one_line(result)
     assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "eighty"])
 def test_bad_port_is_a_usage_error(tmp_path: Path, port: str) -> None:
-    result = _run(["serve", f"--port={port}"], tmp_path)
+    result = run_angos(["serve", f"--port={port}"], tmp_path)
     assert result.returncode == 2
-    line = _one_line(result)
+    line = one_line(result)
     assert line.startswith("angos serve: argument --port: ")
     assert port in line and "see angos serve --help" in line
     assert not (tmp_path / "registry-data").exists()
 
 
 def test_bad_workers_is_a_usage_error(tmp_path: Path) -> None:
-    result = _run(["serve", "--workers", "0"], tmp_path)
+    result = run_angos(["serve", "--workers", "0"], tmp_path)
     assert result.returncode == 2
-    assert _one_line(result).startswith("angos serve: argument --workers: must be")
+    assert one_line(result).startswith("angos serve: argument --workers: must be")
 
 
 def test_bad_port_in_the_file_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[server]\nport = 70000\n[blob_store.fs]\nroot_dir = "data"\n')
     for command, code in (("serve", 2), ("check-config", 1)):
-        result = _run([command, "-c", str(config)], tmp_path)
+        result = run_angos([command, "-c", str(config)], tmp_path)
         assert result.returncode == code
-        assert _one_line(result) == (
+        assert one_line(result) == (
             "angos: config error: server.port: must be between 0 and 65535 (0: any free port), "
             "got 70000"
         )
@@ -136,9 +113,9 @@ def test_bad_port_in_the_file_is_one_line(tmp_path: Path) -> None:
     ],
 )
 def test_bind_address_the_machine_lacks(tmp_path: Path, bind: str, expected: str) -> None:
-    result = _run(["serve", "--bind", bind, "--port", "0"], tmp_path)
+    result = run_angos(["serve", "--bind", bind, "--port", "0"], tmp_path)
     assert result.returncode == 1
-    assert _one_line(result).startswith(expected)
+    assert one_line(result).startswith(expected)
     assert not (tmp_path / "registry-data").exists()
 
 

@@ -18,14 +18,14 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support.angos_server import AngosServer, AngosServerFactory, angos_command, loopback
+from tests.support.angos_server import AngosServer, AngosServerFactory, loopback
+from tests.support.cli import run_angos
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -157,16 +157,10 @@ def test_past_the_grace_period_a_stalled_download_is_cut(
 # --------------------------------------------------------------------------- workers
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*angos_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=60
-    )
-
-
 def test_workers_refuse_the_memory_lock(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(_fs(tmp_path / "data"))
-    result = _run(["serve", "-c", str(config), "--port", "0", "--workers", "2"], tmp_path)
+    result = run_angos(["serve", "-c", str(config), "--port", "0", "--workers", "2"], tmp_path)
     assert result.returncode == 2
     err = result.stderr.strip()
     assert err.startswith("angos: config error: server.workers: 2 workers need a lock provider")
@@ -175,7 +169,7 @@ def test_workers_refuse_the_memory_lock(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     # check-config says the same about a config asking for workers.
     config.write_text(_fs(tmp_path / "data", "[server]\nworkers = 3\n"))
-    result = _run(["check-config", "-c", str(config)], tmp_path)
+    result = run_angos(["check-config", "-c", str(config)], tmp_path)
     assert result.returncode == 1
     assert "3 workers need a lock provider" in result.stderr
 
@@ -183,7 +177,7 @@ def test_workers_refuse_the_memory_lock(tmp_path: Path) -> None:
 def test_workers_refuse_the_memory_cache(tmp_path: Path, redis_url: str) -> None:
     config = tmp_path / "c.toml"
     config.write_text(_fs(tmp_path / "data", f'[metadata_store.fs.redis]\nurl = "{redis_url}"\n'))
-    result = _run(["serve", "-c", str(config), "--port", "0", "--workers", "2"], tmp_path)
+    result = run_angos(["serve", "-c", str(config), "--port", "0", "--workers", "2"], tmp_path)
     assert result.returncode == 2
     assert "2 workers need a cache shared by every process" in result.stderr
     assert "[cache.redis]" in result.stderr
@@ -315,7 +309,7 @@ def test_a_worker_failing_at_startup_stops_the_server(
     blocker.write_text("not a directory")
     config = tmp_path / "c.toml"
     config.write_text(_fs(blocker / "data", _redis(url)))
-    result = _run(
+    result = run_angos(
         ["serve", "-c", str(config), "--bind", "127.0.0.1", "--port", "0", "--workers", "2"],
         tmp_path,
     )

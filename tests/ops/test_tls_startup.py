@@ -8,39 +8,14 @@ would be the port in use.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from angos_core.testing.tls import TlsPki
-from tests.support.angos_server import angos_command
+from tests.support.cli import one_line, run_angos
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def held_port() -> Iterator[int]:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*angos_command(), *args], cwd=cwd, capture_output=True, text=True, timeout=60
-    )
-
-
-def _one_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def _config(tmp_path: Path, cert: Path, key: Path, extra: str = "") -> Path:
@@ -91,9 +66,9 @@ def test_serve_refuses_tls_files_that_do_not_load_before_binding(
     )
     config = _config(tmp_path, cert, key, shared)
     args = ["serve", "-c", str(config), "--bind", "127.0.0.1", "--port", str(held_port)]
-    result = _run([*args, "--workers", str(workers)], tmp_path)
+    result = run_angos([*args, "--workers", str(workers)], tmp_path)
     assert result.returncode == 2, result.stderr
-    line = _one_line(result)
+    line = one_line(result)
     assert line.startswith(f"angos: config error: {start}"), line
     assert "; set" in line or "set the key" in line  # the fix
     assert not (tmp_path / "data").exists()
@@ -101,12 +76,12 @@ def test_serve_refuses_tls_files_that_do_not_load_before_binding(
 
 def test_check_config_reads_the_tls_files(tls_pki: TlsPki, tmp_path: Path) -> None:
     cert, key, start = _cases(tls_pki, tmp_path)["key of another certificate"]
-    result = _run(["check-config", "-c", str(_config(tmp_path, cert, key))], tmp_path)
+    result = run_angos(["check-config", "-c", str(_config(tmp_path, cert, key))], tmp_path)
     assert result.returncode == 1
-    assert _one_line(result).startswith(f"angos: config error: {start}")
+    assert one_line(result).startswith(f"angos: config error: {start}")
     assert "is not the private key of the certificate" in result.stderr
 
     good = _config(tmp_path, tls_pki.server.cert_path, tls_pki.server.key_path)
-    result = _run(["check-config", "-c", str(good)], tmp_path)
+    result = run_angos(["check-config", "-c", str(good)], tmp_path)
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "data").exists()
