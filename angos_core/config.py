@@ -32,6 +32,7 @@ from angos_core.kinds import EXTENSION_KINDS, Entries, ExtensionKind, Single, Su
 from angos_core.plugins import BackendCatalogue, Kind
 from angos_core.policy.engine import PolicyEngine, check_namespaces, repository_key
 from angos_core.policy.immutable import TagImmutability
+from angos_core.policy.retention import RetentionRules
 
 T = TypeVar("T")
 
@@ -294,10 +295,21 @@ class AccessPolicyConfig:
 
 
 @dataclass
+class RetentionPolicyConfig:
+    """``[global.retention_policy]`` and ``[repository."<namespace>".retention_policy]``
+    (Angos's keys): CEL keep-rules, OR'd with each other and with the global policy's.
+    Compiled by :class:`angos_core.policy.retention.RetentionRules`, applied by
+    ``angos prune``."""
+
+    rules: list[str]
+
+
+@dataclass
 class RepositoryConfig:
     """``[repository."<namespace>"]``: settings for the repositories under a name prefix."""
 
     access_policy: AccessPolicyConfig | None = None
+    retention_policy: RetentionPolicyConfig | None = None
     #: Override ``[global] immutable_tags`` / ``immutable_tags_exclusions`` (None: inherit).
     immutable_tags: bool | None = None
     immutable_tags_exclusions: list[str] | None = None
@@ -323,6 +335,8 @@ class GlobalConfig:
     max_upload_sessions_per_client: int = 1000
     #: ``[global.access_policy]``: runs for every request, before the repository's.
     access_policy: AccessPolicyConfig | None = None
+    #: ``[global.retention_policy]``: keep-rules for every repository (``angos prune``).
+    retention_policy: RetentionPolicyConfig | None = None
     #: A tag, once pushed, can be neither moved nor deleted (angos_core.policy.immutable)
     #: unless one of the exclusions (regular expressions) matches it.
     immutable_tags: bool = False
@@ -472,6 +486,8 @@ class AngosConfig:
     policy: PolicyEngine = field(default_factory=PolicyEngine)
     #: The immutable-tag rules, compiled when the config was loaded.
     immutable_tags: TagImmutability = field(default_factory=TagImmutability)
+    #: The retention policies, compiled when the config was loaded.
+    retention: RetentionRules = field(default_factory=RetentionRules)
     #: ``[auth]``'s core settings, and the authenticators selected (see angos_core.auth.config).
     auth: AuthConfig = field(default_factory=AuthConfig)
     kinds: tuple[ExtensionKind, ...] = EXTENSION_KINDS
@@ -598,6 +614,8 @@ def parse_config(
     immutable = None
     if global_ is not None:
         immutable = found.attempt(lambda: TagImmutability.build(global_, repositories))
+    global_retention = global_.retention_policy if global_ is not None else None
+    retention = found.attempt(lambda: RetentionRules.build(global_retention, repositories))
     extensions = _KindsParse(data, catalogue, found).run()
     authenticators = extensions.get("authenticator", ())
     auth = found.attempt(lambda: parse_auth(data.get("auth"), authenticators))
@@ -608,7 +626,7 @@ def parse_config(
 
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and auth is not None
-    assert policy is not None and immutable is not None
+    assert policy is not None and immutable is not None and retention is not None
     return AngosConfig(
         server=server,
         global_=global_,
@@ -619,6 +637,7 @@ def parse_config(
         repositories=repositories,
         policy=policy,
         immutable_tags=immutable,
+        retention=retention,
         auth=auth,
         kinds=catalogue.kinds,
     )

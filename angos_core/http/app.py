@@ -182,7 +182,18 @@ def make_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def pull_times(app: web.Application) -> AsyncIterator[None]:
+        # After ``backends``: the last pulls are written before the stores close.
+        task = asyncio.create_task(app[REGISTRY].times.flush_forever(), name="angos-pull-times")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app.cleanup_ctx.append(backends)
+    app.cleanup_ctx.append(pull_times)
     app.cleanup_ctx.append(authenticators)
     app.cleanup_ctx.append(upload_purging)
     app.cleanup_ctx.append(scheduled_gc)
