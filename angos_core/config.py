@@ -434,11 +434,40 @@ class GcScheduleConfig:
 
 
 @dataclass
+class PruneScheduleConfig:
+    """``[maintenance.prune]``: run ``angos prune`` inside the server (one worker), on a
+    schedule. Off by default; as ``[maintenance.gc]``, for several replicas run
+    ``angos prune`` from one place instead."""
+
+    #: Seconds between two runs; 0: never (the default).
+    interval_secs: float = 0.0
+    #: As ``angos prune --min-age-secs``.
+    min_age_secs: float = 3600.0
+    #: Only log what would be pruned.
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.interval_secs >= 0:  # also refuses NaN
+            raise ConfigError(
+                "maintenance.prune.interval_secs",
+                f"cannot be negative, got {self.interval_secs}: set the seconds between two "
+                "prune runs, e.g. 86400 (a day), or 0 to leave them to `angos prune`",
+            )
+        if not self.min_age_secs >= 0:
+            raise ConfigError(
+                "maintenance.prune.min_age_secs",
+                f"cannot be negative, got {self.min_age_secs}: set how long a pushed "
+                "manifest is never pruned, e.g. 3600",
+            )
+
+
+@dataclass
 class MaintenanceConfig:
     """``[maintenance]``: background work on the stores."""
 
     upload_purging: UploadPurgingConfig = field(default_factory=UploadPurgingConfig)
     gc: GcScheduleConfig = field(default_factory=GcScheduleConfig)
+    prune: PruneScheduleConfig = field(default_factory=PruneScheduleConfig)
 
 
 @dataclass
@@ -616,6 +645,15 @@ def parse_config(
         immutable = found.attempt(lambda: TagImmutability.build(global_, repositories))
     global_retention = global_.retention_policy if global_ is not None else None
     retention = found.attempt(lambda: RetentionRules.build(global_retention, repositories))
+    prune_scheduled = maintenance is not None and maintenance.prune.interval_secs > 0
+    if prune_scheduled and retention is not None and not retention.configured:
+        found.errors.append(
+            ConfigError(
+                "maintenance.prune.interval_secs",
+                "is set but no retention policy is configured, so nothing would be "
+                "pruned: add [global.retention_policy] rules, or set it to 0",
+            )
+        )
     extensions = _KindsParse(data, catalogue, found).run()
     authenticators = extensions.get("authenticator", ())
     auth = found.attempt(lambda: parse_auth(data.get("auth"), authenticators))

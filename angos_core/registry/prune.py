@@ -29,6 +29,7 @@ Blobs are not touched: what the deleted manifests alone referenced is reclaimed 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -40,6 +41,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from angos_core import layout
+from angos_core.config import PruneScheduleConfig
 from angos_core.errors import AngosError, LockUnavailable, ManifestUnknown
 from angos_core.oci.manifest import Manifest, parse_stored
 from angos_core.policy.retention import Image, Rankings, RetentionRules, Rule, judge
@@ -365,3 +367,33 @@ class Pruner:
             result.deleted.append(what)
         else:
             result.kept_by_writer += 1
+
+
+async def prune_forever(
+    registry: Registry, rules: RetentionRules, settings: PruneScheduleConfig
+) -> None:
+    """``[maintenance.prune]``: a run every ``interval_secs`` (the first after one
+    interval), until cancelled. A failed run (a gc holding the lock, a store failure) is
+    logged and the next one runs on time."""
+    log.info(
+        "prune: every %gs%s, min age %gs",
+        settings.interval_secs,
+        " (dry run)" if settings.dry_run else "",
+        settings.min_age_secs,
+    )
+    while True:
+        await asyncio.sleep(settings.interval_secs)
+        pruner = Pruner(
+            registry,
+            rules,
+            dry_run=settings.dry_run,
+            min_age_secs=settings.min_age_secs,
+            out=log.debug,
+            progress=None,
+        )
+        try:
+            result = await pruner.run()
+        except Exception as exc:
+            log.warning("prune: run failed, next in %gs: %s", settings.interval_secs, exc)
+            continue
+        log.info("%s", result.summary(settings.dry_run))
