@@ -1,4 +1,4 @@
-"""The ``angos`` command: ``serve``, ``check-config``, ``gc``, ``scrub``, ``migrate``,
+"""The ``angos`` command: ``serve``, ``check-config``, ``gc``, ``prune``, ``scrub``, ``migrate``,
 ``hash-password`` and ``policy check``."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from angos_core.migrate.cli import add_migrate_command
 from angos_core.plugins import install_hint, load_catalogue
 from angos_core.registry import Registry, Stores
 from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
+from angos_core.registry.prune import Pruner
 from angos_core.registry.scrub import Scrubber
 from angos_core.serve import check_shared_backends, describe, serve
 from angos_core.tls import build_context
@@ -87,6 +88,44 @@ def cmd_gc(args: argparse.Namespace) -> int:
         raise ConfigError("--min-age-secs", f"must be at least 0, got {args.min_age_secs}")
     setup_logging(config.log)
     return asyncio.run(_gc(config, args))
+
+
+async def _prune(config: AngosConfig, args: argparse.Namespace) -> int:
+    stores = Stores.from_config(config)
+    await stores.open()
+    # With --json, stdout is the report alone; the lines go to stderr.
+    lines = sys.stderr if args.json else sys.stdout
+    try:
+        pruner = Pruner(
+            Registry(stores, immutable_tags=config.immutable_tags),
+            config.retention,
+            dry_run=args.dry_run,
+            min_age_secs=args.min_age_secs,
+            out=lambda line: print(line, file=lines),
+        )
+        result = await pruner.run()
+    finally:
+        await stores.aclose()
+    print(result.summary(args.dry_run), file=lines)
+    if args.json:
+        print(json.dumps(result.as_json(args.dry_run), indent=2))
+    return result.exit_code
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Exit 0: done (or, with --dry-run, reported); 1: a repository was skipped or the run
+    could not start; 2: a bad option or config."""
+    config = _load(args.config)
+    if args.min_age_secs < 0:
+        raise ConfigError("--min-age-secs", f"must be at least 0, got {args.min_age_secs}")
+    if not config.retention.configured:
+        raise ConfigError(
+            "global.retention_policy",
+            "no retention policy is configured, so nothing would be pruned: add "
+            '[global.retention_policy] or [repository."<namespace>".retention_policy] rules',
+        )
+    setup_logging(config.log)
+    return asyncio.run(_prune(config, args))
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -306,6 +345,23 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MIN_AGE_SECS})",
     )
     gc.set_defaults(func=cmd_gc)
+
+    prune = sub.add_parser(
+        "prune",
+        help="untag and delete the manifests no retention rule keeps (safe beside pushes; "
+        "the blobs go at the next gc)",
+    )
+    prune.add_argument("-c", "--config", help="TOML config of the stores and the policies")
+    prune.add_argument("--dry-run", action="store_true", help="print what would go, change nothing")
+    prune.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    prune.add_argument(
+        "--min-age-secs",
+        type=int,
+        default=DEFAULT_MIN_AGE_SECS,
+        help="never prune a manifest pushed less than this long before the run "
+        f"(default {DEFAULT_MIN_AGE_SECS})",
+    )
+    prune.set_defaults(func=cmd_prune)
 
     scrub = sub.add_parser(
         "scrub", help="check every blob, link, manifest and tag; repair what can be derived"

@@ -32,6 +32,7 @@ from angos_core.kinds import EXTENSION_KINDS, Entries, ExtensionKind, Single, Su
 from angos_core.plugins import BackendCatalogue, Kind
 from angos_core.policy.engine import PolicyEngine, check_namespaces, repository_key
 from angos_core.policy.immutable import TagImmutability
+from angos_core.policy.retention import RetentionRules
 
 T = TypeVar("T")
 
@@ -294,10 +295,21 @@ class AccessPolicyConfig:
 
 
 @dataclass
+class RetentionPolicyConfig:
+    """``[global.retention_policy]`` and ``[repository."<namespace>".retention_policy]``
+    (Angos's keys): CEL keep-rules, OR'd with each other and with the global policy's.
+    Compiled by :class:`angos_core.policy.retention.RetentionRules`, applied by
+    ``angos prune``."""
+
+    rules: list[str]
+
+
+@dataclass
 class RepositoryConfig:
     """``[repository."<namespace>"]``: settings for the repositories under a name prefix."""
 
     access_policy: AccessPolicyConfig | None = None
+    retention_policy: RetentionPolicyConfig | None = None
     #: Override ``[global] immutable_tags`` / ``immutable_tags_exclusions`` (None: inherit).
     immutable_tags: bool | None = None
     immutable_tags_exclusions: list[str] | None = None
@@ -323,6 +335,8 @@ class GlobalConfig:
     max_upload_sessions_per_client: int = 1000
     #: ``[global.access_policy]``: runs for every request, before the repository's.
     access_policy: AccessPolicyConfig | None = None
+    #: ``[global.retention_policy]``: keep-rules for every repository (``angos prune``).
+    retention_policy: RetentionPolicyConfig | None = None
     #: A tag, once pushed, can be neither moved nor deleted (angos_core.policy.immutable)
     #: unless one of the exclusions (regular expressions) matches it.
     immutable_tags: bool = False
@@ -420,11 +434,40 @@ class GcScheduleConfig:
 
 
 @dataclass
+class PruneScheduleConfig:
+    """``[maintenance.prune]``: run ``angos prune`` inside the server (one worker), on a
+    schedule. Off by default; as ``[maintenance.gc]``, for several replicas run
+    ``angos prune`` from one place instead."""
+
+    #: Seconds between two runs; 0: never (the default).
+    interval_secs: float = 0.0
+    #: As ``angos prune --min-age-secs``.
+    min_age_secs: float = 3600.0
+    #: Only log what would be pruned.
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.interval_secs >= 0:  # also refuses NaN
+            raise ConfigError(
+                "maintenance.prune.interval_secs",
+                f"cannot be negative, got {self.interval_secs}: set the seconds between two "
+                "prune runs, e.g. 86400 (a day), or 0 to leave them to `angos prune`",
+            )
+        if not self.min_age_secs >= 0:
+            raise ConfigError(
+                "maintenance.prune.min_age_secs",
+                f"cannot be negative, got {self.min_age_secs}: set how long a pushed "
+                "manifest is never pruned, e.g. 3600",
+            )
+
+
+@dataclass
 class MaintenanceConfig:
     """``[maintenance]``: background work on the stores."""
 
     upload_purging: UploadPurgingConfig = field(default_factory=UploadPurgingConfig)
     gc: GcScheduleConfig = field(default_factory=GcScheduleConfig)
+    prune: PruneScheduleConfig = field(default_factory=PruneScheduleConfig)
 
 
 @dataclass
@@ -472,6 +515,8 @@ class AngosConfig:
     policy: PolicyEngine = field(default_factory=PolicyEngine)
     #: The immutable-tag rules, compiled when the config was loaded.
     immutable_tags: TagImmutability = field(default_factory=TagImmutability)
+    #: The retention policies, compiled when the config was loaded.
+    retention: RetentionRules = field(default_factory=RetentionRules)
     #: ``[auth]``'s core settings, and the authenticators selected (see angos_core.auth.config).
     auth: AuthConfig = field(default_factory=AuthConfig)
     kinds: tuple[ExtensionKind, ...] = EXTENSION_KINDS
@@ -598,6 +643,17 @@ def parse_config(
     immutable = None
     if global_ is not None:
         immutable = found.attempt(lambda: TagImmutability.build(global_, repositories))
+    global_retention = global_.retention_policy if global_ is not None else None
+    retention = found.attempt(lambda: RetentionRules.build(global_retention, repositories))
+    prune_scheduled = maintenance is not None and maintenance.prune.interval_secs > 0
+    if prune_scheduled and retention is not None and not retention.configured:
+        found.errors.append(
+            ConfigError(
+                "maintenance.prune.interval_secs",
+                "is set but no retention policy is configured, so nothing would be "
+                "pruned: add [global.retention_policy] rules, or set it to 0",
+            )
+        )
     extensions = _KindsParse(data, catalogue, found).run()
     authenticators = extensions.get("authenticator", ())
     auth = found.attempt(lambda: parse_auth(data.get("auth"), authenticators))
@@ -608,7 +664,7 @@ def parse_config(
 
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and auth is not None
-    assert policy is not None and immutable is not None
+    assert policy is not None and immutable is not None and retention is not None
     return AngosConfig(
         server=server,
         global_=global_,
@@ -619,6 +675,7 @@ def parse_config(
         repositories=repositories,
         policy=policy,
         immutable_tags=immutable,
+        retention=retention,
         auth=auth,
         kinds=catalogue.kinds,
     )

@@ -122,6 +122,26 @@ def parse_referrer_entry(raw: bytes, digest: str) -> dict[str, Any] | None:
     return descriptor
 
 
+#: Angos's record of when each manifest of a repository was last pushed and last pulled,
+#: for the retention rules (``angos prune``): one small object per manifest, holding an
+#: RFC 3339 time. Outside ``v2/repositories/`` so that no walk of a repository's tree (ours
+#: or Distribution's) meets it; ``<name>/_pushed/`` cannot collide with a repository name,
+#: whose components never start with ``_``.
+RETENTION_PREFIX = "v2/_retention/"
+PUSHED = "_pushed"
+PULLED = "_pulled"
+
+
+def manifest_time_key(name: str, kind: str, digest: str) -> str:
+    """``kind`` is :data:`PUSHED` or :data:`PULLED`."""
+    alg, hexpart = _split(digest)
+    return f"{RETENTION_PREFIX}{name}/{kind}/{alg}/{hexpart}"
+
+
+def time_content(when: datetime) -> bytes:
+    return when.astimezone(UTC).isoformat(timespec="seconds").encode()
+
+
 #: The directory of a repository that holds its upload sessions, one directory per id.
 UPLOADS_DIR = "_uploads"
 

@@ -39,6 +39,7 @@ from angos_core.http.token_handlers import add_token_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores, UploadSessionLimits
 from angos_core.registry.gc import collect_forever
+from angos_core.registry.prune import prune_forever
 from angos_core.registry.wrappers import Observer
 
 log = logging.getLogger("angos")
@@ -182,10 +183,39 @@ def make_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def scheduled_prune(app: web.Application) -> AsyncIterator[None]:
+        # As gc: one worker, once the stores are open. A run overlapping a gc's waits for
+        # the next interval (both hold gc:collector).
+        settings = config.maintenance.prune
+        if not (maintenance and settings.interval_secs > 0):
+            yield
+            return
+        task = asyncio.create_task(
+            prune_forever(app[REGISTRY], config.retention, settings), name="angos-prune"
+        )
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def pull_times(app: web.Application) -> AsyncIterator[None]:
+        # After ``backends``: the last pulls are written before the stores close.
+        task = asyncio.create_task(app[REGISTRY].times.flush_forever(), name="angos-pull-times")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app.cleanup_ctx.append(backends)
+    app.cleanup_ctx.append(pull_times)
     app.cleanup_ctx.append(authenticators)
     app.cleanup_ctx.append(upload_purging)
     app.cleanup_ctx.append(scheduled_gc)
+    app.cleanup_ctx.append(scheduled_prune)
     add_routes(app)
     add_health_routes(app, server.health_timeout_secs)
     app.router.add_get("/metrics", metrics_handler, name="metrics")

@@ -57,6 +57,8 @@ async def head_manifest(request: web.Request) -> web.StreamResponse:
 
 async def get_manifest(request: web.Request) -> web.StreamResponse:
     manifest = await _fetch(request)
+    # A set insert: written later, off the request's path (angos_core.registry.times).
+    registry(request).times.pulled(request.match_info["name"], manifest.digest)
     return web.Response(status=200, body=manifest.body, headers=_headers(manifest))
 
 

@@ -10,12 +10,21 @@ docs/access-policies.md for the figures and why.
 One extension over standard CEL, for Angos in Rust's policies to carry over unchanged: a
 ``list.contains(value)`` member function (cel-rust has it; standard CEL spells it
 ``value in list``).
+
+Retention rules (``angos prune``) have an environment of their own: the variable ``image``
+and Angos's functions ``now()``, ``days(n)``, ``hours(n)``, ``minutes(n)``,
+``top_pushed(n)`` and ``top_pulled(n)``. The last two and ``now()`` depend on the manifest
+being judged and the run's clock, which the library's function implementations cannot be
+handed: :func:`retention_scope` sets them around each evaluation (a context variable, so
+two evaluations on different tasks or threads never see each other's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from cel_expr_python import cel as _cel
@@ -56,6 +65,79 @@ def _environment() -> Any:
 _ENV = _environment()
 
 
+@dataclass(frozen=True, slots=True)
+class RetentionScope:
+    """What the retention functions read: the run's clock (seconds since the epoch), the
+    tag being judged (None: an untagged manifest) and the repository's rankings (tag ->
+    0 for the most recent)."""
+
+    now: int
+    tag: str | None = None
+    pushed_rank: Mapping[str, int] = field(default_factory=dict)
+    pulled_rank: Mapping[str, int] = field(default_factory=dict)
+
+
+_SCOPE: ContextVar[RetentionScope] = ContextVar("angos_retention_scope")
+
+
+@contextmanager
+def retention_scope(scope: RetentionScope) -> Iterator[None]:
+    token = _SCOPE.set(scope)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def _now() -> int:
+    return _SCOPE.get().now
+
+
+def _top(ranks: Callable[[RetentionScope], Mapping[str, int]]) -> Callable[[int], bool]:
+    def top(n: int) -> bool:
+        scope = _SCOPE.get()
+        rank = ranks(scope).get(scope.tag) if scope.tag is not None else None
+        return rank is not None and rank < n
+
+    return top
+
+
+def _seconds(name: str, factor: int) -> Any:
+    return _cel.FunctionDecl(
+        name,
+        [
+            _cel.Overload(
+                f"angos_{name}",
+                _cel.Type.INT,
+                [_cel.Type.INT],
+                impl=lambda n: n * factor,
+            )
+        ],
+    )
+
+
+def _retention_environment() -> Any:
+    def decl(name: str, impl: Callable[[int], bool]) -> Any:
+        overload = _cel.Overload(f"angos_{name}", _cel.Type.BOOL, [_cel.Type.INT], impl=impl)
+        return _cel.FunctionDecl(name, [overload])
+
+    functions = [
+        _cel.FunctionDecl("now", [_cel.Overload("angos_now", _cel.Type.INT, [], impl=_now)]),
+        _seconds("days", 86400),
+        _seconds("hours", 3600),
+        _seconds("minutes", 60),
+        decl("top_pushed", _top(lambda scope: scope.pushed_rank)),
+        decl("top_pulled", _top(lambda scope: scope.pulled_rank)),
+    ]
+    return _cel.NewEnv(
+        variables={"image": _cel.Type.DYN},
+        extensions=[_cel.CelExtension("angos_retention", functions)],
+    )
+
+
+_RETENTION_ENV = _retention_environment()
+
+
 def _first_line(message: str) -> str:
     text = message.removeprefix("INVALID_ARGUMENT: ").removeprefix("ERROR: ")
     return text.splitlines()[0].replace("<input>:", "at ") if text else message
@@ -89,5 +171,18 @@ def activation(variables: Mapping[str, Any]) -> Any:
 def compile_rule(source: str) -> Program:
     try:
         return Program(source, _ENV.compile(source))
+    except RuntimeError as exc:
+        raise CompileError(_first_line(str(exc))) from None
+
+
+def retention_activation(variables: Mapping[str, Any]) -> Any:
+    """As :func:`activation`, for rules of :func:`compile_retention_rule`."""
+    return _RETENTION_ENV.Activation(variables)
+
+
+def compile_retention_rule(source: str) -> Program:
+    """A retention rule, type-checked against ``image`` and the retention functions."""
+    try:
+        return Program(source, _RETENTION_ENV.compile(source))
     except RuntimeError as exc:
         raise CompileError(_first_line(str(exc))) from None

@@ -18,6 +18,7 @@ from angos_core.registry.manifests import ManifestService, PushResult, StoredMan
 from angos_core.registry.references import References
 from angos_core.registry.referrers import ReferrerService
 from angos_core.registry.stores import Stores
+from angos_core.registry.times import ManifestTimes
 from angos_core.registry.upload_limits import UploadSessionLimits
 from angos_core.registry.upload_purge import PurgeObserver, UploadPurger
 from angos_core.registry.uploads import ChunkOutOfOrder, UploadService
@@ -35,7 +36,10 @@ class Registry:
         self.references = References(stores)
         self.blobs = BlobService(stores, self.links, self.references)
         self.uploads = UploadService(stores, self.links, self.references, upload_limits)
-        self.manifests = ManifestService(stores, self.links, self.references, immutable_tags)
+        self.times = ManifestTimes(stores)
+        self.manifests = ManifestService(
+            stores, self.links, self.references, immutable_tags, self.times
+        )
         self.referrers = ReferrerService(stores, self.links, self.manifests)
         self.catalog = CatalogService(stores, self.links)
 

@@ -25,6 +25,7 @@ from angos_core.policy.immutable import TagImmutability
 from angos_core.registry.links import Links, manifest_lock_key, tag_lock_key
 from angos_core.registry.references import References
 from angos_core.registry.stores import Stores
+from angos_core.registry.times import ManifestTimes
 
 #: Manifest bodies kept in process by digest. Safe to cache: a digest names its bytes, and
 #: every fetch first checks the repository's revision link.
@@ -64,10 +65,12 @@ class ManifestService:
         links: Links,
         references: References,
         immutable: TagImmutability | None = None,
+        times: ManifestTimes | None = None,
     ) -> None:
         self.stores = stores
         self.links = links
         self.references = references
+        self.times = times if times is not None else ManifestTimes(stores)
         self.immutable = immutable if immutable is not None else TagImmutability()
         self._bodies: OrderedDict[str, bytes] = OrderedDict()
         self._bodies_size = 0
@@ -148,6 +151,8 @@ class ManifestService:
                 # (docs/architecture.md, "Locking points").
                 await self.stores.meta.create(layout.blob_data_key(digest), body)
                 await self._link(name, digest, body, manifest, unique_tags)
+                # Before the answer: what ``angos prune`` judges by (image.pushed_at).
+                await self.times.pushed(name, digest)
             # The blob keys are held only while references are checked and stored: pushes
             # of images sharing a base layer queue on its key, for that step only.
             if await self._move_tags(name, digest, unique_tags):
@@ -267,11 +272,14 @@ class ManifestService:
 
     # ------------------------------------------------------------------ delete
 
-    async def delete(self, name: str, reference: str) -> None:
+    async def delete(self, name: str, reference: str, *, only_untagged: bool = False) -> bool:
+        """Delete a tag, or a manifest and every tag pointing at it. ``only_untagged``
+        (``angos prune``): a manifest some tag points at when its locks are held is kept,
+        and False returned."""
         validate_name(name)
         if ":" not in reference:
             await self._delete_tag(name, validate_tag(reference))
-            return
+            return True
         parse_digest(reference)
         # The manifest's key keeps new tags off it; the tags pointing at it are locked too,
         # as they are deleted. Which those are is read before locking, so a push that
@@ -284,6 +292,8 @@ class ManifestService:
                 if not await self.links.has_revision(name, reference, fresh=True):
                     raise ManifestUnknown(detail={"name": name, "reference": reference})
                 now = await self._tags_pointing_at(name, reference)
+                if only_untagged and now:
+                    return False
                 if not now <= pointing:
                     pointing |= now
                     continue
@@ -305,11 +315,26 @@ class ManifestService:
                         layout.referrer_link_key(name, manifest.subject.digest, reference)
                     )
                 await self.links.delete_revision(name, reference)
-                return
+                await self.times.forget(name, reference)
+                return True
         raise LockUnavailable(
             self.stores.locks.name,
             f"{name}@{reference} was tagged again on every attempt to delete it",
         )
+
+    async def untag(
+        self, name: str, tag: str, digest: str, keep: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """Delete ``tag`` if it still points at ``digest`` and ``keep()``, asked under the
+        tag's lock, says no (``angos prune``: a push of the digest since the run began
+        keeps it); immutable tags are never deleted. Whether it was deleted."""
+        async with self.stores.locks.acquire([tag_lock_key(name, tag)]) as lease:
+            if self.immutable.protects(name, tag):
+                return False
+            if await self.links.tag_digest(name, tag, fresh=True) != digest or await keep():
+                return False
+            lease.check()
+            return await self.links.delete_tag(name, tag)
 
     async def _tags_pointing_at(self, name: str, digest: str) -> set[str]:
         return {

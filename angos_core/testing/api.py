@@ -25,6 +25,7 @@ from yarl import URL
 
 from angos_core.http import make_app_from_toml
 from angos_core.http.context import REGISTRY
+from angos_core.layout import RETENTION_PREFIX
 from angos_core.oci import mediatypes as mt
 from angos_core.registry import Registry
 from angos_core.registry.references import GC_PREFIX
@@ -146,8 +147,9 @@ class Api:
 def without_gc_bookkeeping(keys: set[str]) -> set[str]:
     """``keys`` less the reference marks and tombstones under ``v2/_gc/``
     (:mod:`angos_core.registry.references`): every push leaves marks, which the next
-    collection rotates away, so they are not what a test of stored content looks at."""
-    return {k for k in keys if not k.startswith(GC_PREFIX)}
+    collection rotates away, so they are not what a test of stored content looks at; and
+    the push and pull times under ``v2/_retention/``, which every push and pull rewrites."""
+    return {k for k in keys if not k.startswith((GC_PREFIX, RETENTION_PREFIX))}
 
 
 async def error_code(resp: ClientResponse) -> str:
