@@ -40,11 +40,18 @@ def _load(path: str | None) -> AngosConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = with_server_overrides(
-        _load(args.config), bind_address=args.bind or None, port=args.port, workers=args.workers
-    )
+    def load() -> AngosConfig:
+        # Also what SIGHUP reloads: the same file, the same overrides.
+        return with_server_overrides(
+            _load(args.config),
+            bind_address=args.bind or None,
+            port=args.port,
+            workers=args.workers,
+        )
+
+    config = load()
     setup_logging(config.log)
-    return serve(config)
+    return serve(config, reload_config=load)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
