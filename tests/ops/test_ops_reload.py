@@ -227,12 +227,12 @@ def test_read_only_by_sighup_refuses_pushes_in_flight_and_leaves_nothing_partial
 ALLOW_PULL = """
 [global.access_policy]
 default = "deny"
-rules = ["request.action in ['get-api-version', 'get-manifest', 'get-blob', 'list-tags']"]
+rules = ["request.action in ['get-api-version', 'get-manifest', 'get-blob', 'list-tags', 'metrics']"]
 """
 ALLOW_PUSH = """
 [global.access_policy]
 default = "deny"
-rules = ["request.action in ['get-api-version', 'start-upload', 'update-upload', 'complete-upload']"]
+rules = ["request.action in ['get-api-version', 'start-upload', 'update-upload', 'complete-upload', 'metrics']"]
 """
 
 

@@ -160,7 +160,7 @@ async def test_the_token_service_cannot_come_or_go_by_reload(
     tokens = users("alice") + f'[auth.token_service]\nsecret_key = "{SECRET}"\n'
     with pytest.raises(ReloadRefused, match="token service"):
         await reload(app, parse(tmp_path, tokens), None)  # type: ignore[arg-type]
-    assert (await client.get("/token")).status == 404
+    assert (await client.get("/token", headers=basic("alice"))).status == 404  # no endpoint
 
 
 async def test_read_only_and_immutable_rules_reach_the_domain_together(
