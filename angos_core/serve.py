@@ -44,13 +44,13 @@ from angos_core import __version__
 from angos_core.auth.config import exposure_warning
 from angos_core.config import AngosConfig
 from angos_core.errors import AngosError, ConfigError
-from angos_core.http.live import ConfigLoader
 from angos_core.http.connections import (
     AcceptErrors,
     LimitedAppRunner,
     connection_cap,
     raise_open_file_limit,
 )
+from angos_core.http.live import ConfigLoader
 from angos_core.listen import BACKLOG, check_port_free, listen_sockets
 from angos_core.logs import config_summary
 from angos_core.tls import ReloadingContext, build_context

@@ -39,8 +39,8 @@ from angos_core.errors import (
 )
 from angos_core.http.context import IDENTITY
 from angos_core.http.errors import error_response
-from angos_core.http.observe import OPS_ROUTES, route_template
 from angos_core.http.live import live
+from angos_core.http.observe import OPS_ROUTES, route_template
 from angos_core.identity import Access, Certificate, Credentials, Identity
 
 log = logging.getLogger("angos.auth")

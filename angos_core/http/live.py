@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_request import BaseRequest
 
 from angos_core.auth.chain import AttemptObserver, AuthChain
 from angos_core.auth.tokens import TokenMinter
@@ -94,7 +93,7 @@ LIVE: web.AppKey[Live] = web.AppKey("angos_live", Live)
 _SETTINGS: web.RequestKey[LiveSettings] = web.RequestKey("angos_live_settings", LiveSettings)
 
 
-def live(request: BaseRequest) -> LiveSettings:
+def live(request: web.Request) -> LiveSettings:
     """The settings this request is served with: the current ones when it first asks,
     the same ones after (a reload meanwhile does not change them under it)."""
     settings = request.get(_SETTINGS)
@@ -117,7 +116,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 def settings_view(config: AngosConfig) -> dict[str, tuple[bool, Any]]:
     """Every setting of ``config`` by dotted key, with whether a reload may change it."""
     flat: dict[str, Any] = {}
-    sections = {
+    sections: dict[str, Any] = {
         "server": config.server,
         "log": config.log,
         "global": config.global_,
@@ -215,7 +214,8 @@ def retire(app: web.Application, chain: AuthChain) -> None:
     from angos_core.http.observe import REQUEST_TASKS
 
     holder = app[LIVE]
-    in_flight = set(app[REQUEST_TASKS])
+    tasks = app[REQUEST_TASKS]
+    in_flight: set[asyncio.Task[Any]] = set(tasks)
     grace = holder.current.config.server.shutdown_grace_secs
 
     async def close() -> None:

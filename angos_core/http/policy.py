@@ -2,9 +2,10 @@
 
 Inside the authentication middleware (the identity is known); it decides requests when an
 access policy is configured, or authenticators are (a token's ``access`` claim then
-restricts what it may do), in the request's live settings (:mod:`angos_core.http.live`). A denied anonymous request gets 401 with the challenge when credentials could
-change the answer (authenticators are configured), an authenticated one 403 ``DENIED``.
-A cross-repository mount from a repository the caller may not pull is not attempted: the
+restricts what it may do), in the request's live settings (:mod:`angos_core.http.live`).
+A denied anonymous request gets 401 with the challenge when credentials could change the
+answer (authenticators are configured), an authenticated one 403 ``DENIED``. A
+cross-repository mount from a repository the caller may not pull is not attempted: the
 handler falls back to a plain upload (202) and never reveals whether the blob exists. The
 catalog lists only the repositories the caller may pull. A route that maps to no action is
 denied while a policy is configured (fail closed).

@@ -65,7 +65,7 @@ async def test_writes_are_refused_and_reads_served(api: Api, storage: Storage) -
         await assert_read_only(await write)
 
     # Every read still answers.
-    assert (await api.get(f"/v2/team/app/manifests/v1")).status == 200
+    assert (await api.get("/v2/team/app/manifests/v1")).status == 200
     assert (await api.head(f"/v2/team/app/manifests/{digest}")).status == 200
     blob = await api.get(f"/v2/team/app/blobs/{layer}")
     assert blob.status == 200 and await blob.read() == b"layer-one"

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from angos_core.config import AngosConfig
 from angos_core.errors import ConfigError
 from angos_core.http import config_from_toml
 from angos_core.http.app import make_app
@@ -20,6 +22,7 @@ from angos_core.http.metrics import METRICS
 from angos_core.testing.api import fs_toml
 from tests.support.auth import TEST_AUTH_PLUGIN, StaticAuthenticator
 
+Client = TestClient[web.Request, web.Application]
 SECRET = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
@@ -32,7 +35,7 @@ def basic(user: str) -> dict[str, str]:
     return {"Authorization": f"Basic {raw}"}
 
 
-def parse(root: Path, extra: str) -> object:
+def parse(root: Path, extra: str) -> AngosConfig:
     return config_from_toml(fs_toml(root, extra), [TEST_AUTH_PLUGIN])
 
 
@@ -52,10 +55,10 @@ def parse(root: Path, extra: str) -> object:
     ids=["storage", "server", "log", "gc", "global", "same-cache"],
 )
 def test_what_needs_a_restart_is_refused_naming_the_key(
-    tmp_path: Path, change: object, key: str | None
+    tmp_path: Path, change: Callable[[Path], str], key: str | None
 ) -> None:
     old = config_from_toml(fs_toml(tmp_path))
-    new = config_from_toml(change(tmp_path))  # type: ignore[operator]
+    new = config_from_toml(change(tmp_path))
     if key is None:
         assert check_reloadable(old, new) == []
         return
@@ -85,14 +88,14 @@ def test_what_a_reload_may_change_is_listed(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    app = make_app(parse(tmp_path, users("alice", "bob")))  # type: ignore[arg-type]
+async def client(tmp_path: Path) -> AsyncIterator[Client]:
+    app = make_app(parse(tmp_path, users("alice", "bob")))
     async with TestClient(TestServer(app)) as client:
         yield client
 
 
 async def test_a_reload_swaps_the_chain_and_closes_the_old_one_after_its_requests(
-    client: TestClient, tmp_path: Path  # type: ignore[type-arg]
+    client: Client, tmp_path: Path
 ) -> None:
     app = client.app
     assert app is not None
@@ -115,7 +118,7 @@ async def test_a_reload_swaps_the_chain_and_closes_the_old_one_after_its_request
         client.patch(start.headers["Location"], data=body(), headers=basic("bob"))
     )
     await asyncio.sleep(0.2)
-    await reload(app, parse(tmp_path, users("alice")), None)  # type: ignore[arg-type]
+    await reload(app, parse(tmp_path, users("alice")), None)
 
     assert (await client.get("/v2/", headers=basic("bob"))).status == 401
     assert (await client.get("/v2/", headers=basic("alice"))).status == 200
@@ -130,22 +133,19 @@ async def test_a_reload_swaps_the_chain_and_closes_the_old_one_after_its_request
     assert old.closed == 1
 
 
-async def test_a_failed_reload_keeps_everything(
-    client: TestClient, tmp_path: Path  # type: ignore[type-arg]
-) -> None:
+async def test_a_failed_reload_keeps_everything(client: Client, tmp_path: Path) -> None:
     app = client.app
     assert app is not None
     before = app[LIVE].current
 
-    def broken() -> object:
+    def broken() -> AngosConfig:
         raise ConfigError("global.access_policy.rules", "does not compile")
 
-    assert not await reload_from(app, broken)  # type: ignore[arg-type]
+    assert not await reload_from(app, broken)
     # An authenticator that fails to open (its file is missing): the new chain is dropped.
     missing = tmp_path / "missing.htpasswd"
-    assert not await reload_from(
-        app, lambda: parse(tmp_path, f'[auth.htpasswd]\npath = "{missing}"\n')  # type: ignore[arg-type,return-value]
-    )
+    htpasswd = f'[auth.htpasswd]\npath = "{missing}"\n'
+    assert not await reload_from(app, lambda: parse(tmp_path, htpasswd))
     assert app[LIVE].current is before
     assert (await client.get("/v2/", headers=basic("bob"))).status == 200
     failures = app[METRICS].config_reloads.labels("failure")._value.get()
@@ -153,18 +153,18 @@ async def test_a_failed_reload_keeps_everything(
 
 
 async def test_the_token_service_cannot_come_or_go_by_reload(
-    client: TestClient, tmp_path: Path  # type: ignore[type-arg]
+    client: Client, tmp_path: Path
 ) -> None:
     app = client.app
     assert app is not None
     tokens = users("alice") + f'[auth.token_service]\nsecret_key = "{SECRET}"\n'
     with pytest.raises(ReloadRefused, match="token service"):
-        await reload(app, parse(tmp_path, tokens), None)  # type: ignore[arg-type]
+        await reload(app, parse(tmp_path, tokens), None)
     assert (await client.get("/token", headers=basic("alice"))).status == 404  # no endpoint
 
 
 async def test_read_only_and_immutable_rules_reach_the_domain_together(
-    client: TestClient, tmp_path: Path  # type: ignore[type-arg]
+    client: Client, tmp_path: Path
 ) -> None:
     app = client.app
     assert app is not None
@@ -174,7 +174,7 @@ async def test_read_only_and_immutable_rules_reach_the_domain_together(
     assert not registry.writes.read_only
     extra = users("alice", "bob") + "[global]\nimmutable_tags = true\n"
     extra += "[maintenance.read_only]\nenabled = true\n"
-    await reload(app, parse(tmp_path, extra), None)  # type: ignore[arg-type]
+    await reload(app, parse(tmp_path, extra), None)
     assert registry.writes.read_only
     assert registry.manifests.immutable.protects("team/app", "v1")
     assert app[LIVE].current.read_only

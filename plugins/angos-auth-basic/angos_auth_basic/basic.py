@@ -76,7 +76,9 @@ class BasicAuthenticator(abc.ABC):
     def knows(self, provider: str, identity_id: str) -> bool:
         """Whether ``identity_id`` is still a user here (core revokes the tokens minted for
         one that is not: :mod:`angos_core.auth.directory`)."""
-        return provider == self.name and self._table is not None and identity_id in self._table.users
+        return (
+            provider == self.name and self._table is not None and identity_id in self._table.users
+        )
 
     @abc.abstractmethod
     async def open(self) -> None:
