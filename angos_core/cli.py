@@ -64,9 +64,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(f"angos: config error: {error}", file=sys.stderr)
         return EXIT_INVALID
+    read_only = "; read-only" if config.maintenance.read_only.enabled else ""
     print(
         f"config OK ({config.source}): {describe(config)}; "
         f"server {config.server.bind_address}:{config.server.port}; {config.auth.describe()}"
+        f"{read_only}"
     )
     return 0
 
