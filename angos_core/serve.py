@@ -202,12 +202,15 @@ async def serve_app(
     on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
     maintenance: bool = True,
     reload_config: ConfigLoader | None = None,
+    reload_at_start: bool = False,
 ) -> None:
     """Serve on ``sockets`` (already listening: see :mod:`angos_core.listen`) until
     SIGTERM/SIGINT, then shut down gracefully (see the module docstring); on SIGHUP, swap in
     ``reload_config()`` (:func:`angos_core.http.live.reload_from`).
 
     ``maintenance``: run the background work of ``[maintenance]`` in this process.
+    ``reload_at_start``: reload once serving, as if SIGHUP came (a worker that replaces one
+    after a reload starts from the master's startup config, then catches up).
     """
     from angos_core.http.app import make_app
     from angos_core.http.live import reload_from
@@ -227,6 +230,8 @@ async def serve_app(
         loop.add_signal_handler(sig, stop.set)
     hangups = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, hangups.set)
+    if reload_at_start:
+        hangups.set()
     await runner.setup()  # opens the backends
 
     async def reloads() -> None:
@@ -346,6 +351,8 @@ class Master:
         self.stop_started = 0.0
         self.failed_code = 0
         self.metrics_dir = ""
+        #: Whether a SIGHUP was forwarded: a replacement worker then reloads when it starts.
+        self.reloaded = False
 
     # ------------------------------------------------------------------ child side
 
@@ -375,6 +382,7 @@ class Master:
                     on_ready=ready,
                     maintenance=index == 0,
                     reload_config=self.reload_config,
+                    reload_at_start=self.reloaded,
                 )
             )
             code = 0
@@ -413,6 +421,7 @@ class Master:
         if self.stopping:
             return
         log.info("SIGHUP: each of %d worker(s) reloads the config", len(self.workers))
+        self.reloaded = True
         for pid in self.workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGHUP)

@@ -383,6 +383,7 @@ def test_sighup_to_the_master_reloads_every_worker(
     root = tmp_path / "data"
     shared = f'[metadata_store.fs.redis]\nurl = "{redis_url}"\n[cache.redis]\nurl = "{redis_url}"\n'
     server = angos_server_factory(fs(root, shared + ALLOW_PULL), extra_args=["--workers", "2"])
+    started = time.monotonic()
     deadline = time.monotonic() + 20
     while "with 2 workers" not in server.stderr_text():
         assert time.monotonic() < deadline
@@ -390,6 +391,20 @@ def test_sighup_to_the_master_reloads_every_worker(
     log = sighup(server, fs(root, shared + ALLOW_PUSH), RELOADED, count=2)
     assert "each of 2 worker(s) reloads the config" in log
     # New connections land on either worker: every one sees the new policy.
+    for _ in range(20):
+        assert request(server, "POST", "/v2/team/app/blobs/uploads/")[0] == 202
+
+    # A worker that replaces a dead one catches up with the reload.
+    time.sleep(max(0.0, started + 5.5 - time.monotonic()))  # past the start-up window
+    victim = min(
+        int(p) for p in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    )
+    before = server.stderr_text().count(RELOADED)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while server.stderr_text().count(RELOADED) == before:
+        assert time.monotonic() < deadline, server.stderr_text()
+        time.sleep(0.05)
     for _ in range(20):
         assert request(server, "POST", "/v2/team/app/blobs/uploads/")[0] == 202
     assert server.stop() == 0
