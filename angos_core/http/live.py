@@ -48,6 +48,10 @@ RELOADABLE = (
 #: The extension kinds whose backends a reload rebuilds.
 RELOADABLE_KINDS = frozenset({"authenticator"})
 
+#: ``load()``: the config file read and checked again, as ``angos serve`` read it (the
+#: command line's overrides applied). Runs in a thread.
+ConfigLoader = Callable[[], AngosConfig]
+
 
 @dataclass(frozen=True)
 class LiveSettings:
@@ -238,11 +242,6 @@ async def close_retiring(app: web.Application) -> None:
         task.cancel()
     for task in list(holder.retiring):
         await asyncio.gather(task, return_exceptions=True)
-
-
-#: ``load()``: the config file read and checked again, as ``angos serve`` read it (the
-#: command line's overrides applied). Runs in a thread.
-ConfigLoader = Callable[[], AngosConfig]
 
 
 def _one_line(exc: BaseException) -> str:
