@@ -273,6 +273,9 @@ async def serve_app(
 
 
 def serve_one(config: AngosConfig, reload_config: ConfigLoader | None = None) -> int:
+    # Until serve_app handles it: a SIGHUP while starting must not end the process (the
+    # config it reads now is the current one anyway).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Bound before the backends open, so a port in use fails before anything is created.
     sockets = listen_sockets(config.server.bind_address, config.server.port)
     log_startup(config)
