@@ -179,7 +179,7 @@ def check_reloadable(old: AngosConfig, new: AngosConfig) -> list[str]:
     fixed = [key for key, reloadable in changed if not reloadable]
     if fixed:
         raise ReloadRefused(
-            f"{fixed[0]} changed, and it is read only at startup; restart angos to apply it "
+            f"{fixed[0]} changed, and it is only read at startup; restart angos to apply it "
             "(the running config is kept)"
         )
     return [key for key, _ in changed]
