@@ -41,11 +41,18 @@ def _load(path: str | None) -> AngosConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = with_server_overrides(
-        _load(args.config), bind_address=args.bind or None, port=args.port, workers=args.workers
-    )
+    def load() -> AngosConfig:
+        # Also what SIGHUP reloads: the same file, the same overrides.
+        return with_server_overrides(
+            _load(args.config),
+            bind_address=args.bind or None,
+            port=args.port,
+            workers=args.workers,
+        )
+
+    config = load()
     setup_logging(config.log)
-    return serve(config)
+    return serve(config, reload_config=load)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -58,9 +65,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(f"angos: config error: {error}", file=sys.stderr)
         return EXIT_INVALID
+    read_only = "; read-only" if config.maintenance.read_only.enabled else ""
     print(
         f"config OK ({config.source}): {describe(config)}; "
         f"server {config.server.bind_address}:{config.server.port}; {config.auth.describe()}"
+        f"{read_only}"
     )
     return 0
 

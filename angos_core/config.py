@@ -462,12 +462,23 @@ class PruneScheduleConfig:
 
 
 @dataclass
+class ReadOnlyConfig:
+    """``[maintenance.read_only]``: refuse every write, serve every read (CNCF Distribution's
+    ``storage.maintenance.readonly``), for a migration or a maintenance window. Reloadable
+    (SIGHUP); ``angos gc`` and ``angos prune`` from the command line are not affected, the
+    server's own ``[maintenance.gc]`` skips its passes while it is on."""
+
+    enabled: bool = False
+
+
+@dataclass
 class MaintenanceConfig:
     """``[maintenance]``: background work on the stores."""
 
     upload_purging: UploadPurgingConfig = field(default_factory=UploadPurgingConfig)
     gc: GcScheduleConfig = field(default_factory=GcScheduleConfig)
     prune: PruneScheduleConfig = field(default_factory=PruneScheduleConfig)
+    read_only: ReadOnlyConfig = field(default_factory=ReadOnlyConfig)
 
 
 @dataclass

@@ -161,6 +161,13 @@ class Unsupported(RegistryError):
     code, status, default_message = "UNSUPPORTED", 405, "the operation is unsupported"
 
 
+class ReadOnlyMode(Unsupported):
+    """A write while ``[maintenance.read_only]`` is on. 405 ``UNSUPPORTED`` with Distribution's
+    message for its read-only mode: a client does not retry it (503 it would, for minutes)."""
+
+    default_message = "registry is in read-only mode"
+
+
 class Denied(RegistryError):
     code, status, default_message = "DENIED", 403, "requested access to the resource is denied"
 

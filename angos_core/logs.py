@@ -124,7 +124,10 @@ def config_summary(config: AngosConfig) -> dict[str, Any]:
         },
         "global": {k: v for k, v in vars(config.global_).items()},
         "log": dict(vars(config.log)),
-        "maintenance": {"upload_purging": dict(vars(config.maintenance.upload_purging))},
+        "maintenance": {
+            "upload_purging": dict(vars(config.maintenance.upload_purging)),
+            "read_only": dict(vars(config.maintenance.read_only)),
+        },
         **extensions_summary(config),
         "auth": config.auth.summary(),
     }

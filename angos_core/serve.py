@@ -12,6 +12,10 @@ SIGINT to the workers as SIGTERM, waits for them, and exits 0. A worker that die
 is replaced; one that fails while starting stops the whole server (its exit code is the
 master's). Workers share nothing in memory, so N > 1 requires a lock provider and a cache
 every process shares (see :func:`check_shared_backends`).
+
+SIGHUP reloads the config file (:mod:`angos_core.http.live`): one process reloads itself;
+the master forwards it to every worker, and each reloads on its own (each logs its line),
+without dropping a connection or a request.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from angos_core.http.connections import (
     connection_cap,
     raise_open_file_limit,
 )
+from angos_core.http.live import ConfigLoader
 from angos_core.listen import BACKLOG, check_port_free, listen_sockets
 from angos_core.logs import config_summary
 from angos_core.tls import ReloadingContext, build_context
@@ -196,13 +201,19 @@ async def serve_app(
     *,
     on_ready: Callable[[list[tuple[str, int]]], None] | None = None,
     maintenance: bool = True,
+    reload_config: ConfigLoader | None = None,
+    reload_at_start: bool = False,
 ) -> None:
     """Serve on ``sockets`` (already listening: see :mod:`angos_core.listen`) until
-    SIGTERM/SIGINT, then shut down gracefully (see the module docstring).
+    SIGTERM/SIGINT, then shut down gracefully (see the module docstring); on SIGHUP, swap in
+    ``reload_config()`` (:func:`angos_core.http.live.reload_from`).
 
     ``maintenance``: run the background work of ``[maintenance]`` in this process.
+    ``reload_at_start``: reload once serving, as if SIGHUP came (a worker that replaces one
+    after a reload starts from the master's startup config, then catches up).
     """
     from angos_core.http.app import make_app
+    from angos_core.http.live import reload_from
 
     # Each process builds its own context (and watches the files itself), before the
     # backends open: a certificate that stopped loading fails the worker at once.
@@ -217,7 +228,23 @@ async def serve_app(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    hangups = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, hangups.set)
+    if reload_at_start:
+        hangups.set()
     await runner.setup()  # opens the backends
+
+    async def reloads() -> None:
+        # One at a time; SIGHUPs arriving during a reload make one more after it.
+        while True:
+            await hangups.wait()
+            hangups.clear()
+            if reload_config is None:
+                log.warning("SIGHUP: this server has no config file to reload")
+                continue
+            await reload_from(app, reload_config)
+
+    reloading = asyncio.create_task(reloads(), name="angos-reload")
     watch = asyncio.create_task(tls.run()) if tls is not None else None
     try:
         for sock in sockets:
@@ -227,21 +254,28 @@ async def serve_app(
         if on_ready is not None:
             on_ready(addresses)
         await stop.wait()
+        reloading.cancel()
         # A second signal during the grace period is ignored (SIGKILL forces).
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: None)
         await drain(runner, app, grace)
     finally:
+        reloading.cancel()
         if watch is not None:
             watch.cancel()
         await runner.cleanup()
+        loop.remove_signal_handler(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
             # Stopping already: a late signal must not turn the exit 0 into a kill.
             signal.signal(sig, signal.SIG_IGN)
 
 
-def serve_one(config: AngosConfig) -> int:
+def serve_one(config: AngosConfig, reload_config: ConfigLoader | None = None) -> int:
+    # Until serve_app handles it: a SIGHUP while starting must not end the process (the
+    # config it reads now is the current one anyway).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Bound before the backends open, so a port in use fails before anything is created.
     sockets = listen_sockets(config.server.bind_address, config.server.port)
     log_startup(config)
@@ -260,7 +294,7 @@ def serve_one(config: AngosConfig) -> int:
                 config.source,
             )
 
-    asyncio.run(serve_app(config, sockets, on_ready=announce))
+    asyncio.run(serve_app(config, sockets, on_ready=announce, reload_config=reload_config))
     log.info("angos stopped")
     return 0
 
@@ -302,8 +336,16 @@ def _port_holder(bind: str, port: int) -> tuple[socket.socket, int]:
 
 
 class Master:
-    def __init__(self, config: AngosConfig, bind: str, port: int, workers: int) -> None:
+    def __init__(
+        self,
+        config: AngosConfig,
+        bind: str,
+        port: int,
+        workers: int,
+        reload_config: ConfigLoader | None = None,
+    ) -> None:
         self.config = config
+        self.reload_config = reload_config
         self.bind = bind
         self.port = port
         self.count = workers
@@ -312,6 +354,8 @@ class Master:
         self.stop_started = 0.0
         self.failed_code = 0
         self.metrics_dir = ""
+        #: Whether a SIGHUP was forwarded: a replacement worker then reloads when it starts.
+        self.reloaded = False
 
     # ------------------------------------------------------------------ child side
 
@@ -320,6 +364,9 @@ class Master:
         try:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
+            # Until serve_app handles it: a SIGHUP forwarded to a worker still starting must
+            # not end it (its config is the one just read anyway).
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             _die_with_parent()
             install_event_loop()
 
@@ -337,6 +384,8 @@ class Master:
                     sockets,
                     on_ready=ready,
                     maintenance=index == 0,
+                    reload_config=self.reload_config,
+                    reload_at_start=self.reloaded,
                 )
             )
             code = 0
@@ -370,6 +419,15 @@ class Master:
                 self.config.server.shutdown_grace_secs,
             )
         self._stop_all()
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            return
+        log.info("SIGHUP: each of %d worker(s) reloads the config", len(self.workers))
+        self.reloaded = True
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
 
     def _stop_all(self) -> None:
         if not self.stopping:
@@ -443,6 +501,8 @@ class Master:
         self.metrics_dir = tempfile.mkdtemp(prefix="angos-metrics-")
         os.environ[MULTIPROC_ENV] = self.metrics_dir
         try:
+            # Before the first fork: a SIGHUP then is forwarded, never the default (exit).
+            signal.signal(signal.SIGHUP, self._hangup)
             for index in range(self.count):
                 self._spawn(index)
             signal.signal(signal.SIGTERM, self._signal)
@@ -486,10 +546,10 @@ class Master:
         return self.failed_code
 
 
-def serve(config: AngosConfig) -> int:
+def serve(config: AngosConfig, reload_config: ConfigLoader | None = None) -> int:
     """Serve ``config`` (command-line overrides already applied) until stopped; the process
     exit code. A port that cannot be listened on is a :class:`ListenError` before anything
-    is opened."""
+    is opened. ``reload_config`` is what SIGHUP loads (see the module docstring)."""
     server = config.server
     check_shared_backends(config, server.workers)
     if server.tls is not None:
@@ -498,5 +558,6 @@ def serve(config: AngosConfig) -> int:
         build_context(server.tls)
     raise_open_file_limit()  # before forking: the workers inherit it
     if server.workers <= 1:
-        return serve_one(config)
-    return Master(config, server.bind_address, server.port, server.workers).run()
+        return serve_one(config, reload_config)
+    master = Master(config, server.bind_address, server.port, server.workers, reload_config)
+    return master.run()

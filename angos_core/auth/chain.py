@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from angos_core.auth.config import AuthConfig, FailureLimitConfig
+from angos_core.auth.directory import MintedFor, identity_exists
 from angos_core.auth.failure_limit import FailureLimiter
 from angos_core.auth.issuer import TokenIssuer
 from angos_core.errors import AuthenticationFailed, IdentityProviderUnavailable, TooManyRequests
@@ -63,6 +64,10 @@ class AuthChain:
         self.authenticators: tuple[Authenticator, ...] = tuple(
             sorted(authenticators, key=lambda a: a.order)
         )
+        exists = identity_exists(self.authenticators)
+        for authenticator in self.authenticators:
+            if isinstance(authenticator, MintedFor):
+                authenticator.check_minted_for(exists)
         self.limiter = FailureLimiter(failure_limit or FailureLimitConfig())
         self._observe = observe
         issuers = [a for a in self.authenticators if isinstance(a, TokenIssuer)]

@@ -15,14 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from angos_core.auth.chain import AuthChain
-from angos_core.auth.tokens import TokenMinter
 from angos_core.config import AngosConfig, load_toml, parse_config
-from angos_core.http.auth import AUTH, auth_middleware
+from angos_core.http.auth import auth_middleware
 from angos_core.http.body_budget import BODY_BUDGET, DEFAULT_BODY_BUDGET_BYTES, BodyBudget
 from angos_core.http.context import REGISTRY, SERVER, track_shutdown
 from angos_core.http.errors import error_middleware
 from angos_core.http.health import add_health_routes
+from angos_core.http.live import LIVE, Live, LiveSettings, close_retiring
 from angos_core.http.metrics import METRICS, Metrics, metrics_handler
 from angos_core.http.observe import (
     REQUEST_TASKS,
@@ -31,7 +30,6 @@ from angos_core.http.observe import (
     add_request_id_header,
     observe_middleware,
 )
-from angos_core.http.policy import install as install_policy
 from angos_core.http.policy import policy_middleware
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
@@ -79,12 +77,11 @@ def make_app(
     N`` runs it in one worker only.
     """
     server = config.server
-    middlewares = [observe_middleware, error_middleware]
-    if config.auth.enabled:
-        # Inside the error middleware, so a 429 of the failure limit gets its Retry-After.
-        middlewares.append(auth_middleware)
-    if config.policy.configured or config.auth.enabled:
-        middlewares.append(policy_middleware)  # inside: the identity is known
+    # Both always: a reload may turn authentication or a policy on (each passes a request
+    # straight through while its live settings have nothing to do). The auth middleware
+    # inside the error middleware, so a 429 of the failure limit gets its Retry-After; the
+    # policy's inside it: the identity is known.
+    middlewares = [observe_middleware, error_middleware, auth_middleware, policy_middleware]
     app = web.Application(
         middlewares=middlewares,
         # Passed to aiohttp's request handler by whichever runner serves the app.
@@ -100,8 +97,6 @@ def make_app(
         },
     )
     app[CONFIG] = config
-    if config.policy.configured or config.auth.enabled:
-        install_policy(app, config.policy, challenge=config.auth.enabled)
     app[SERVER] = server
     app[BODY_BUDGET] = BodyBudget(DEFAULT_BODY_BUDGET_BYTES)
     metrics = app[METRICS] = Metrics()
@@ -124,7 +119,10 @@ def make_app(
     async def backends(app: web.Application) -> AsyncIterator[None]:
         built = stores if stores is not None else Stores.from_config(config, observe)
         await built.open()
-        app[REGISTRY] = Registry(built, upload_limits(config), config.immutable_tags)
+        registry = app[REGISTRY] = Registry(built, upload_limits(config), config.immutable_tags)
+        registry.writes.set(app[LIVE].current.read_only)
+        if registry.writes.read_only:
+            log.warning("angos is read-only ([maintenance.read_only]): every write is refused")
         log.info("angos backends open: %s (config: %s)", built.describe(), config.source)
         try:
             yield
@@ -148,24 +146,25 @@ def make_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    chain = None
-    if config.auth.enabled:
-        chain = app[AUTH] = AuthChain.from_config(config.auth, metrics.observe_auth)
-        minter = next((a for a in chain.authenticators if isinstance(a, TokenMinter)), None)
-        if minter is not None:
-            add_token_routes(app, minter)
+    # What a reload may swap (angos_core.http.live); authenticators built, opened below.
+    holder = app[LIVE] = Live(LiveSettings.build(config, metrics.observe_auth))
+    if holder.current.minter is not None:
+        add_token_routes(app)
 
     async def authenticators(app: web.Application) -> AsyncIterator[None]:
         # After ``backends``: an authenticator may use the cache.
-        if chain is None:
-            yield
-            return
-        await chain.open(app[REGISTRY].stores.cache)
-        log.info("angos authenticators open: %s", ", ".join(chain.names()))
+        chain = holder.current.chain
+        if chain is not None:
+            await chain.open(app[REGISTRY].stores.cache)
+            log.info("angos authenticators open: %s", ", ".join(chain.names()))
         try:
             yield
         finally:
-            await chain.aclose()
+            # The chains replaced by reloads, then the one serving now.
+            await close_retiring(app)
+            current = holder.current.chain
+            if current is not None:
+                await current.aclose()
 
     async def scheduled_gc(app: web.Application) -> AsyncIterator[None]:
         # As upload purging: one worker, started once the stores are open.
@@ -174,7 +173,13 @@ def make_app(
             yield
             return
         task = asyncio.create_task(
-            collect_forever(app[REGISTRY], settings, metrics.gc_finished), name="angos-gc"
+            collect_forever(
+                app[REGISTRY],
+                settings,
+                metrics.gc_finished,
+                paused=lambda: holder.current.read_only,
+            ),
+            name="angos-gc",
         )
         try:
             yield
@@ -191,7 +196,13 @@ def make_app(
             yield
             return
         task = asyncio.create_task(
-            prune_forever(app[REGISTRY], config.retention, settings), name="angos-prune"
+            prune_forever(
+                app[REGISTRY],
+                config.retention,
+                settings,
+                paused=lambda: holder.current.read_only,
+            ),
+            name="angos-prune",
         )
         try:
             yield

@@ -39,14 +39,12 @@ from angos_core.errors import (
 )
 from angos_core.http.context import IDENTITY
 from angos_core.http.errors import error_response
+from angos_core.http.live import live
 from angos_core.http.observe import OPS_ROUTES, route_template
-from angos_core.http.policy import POLICY
 from angos_core.identity import Access, Certificate, Credentials, Identity
 
 log = logging.getLogger("angos.auth")
 
-#: The chain, when ``[auth]`` configures an authenticator.
-AUTH: web.AppKey[AuthChain] = web.AppKey("angos_auth", AuthChain)
 #: Route templates an anonymous request reaches (its handler decides).
 _ANONYMOUS_ROUTES: web.AppKey[set[str]] = web.AppKey("angos_anonymous_routes", set)
 #: Route templates whose 401 asks for Basic credentials even when a token issuer points
@@ -200,13 +198,16 @@ def unauthorized(
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Inside the error middleware: ``TooManyRequests`` leaves through it (``Retry-After``)."""
-    chain = request.app.get(AUTH)
+    settings = live(request)
+    chain = settings.chain
+    if chain is None:
+        response: web.StreamResponse = await handler(request)
+        return response
     route = route_template(request)
     # With an access policy, the policy decides who reaches what, the probes included.
-    policy = request.app.get(POLICY)
-    by_policy = policy is not None and policy.configured
-    if chain is None or (route in OPS_ROUTES and not by_policy):
-        response: web.StreamResponse = await handler(request)
+    by_policy = settings.policy.configured
+    if route in OPS_ROUTES and not by_policy:
+        response = await handler(request)
         return response
     try:
         identity = await chain.authenticate(credentials_of(request))

@@ -166,6 +166,14 @@ class Metrics:
             registry=r,
         )
 
+        self.config_reloads = Counter(
+            "angos_config_reloads",
+            "Config reloads (SIGHUP), by result: success, or failure (the old config kept).",
+            ("result",),
+            registry=r,
+        )
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)  # listed at 0 from startup
         self.auth_attempts = Counter(
             "angos_auth_attempts",
             "Authentication attempts (requests presenting credentials), by credential method "
@@ -190,6 +198,10 @@ class Metrics:
             self.lock_wait.labels(backend).observe(seconds)
             if error is not None:
                 self.lock_failures.labels(backend, error).inc()
+
+    def config_reloaded(self, result: str) -> None:
+        """A SIGHUP reload: ``success`` or ``failure`` (the old config kept)."""
+        self.config_reloads.labels(result).inc()
 
     def observe_auth(self, method: str, result: str) -> None:
         """One authentication attempt (the authenticator chain's observer)."""

@@ -29,11 +29,10 @@ from angos_core.auth.issuer import BASIC_CHALLENGE
 from angos_core.auth.scope import format_scopes, parse_scope
 from angos_core.auth.tokens import TOKEN_PATH, IssuedToken, TokenMinter
 from angos_core.errors import AuthenticationFailed, IdentityProviderUnavailable
-from angos_core.http.auth import AUTH, allow_anonymous, challenge_with_basic, identity_of
+from angos_core.http.auth import allow_anonymous, challenge_with_basic, identity_of
 from angos_core.http.errors import error_response
+from angos_core.http.live import live
 from angos_core.identity import Access, Credentials, Identity
-
-MINTER: web.AppKey[TokenMinter] = web.AppKey("angos_token_minter", TokenMinter)
 
 #: Scopes one request may ask for: each is parsed and granted, so bound the work.
 MAX_SCOPES = 64
@@ -41,10 +40,10 @@ MAX_SCOPES = 64
 MAX_FORM_BYTES = 64 * 1024
 
 
-def add_token_routes(app: web.Application, minter: TokenMinter) -> None:
-    """Serve ``GET``/``POST`` :data:`TOKEN_PATH` with ``minter``; anonymous requests reach
-    the handlers, which answer them with the Basic challenge."""
-    app[MINTER] = minter
+def add_token_routes(app: web.Application) -> None:
+    """Serve ``GET``/``POST`` :data:`TOKEN_PATH` with the live settings' minter (a reload may
+    replace it, not remove it); anonymous requests reach the handlers, which answer them
+    with the Basic challenge."""
     app.router.add_get(TOKEN_PATH, get_token, name="token")
     app.router.add_post(TOKEN_PATH, post_token, name="token-post")  # named: the policy maps it
     allow_anonymous(app, TOKEN_PATH)
@@ -122,8 +121,14 @@ def _mint(
     return _json(_token_body(issued, granted))
 
 
+def _minter(request: web.Request) -> TokenMinter:
+    minter = live(request).minter
+    assert minter is not None, "the token routes are added only with a minter"
+    return minter
+
+
 async def get_token(request: web.Request) -> web.Response:
-    minter = request.app[MINTER]
+    minter = _minter(request)
     query = request.query
     try:
         _check_service(minter, query.get("service"))
@@ -143,7 +148,7 @@ def _oauth_error(status: int, error: str, message: str) -> web.Response:
 
 
 async def post_token(request: web.Request) -> web.Response:
-    minter = request.app[MINTER]
+    minter = _minter(request)
     if request.content_type != "application/x-www-form-urlencoded":
         return _oauth_error(
             400, "invalid_request", "send the token request as application/x-www-form-urlencoded"
@@ -189,6 +194,7 @@ async def _password_grant(request: web.Request, fields: dict[str, str]) -> Ident
     username, password = fields.get("username"), fields.get("password")
     if username is None or password is None:
         raise AuthenticationFailed("token_service", "username and password are required")
-    chain = request.app[AUTH]
+    chain = live(request).chain
+    assert chain is not None  # the minter is one of its authenticators
     credentials = Credentials(client_ip=request.remote or "", basic=(username, password))
     return await chain.authenticate(credentials)

@@ -22,6 +22,7 @@ from angos_core.registry.times import ManifestTimes
 from angos_core.registry.upload_limits import UploadSessionLimits
 from angos_core.registry.upload_purge import PurgeObserver, UploadPurger
 from angos_core.registry.uploads import ChunkOutOfOrder, UploadService
+from angos_core.registry.write_gate import WriteGate
 
 
 class Registry:
@@ -32,16 +33,26 @@ class Registry:
         immutable_tags: TagImmutability | None = None,
     ) -> None:
         self.stores = stores
+        #: ``[maintenance.read_only]``: off unless the server turns it on.
+        self.writes = WriteGate()
         self.links = Links(stores.meta, stores.cache)
         self.references = References(stores)
-        self.blobs = BlobService(stores, self.links, self.references)
-        self.uploads = UploadService(stores, self.links, self.references, upload_limits)
+        self.blobs = BlobService(stores, self.links, self.references, self.writes)
+        self.uploads = UploadService(
+            stores, self.links, self.references, upload_limits, self.writes
+        )
         self.times = ManifestTimes(stores)
         self.manifests = ManifestService(
-            stores, self.links, self.references, immutable_tags, self.times
+            stores, self.links, self.references, immutable_tags, self.times, self.writes
         )
         self.referrers = ReferrerService(stores, self.links, self.manifests)
         self.catalog = CatalogService(stores, self.links)
+
+    def apply_rules(self, immutable_tags: TagImmutability, read_only: bool) -> None:
+        """Swap the write rules a reload may change (no await between the two: a request
+        sees both old or both new)."""
+        self.manifests.immutable = immutable_tags
+        self.writes.set(read_only)
 
     def backends(self) -> dict[str, tuple[ExtensionKind, Any]]:
         """The wrapped storage backends by kind name, with their kind's declaration, for
@@ -69,4 +80,5 @@ __all__ = [
     "StoredManifest",
     "Stores",
     "UploadSessionLimits",
+    "WriteGate",
 ]

@@ -12,6 +12,7 @@ from angos_core.oci.names import validate_name
 from angos_core.registry.links import Links
 from angos_core.registry.references import References
 from angos_core.registry.stores import Stores
+from angos_core.registry.write_gate import WriteGate
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +24,17 @@ class BlobInfo:
 
 
 class BlobService:
-    def __init__(self, stores: Stores, links: Links, references: References) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        links: Links,
+        references: References,
+        writes: WriteGate | None = None,
+    ) -> None:
         self.stores = stores
         self.links = links
         self.references = references
+        self.writes = writes if writes is not None else WriteGate()
 
     async def stat(
         self, name: str, digest: str, *, need_size: bool = True, probe: bool = False
@@ -79,6 +87,7 @@ class BlobService:
         """Unlink the blob from the repository (the bytes stay until garbage collection)."""
         validate_name(name)
         parse_digest(digest)
+        self.writes.check()
         # One delete of one key: any interleaving with a link's create is some order of the
         # two, so no lock (docs/architecture.md, "Locking points").
         if not await self.links.delete_layer(name, digest):
@@ -89,6 +98,7 @@ class BlobService:
         validate_name(name)
         validate_name(from_name)
         parse_digest(digest)
+        self.writes.check()
         # A new reference to a blob that may be old and unreferenced: marked for a
         # collection running meanwhile, checked after any deletion in progress, then linked.
         async with self.references.referencing([digest]):

@@ -360,9 +360,14 @@ async def collect_forever(
     registry: Registry,
     settings: GcScheduleConfig,
     finished: Callable[[GcResult | None, float], None],
+    paused: Callable[[], bool] = lambda: False,
 ) -> None:
     """``[maintenance.gc]``: a collection every ``interval_secs`` (the first after one
-    interval), until cancelled. A failed run is logged and the next one runs on time."""
+    interval), until cancelled. A failed run is logged and the next one runs on time.
+
+    A run due while ``paused()`` (``[maintenance.read_only]``) is skipped, with a log line:
+    the server writes nothing while read-only, its collector included; ``angos gc`` from
+    the command line is how an operator collects during the window."""
     log.info(
         "gc: every %gs%s, min age %gs%s",
         settings.interval_secs,
@@ -372,6 +377,9 @@ async def collect_forever(
     )
     while True:
         await asyncio.sleep(settings.interval_secs)
+        if paused():
+            log.info("gc: skipped, the registry is read-only; next in %gs", settings.interval_secs)
+            continue
         started = time.monotonic()
         collector = GarbageCollector(
             registry,

@@ -26,6 +26,7 @@ from angos_core.registry.links import Links, manifest_lock_key, tag_lock_key
 from angos_core.registry.references import References
 from angos_core.registry.stores import Stores
 from angos_core.registry.times import ManifestTimes
+from angos_core.registry.write_gate import WriteGate
 
 #: Manifest bodies kept in process by digest. Safe to cache: a digest names its bytes, and
 #: every fetch first checks the repository's revision link.
@@ -66,12 +67,14 @@ class ManifestService:
         references: References,
         immutable: TagImmutability | None = None,
         times: ManifestTimes | None = None,
+        writes: WriteGate | None = None,
     ) -> None:
         self.stores = stores
         self.links = links
         self.references = references
         self.times = times if times is not None else ManifestTimes(stores)
         self.immutable = immutable if immutable is not None else TagImmutability()
+        self.writes = writes if writes is not None else WriteGate()
         self._bodies: OrderedDict[str, bytes] = OrderedDict()
         self._bodies_size = 0
 
@@ -112,6 +115,7 @@ class ManifestService:
         extra_tags: Iterable[str] = (),
     ) -> PushResult:
         validate_name(name)
+        self.writes.check()
         if len(body) > self.max_size:
             raise ManifestTooLarge(detail={"limit": self.max_size})
         extra = tuple(dict.fromkeys(validate_tag(t) for t in extra_tags))
@@ -146,6 +150,8 @@ class ManifestService:
                 # the next collection's untagged pass, until its index or subject arrives.
                 await self.references.mark_recent(digest)
                 await self._check_references(name, manifest)
+                # Again after the reference checks' awaits, before the first store write.
+                self.writes.check()
                 # Content-addressed: written once (create-if-absent), as are the links that
                 # name their content, so the manifest lock below covers only the tag moves
                 # (docs/architecture.md, "Locking points").
@@ -277,6 +283,7 @@ class ManifestService:
         (``angos prune``): a manifest some tag points at when its locks are held is kept,
         and False returned."""
         validate_name(name)
+        self.writes.check()
         if ":" not in reference:
             await self._delete_tag(name, validate_tag(reference))
             return True

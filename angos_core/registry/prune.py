@@ -370,11 +370,15 @@ class Pruner:
 
 
 async def prune_forever(
-    registry: Registry, rules: RetentionRules, settings: PruneScheduleConfig
+    registry: Registry,
+    rules: RetentionRules,
+    settings: PruneScheduleConfig,
+    paused: Callable[[], bool] = lambda: False,
 ) -> None:
     """``[maintenance.prune]``: a run every ``interval_secs`` (the first after one
     interval), until cancelled. A failed run (a gc holding the lock, a store failure) is
-    logged and the next one runs on time."""
+    logged and the next one runs on time. A run due while ``paused()``
+    (``[maintenance.read_only]``) is skipped with a log line, as ``[maintenance.gc]``'s."""
     log.info(
         "prune: every %gs%s, min age %gs",
         settings.interval_secs,
@@ -383,6 +387,11 @@ async def prune_forever(
     )
     while True:
         await asyncio.sleep(settings.interval_secs)
+        if paused():
+            log.info(
+                "prune: skipped, the registry is read-only; next in %gs", settings.interval_secs
+            )
+            continue
         pruner = Pruner(
             registry,
             rules,

@@ -29,6 +29,7 @@ from angos_core.registry.links import Links
 from angos_core.registry.references import References
 from angos_core.registry.stores import Stores
 from angos_core.registry.upload_limits import UploadSessionLimits
+from angos_core.registry.write_gate import WriteGate
 
 #: The algorithm hashed while streaming; another one is computed at completion if asked for.
 STREAM_ALGORITHM = "sha256"
@@ -58,11 +59,13 @@ class UploadService:
         links: Links,
         references: References,
         limits: UploadSessionLimits | None = None,
+        writes: WriteGate | None = None,
     ) -> None:
         self.stores = stores
         self.links = links
         self.references = references
         self.limits = limits
+        self.writes = writes if writes is not None else WriteGate()
         self._progress: OrderedDict[tuple[str, str], _Progress] = OrderedDict()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -95,6 +98,7 @@ class UploadService:
         """A new session; ``TooManyRequests`` if ``name`` or ``client`` (the client's
         address) already holds the most sessions ``[global]`` allows."""
         validate_name(name)
+        self.writes.check()
         upload = UploadRef(name, new_upload_id())
         if self.limits is not None:
             # Counted before the store call, so concurrent starts cannot overshoot.
@@ -121,6 +125,7 @@ class UploadService:
 
         Returns the session's new size. ``ChunkOutOfOrder`` if ``start`` is not the end.
         """
+        self.writes.check()
         progress = self._progress.get((upload.name, upload.upload_id))
         if start is not None:
             offset = start
@@ -164,6 +169,7 @@ class UploadService:
         Returns the blob's size.
         """
         parsed = parse_digest(digest)
+        self.writes.check()
         size = await self.size(upload)
         progress = self._forget(upload)
         if progress is not None and progress.size == size and parsed.algorithm == STREAM_ALGORITHM:
@@ -188,6 +194,8 @@ class UploadService:
         # blob's lock, marked: a collection running meanwhile deletes neither the bytes
         # (they may land on an old unreferenced blob of the same digest) nor the link
         # (docs/architecture.md, "Online garbage collection").
+        # Again: the body of a monolithic PUT may have streamed in while the switch flipped.
+        self.writes.check()
         async with self.references.referencing([digest]):
             # Until its manifest arrives, the minimum age keeps it: its data may be older (a
             # commit onto an equal old blob leaves that blob's bytes and time in place).
@@ -202,6 +210,7 @@ class UploadService:
         return size
 
     async def cancel(self, upload: UploadRef) -> None:
+        self.writes.check()
         await self.size(upload)  # BlobUploadUnknown for a session that does not exist
         await self.stores.blobs.upload_abort(upload)
         self._ended(upload)

@@ -19,7 +19,7 @@ from angos_auth_basic import IdentityAuthenticator
 from angos_auth_basic.testing import CountingVerify, cheap_argon2, cheap_bcrypt
 
 from angos_core.http import make_app_from_toml
-from angos_core.http.auth import AUTH
+from angos_core.http.live import LIVE
 from angos_core.testing.api import Api, error_code, fs_toml
 
 ALICE_PW = "alice-correct-horse"
@@ -121,7 +121,9 @@ async def test_wrong_password_is_401_and_unknown_user_looks_the_same(tmp_path: P
 
 async def test_requests_after_login_are_not_verified_again(tmp_path: Path) -> None:
     async with served(tmp_path, identity_toml()) as s:
-        (authenticator,) = s.api.app[AUTH].authenticators
+        chain = s.api.app[LIVE].current.chain
+        assert chain is not None
+        (authenticator,) = chain.authenticators
         assert isinstance(authenticator, IdentityAuthenticator)
         counting = CountingVerify()
         authenticator.verifier.verify = counting

@@ -73,6 +73,13 @@ class BasicAuthenticator(abc.ABC):
             return Identity(id=username, username=username, provider=self.name, method="basic")
         raise AuthenticationFailed(self.name, FAILED_MESSAGE)
 
+    def knows(self, provider: str, identity_id: str) -> bool:
+        """Whether ``identity_id`` is still a user here (core revokes the tokens minted for
+        one that is not: :mod:`angos_core.auth.directory`)."""
+        return (
+            provider == self.name and self._table is not None and identity_id in self._table.users
+        )
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Build the user table (reading what holds it)."""

@@ -158,6 +158,11 @@ class OidcAuthenticator:
                 first.authenticator, "; ".join(str(exc) for exc in unavailable)
             )
 
+    def knows(self, provider: str, identity_id: str) -> bool:
+        """Whether ``provider`` (``oidc.<entry>``) is still configured: the tokens the
+        registry minted for its callers are revoked once it is not."""
+        return provider.removeprefix("oidc.") in self._by_entry
+
     async def health(self) -> None:
         for entry in self.entries:
             await entry.source.ensure()

@@ -35,6 +35,7 @@ from angos_auth_token.claims import (
     parse_access,
     peek,
 )
+from angos_core.auth.directory import IdentityExists
 from angos_core.auth.issuer import bearer_challenge
 from angos_core.auth.tokens import TOKEN_PATH, IssuedToken
 from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
@@ -191,9 +192,13 @@ class TokenService:
         self.refresh_ttl_secs = config.refresh_ttl_secs
         self._key = decode_secret(config.secret_key)
         self._clock = clock
-        # SHA-256 of a token -> its identity and the clock readings it is trusted between.
-        # The key cannot change while the process runs, so a verified token stays valid.
-        self._verified: OrderedDict[bytes, tuple[Identity, float, float]] = OrderedDict()
+        # Whether the identity a token was minted for is still configured (core's chain
+        # sets it: angos_core.auth.directory); None: every identity is.
+        self._exists: IdentityExists | None = None
+        # SHA-256 of a token -> its identity, the provider it was minted for, and the clock
+        # readings it is trusted between. A reload builds a new service (the key may
+        # change), so within one service a verified token stays valid.
+        self._verified: OrderedDict[bytes, tuple[Identity, str, float, float]] = OrderedDict()
         # SHA-256 of tokens that are not ours (an OIDC job's, sent with every request):
         # that follows from the token alone, so it is remembered as long as there is room.
         self._foreign: OrderedDict[bytes, None] = OrderedDict()
@@ -207,6 +212,20 @@ class TokenService:
         """The Bearer challenge (``realm`` empty: core puts in the request's own
         ``<scheme>://<host>/token`` before asking)."""
         return bearer_challenge(self.realm, self.service, needed)
+
+    def check_minted_for(self, exists: IdentityExists) -> None:
+        """Refuse tokens minted for an identity or provider the chain no longer has."""
+        self._exists = exists
+
+    def _check_still_exists(self, minted_for: str, identity_id: str, what: str) -> None:
+        # A token minted from one of ours (a refresh grant) names this service: its refresh
+        # token was checked when redeemed.
+        if self._exists is None or minted_for in ("", self.name):
+            return
+        if not self._exists(minted_for, identity_id):
+            raise AuthenticationFailed(
+                self.name, f"the {what} was minted for an identity that is no longer configured"
+            )
 
     # ------------------------------------------------------------------ minting
 
@@ -255,6 +274,7 @@ class TokenService:
         unless the identity it was minted from was itself limited. Raises
         ``AuthenticationFailed``."""
         payload = self._verify(refresh_token, REFRESH_TYPE, "refresh token")
+        self._check_still_exists(_minted_for(payload), payload["sub"], "refresh token")
         limit = self._grants(payload.get("limit"), "refresh token") if "limit" in payload else None
         return self._identity(payload, "refresh_token", limit)
 
@@ -267,9 +287,10 @@ class TokenService:
         digest = hashlib.sha256(token.encode()).digest()
         hit = self._verified.get(digest)
         if hit is not None:
-            identity, since, until = hit
+            identity, minted_for, since, until = hit
             if since <= self._clock() < until:
                 self._verified.move_to_end(digest)
+                self._check_still_exists(minted_for, identity.id, "token")
                 return identity
             del self._verified[digest]
         if digest in self._foreign:
@@ -281,13 +302,15 @@ class TokenService:
                 self._foreign.popitem(last=False)
             return None
         payload = self._verify(token, ACCESS_TYPE, "token")
+        minted_for = _minted_for(payload)
+        self._check_still_exists(minted_for, payload["sub"], "token")
         identity = self._identity(payload, "token", self._grants(payload.get("access"), "token"))
         # _verify accepts it from nbf - leeway to exp + leeway: trusted within, 60 s at most.
         now = self._clock()
         nbf = payload.get("nbf")
         since = float(nbf) - LEEWAY_SECS if isinstance(nbf, int | float) else now
         until = min(now + VERIFIED_CACHE_SECS, float(payload["exp"]) + LEEWAY_SECS)
-        self._verified[digest] = (identity, since, until)
+        self._verified[digest] = (identity, minted_for, since, until)
         while len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
         return identity
@@ -363,3 +386,10 @@ class TokenService:
             claims=claims if isinstance(claims, dict) else {},
             access=access,
         )
+
+
+def _minted_for(payload: dict[str, Any]) -> str:
+    """The provider of the identity a verified token was minted for ("" if it names none)."""
+    minted_for = payload.get("angos")
+    provider = minted_for.get("provider") if isinstance(minted_for, dict) else None
+    return provider if isinstance(provider, str) else ""
