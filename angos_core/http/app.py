@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from angos_core.auth.authorizers import Authorizers
 from angos_core.auth.chain import AuthChain
 from angos_core.auth.tokens import TokenMinter
 from angos_core.config import AngosConfig, load_toml, parse_config
@@ -31,8 +32,8 @@ from angos_core.http.observe import (
     add_request_id_header,
     observe_middleware,
 )
+from angos_core.http.policy import AUTHORIZERS, policy_middleware
 from angos_core.http.policy import install as install_policy
-from angos_core.http.policy import policy_middleware
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
 from angos_core.http.token_handlers import add_token_routes
@@ -82,7 +83,9 @@ def make_app(
     if config.auth.enabled:
         # Inside the error middleware, so a 429 of the failure limit gets its Retry-After.
         middlewares.append(auth_middleware)
-    if config.policy.configured or config.auth.enabled:
+    authorizers = config.selected("authorizer")
+    guarded = config.policy.configured or config.auth.enabled or bool(authorizers)
+    if guarded:
         middlewares.append(policy_middleware)  # inside: the identity is known
     app = web.Application(
         middlewares=middlewares,
@@ -99,11 +102,16 @@ def make_app(
         },
     )
     app[CONFIG] = config
-    if config.policy.configured or config.auth.enabled:
-        install_policy(app, config.policy, challenge=config.auth.enabled)
+    metrics = app[METRICS] = Metrics()
+    if guarded:
+        install_policy(
+            app,
+            config.policy,
+            challenge=config.auth.enabled,
+            authorizers=Authorizers.from_config(authorizers, metrics.observe_backend),
+        )
     app[SERVER] = server
     app[BODY_BUDGET] = BodyBudget(DEFAULT_BODY_BUDGET_BYTES)
-    metrics = app[METRICS] = Metrics()
     app[REQUEST_TASKS] = set()
     track_shutdown(app)
     app.on_response_prepare.append(_api_version)
@@ -166,6 +174,19 @@ def make_app(
         finally:
             await chain.aclose()
 
+    async def opened_authorizers(app: web.Application) -> AsyncIterator[None]:
+        # After the stores, like the authenticators; closed before them.
+        built = app.get(AUTHORIZERS)
+        if not built:
+            yield
+            return
+        await built.open()
+        log.info("angos authorizers open: %s", ", ".join(built.names()))
+        try:
+            yield
+        finally:
+            await built.aclose()
+
     async def scheduled_gc(app: web.Application) -> AsyncIterator[None]:
         # As upload purging: one worker, started once the stores are open.
         settings = config.maintenance.gc
@@ -184,6 +205,7 @@ def make_app(
 
     app.cleanup_ctx.append(backends)
     app.cleanup_ctx.append(authenticators)
+    app.cleanup_ctx.append(opened_authorizers)
     app.cleanup_ctx.append(upload_purging)
     app.cleanup_ctx.append(scheduled_gc)
     add_routes(app)

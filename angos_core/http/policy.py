@@ -8,19 +8,27 @@ A cross-repository mount from a repository the caller may not pull is not attemp
 handler falls back to a plain upload (202) and never reveals whether the blob exists. The
 catalog lists only the repositories the caller may pull. A route that maps to no action is
 denied while a policy is configured (fail closed).
+
+The configured authorizers (:mod:`angos_core.authorization`) are one more layer: a request
+the policies allow is then asked of each, and must pass all, the catalog's per-repository
+pull checks and a mount's pull on ``from`` included. The probes are decided by the policies
+only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from aiohttp import web
 
+from angos_core.auth.authorizers import Authorizers
 from angos_core.errors import Denied, Unauthorized
 from angos_core.http.context import IDENTITY
-from angos_core.policy import PolicyEngine, policy_request
-from angos_core.policy.actions import MOUNT_BLOB
+from angos_core.identity import Identity
+from angos_core.policy import PolicyEngine, PolicyRequest, policy_request
+from angos_core.policy.actions import GET_MANIFEST, HEALTHZ, METRICS, MOUNT_BLOB, READYZ
 
 log = logging.getLogger("angos.policy")
 
@@ -28,13 +36,47 @@ log = logging.getLogger("angos.policy")
 POLICY: web.AppKey[PolicyEngine] = web.AppKey("angos_policy", PolicyEngine)
 #: Whether authenticators are configured (a denied anonymous request gets the challenge).
 _CHALLENGE: web.AppKey[bool] = web.AppKey("angos_policy_challenge", bool)
+#: The configured authorizers (none: an empty Authorizers).
+AUTHORIZERS: web.AppKey[Authorizers] = web.AppKey("angos_authorizers", Authorizers)
 #: Set on a mount request whose ``from`` the caller may pull.
 _MOUNT_ALLOWED: web.RequestKey[bool] = web.RequestKey("angos_mount_allowed", bool)
 
+#: Decided by the access policies alone: an authorizer's outage must not fail a probe.
+_PROBE_ACTIONS = frozenset({HEALTHZ, READYZ, METRICS})
+#: At most this many authorizer questions at once for one catalog page.
+_CATALOG_CONCURRENCY = 16
 
-def install(app: web.Application, engine: PolicyEngine, *, challenge: bool) -> None:
+
+def install(
+    app: web.Application,
+    engine: PolicyEngine,
+    *,
+    challenge: bool,
+    authorizers: Authorizers | None = None,
+) -> None:
     app[POLICY] = engine
     app[_CHALLENGE] = challenge
+    app[AUTHORIZERS] = authorizers if authorizers is not None else Authorizers()
+
+
+async def _authorized(
+    request: web.Request, identity: Identity | None, client_ip: str, wanted: PolicyRequest
+) -> bool:
+    """Whether every authorizer lets ``wanted`` through (the policies already did)."""
+    authorizers = request.app[AUTHORIZERS]
+    if not authorizers or wanted.action in _PROBE_ACTIONS:
+        return True
+    verdict = await authorizers.decide(identity, client_ip, wanted)
+    if not verdict.allowed:
+        log.info("%s %s: %s", request.method, request.path, verdict.reason)
+    return verdict.allowed
+
+
+async def _may_pull(request: web.Request, repository: str) -> bool:
+    identity, client_ip = request.get(IDENTITY), request.remote or ""
+    if not request.app[POLICY].allows_pull(identity, client_ip, repository):
+        return False
+    return await _authorized(request, identity, client_ip, PolicyRequest(GET_MANIFEST, repository))
 
 
 def mount_allowed(request: web.Request) -> bool:
@@ -45,14 +87,19 @@ def mount_allowed(request: web.Request) -> bool:
     return bool(request.get(_MOUNT_ALLOWED, False))
 
 
-def visible_repositories(request: web.Request, names: list[str]) -> list[str]:
+async def visible_repositories(request: web.Request, names: list[str]) -> list[str]:
     """The catalog shows only the repositories the caller may pull (all of them without
-    the policy middleware)."""
+    the policy middleware): the policies' answer, then the authorizers'."""
     if POLICY not in request.app:
         return names
-    engine = request.app[POLICY]
-    identity, client_ip = request.get(IDENTITY), request.remote or ""
-    return [name for name in names if engine.allows_pull(identity, client_ip, name)]
+    limit = asyncio.Semaphore(_CATALOG_CONCURRENCY)
+
+    async def check(name: str) -> bool:
+        async with limit:
+            return await _may_pull(request, name)
+
+    shown = await asyncio.gather(*(check(name) for name in names))
+    return [name for name, show in zip(names, shown, strict=True) if show]
 
 
 @web.middleware
@@ -69,12 +116,16 @@ async def policy_middleware(request: web.Request, handler: Any) -> web.StreamRes
         identity = request.get(IDENTITY)
         client_ip = request.remote or ""
         decision = engine.decide(identity, client_ip, wanted)
-        if not decision.allowed:
+        allowed = decision.allowed
+        if not allowed:
             log.debug("%s %s: %s", request.method, request.path, decision.reason)
+        else:
+            allowed = await _authorized(request, identity, client_ip, wanted)
+        if not allowed:
             if identity is None and request.app[_CHALLENGE]:
                 raise Unauthorized()
             raise Denied()
         if wanted.action == MOUNT_BLOB and wanted.from_ is not None:
-            request[_MOUNT_ALLOWED] = engine.allows_pull(identity, client_ip, wanted.from_)
+            request[_MOUNT_ALLOWED] = await _may_pull(request, wanted.from_)
     response: web.StreamResponse = await handler(request)
     return response

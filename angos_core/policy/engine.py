@@ -15,7 +15,6 @@ memoised per variable set: a repeated request shape costs a dictionary lookup.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from angos_core.errors import ConfigError, ConfigErrors
-from angos_core.identity import Identity
+from angos_core.identity import Identity, identity_key
 from angos_core.oci.names import NAME_RE, namespace_covers
 from angos_core.policy import cel
 from angos_core.policy.actions import (
@@ -169,21 +168,6 @@ def identity_variables(identity: Identity | None, client_ip: str) -> dict[str, A
     }
 
 
-def _identity_key(identity: Identity | None) -> object:
-    if identity is None:
-        return None
-    claims = json.dumps(identity.claims, sort_keys=True, default=str) if identity.claims else ""
-    return (
-        identity.id,
-        identity.username,
-        identity.provider,
-        identity.method,
-        identity.certificate,
-        identity.access,
-        claims,
-    )
-
-
 # --------------------------------------------------------------------------- the engine
 
 
@@ -251,7 +235,7 @@ class PolicyEngine:
 
     def decide(self, identity: Identity | None, client_ip: str, request: PolicyRequest) -> Decision:
         """Whether ``identity`` (None: anonymous) from ``client_ip`` may do ``request``."""
-        key = (_identity_key(identity), client_ip, request)
+        key = (identity_key(identity), client_ip, request)
         decision = self._cache.get(key)
         if decision is None:
             decision = self._decide(identity, client_ip, request)
