@@ -2,8 +2,10 @@
 
 Installed inside the authentication middleware (the identity is known) when an access
 policy is configured, or authenticators are (a token's ``access`` claim then restricts what
-it may do). A denied anonymous request gets 401 with the challenge when credentials could
-change the answer (authenticators are configured), an authenticated one 403 ``DENIED``.
+it may do: the engine applies :data:`~angos_core.policy.actions.TOKEN_SCOPES`, and a token
+short of what a request needs gets 401 ``insufficient_scope``). A denied anonymous request
+gets 401 with the challenge when credentials could change the answer (authenticators are
+configured), an authenticated one 403 ``DENIED``.
 A cross-repository mount from a repository the caller may not pull is not attempted: the
 handler falls back to a plain upload (202) and never reveals whether the blob exists. The
 catalog lists only the repositories the caller may pull. A route that maps to no action is
@@ -24,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from angos_core.auth.authorizers import Authorizers
-from angos_core.errors import Denied, Unauthorized
+from angos_core.errors import Denied, InsufficientScope, Unauthorized
 from angos_core.http.context import IDENTITY
 from angos_core.identity import Identity
 from angos_core.policy import PolicyEngine, PolicyRequest, policy_request
@@ -121,6 +123,8 @@ async def policy_middleware(request: web.Request, handler: Any) -> web.StreamRes
             log.debug("%s %s: %s", request.method, request.path, decision.reason)
         else:
             allowed = await _authorized(request, identity, client_ip, wanted)
+        if decision.insufficient_scope:
+            raise InsufficientScope()
         if not allowed:
             if identity is None and request.app[_CHALLENGE]:
                 raise Unauthorized()

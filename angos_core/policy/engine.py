@@ -51,6 +51,10 @@ class Decision:
     rule: str | None
     text: str | None
     reason: str
+    #: Denied because the caller's token does not grant the action (:data:`TOKEN_SCOPES`):
+    #: answered as Distribution does, 401 with the challenge naming the scope it needs
+    #: (``error="insufficient_scope"``), so the client fetches a token for it.
+    insufficient_scope: bool = False
 
 
 def repository_key(namespace: str) -> str:
@@ -261,6 +265,7 @@ class PolicyEngine:
                 None,
                 f"denied: the token's access claim does not grant {request.action}"
                 + (f" on {request.namespace}" if request.namespace else ""),
+                insufficient_scope=True,
             )
         repository = None
         if request.namespace is not None and request.action in REPOSITORY_ACTIONS:
