@@ -1,8 +1,8 @@
 """bench/policy runs end to end: the 20-rule policy allows the benchmark's request.
 
 One second of wrk per row, so it stays cheap; it checks the report's shape and that each
-row got only 2xx answers (the policy row: every request allowed) (wrk's non-2xx count is 0, else the run fails). It
-never asserts a speed or a ratio.
+row got only 2xx answers (the policy row: every request allowed; wrk's non-2xx count is 0,
+else the run fails). It never asserts a speed or a ratio.
 """
 
 from __future__ import annotations
