@@ -1,11 +1,12 @@
 """Angos core: the public API for plugin authors.
 
 A plugin implements some of the hooks in :mod:`angos_core.hookspecs` with :data:`hookimpl`,
-returns :class:`BackendSpec` objects (:class:`AuthenticatorSpec` for an authenticator)
-whose factories build objects satisfying the protocols below, and raises the typed errors of
-:mod:`angos_core.errors`.
+returns :class:`BackendSpec` objects (:class:`AuthenticatorSpec` for an authenticator,
+:class:`AuthorizerSpec` for an authorizer) whose factories build objects satisfying the
+protocols below, and raises the typed errors of :mod:`angos_core.errors`.
 """
 
+from angos_core.authorization import Authorizer, AuthorizerDecision
 from angos_core.config import ByteSize
 from angos_core.errors import (
     AuthenticationFailed,
@@ -26,6 +27,7 @@ from angos_core.hookspecs import (
     CAP_PRESIGNED_URLS,
     CAP_SHARED,
     AuthenticatorSpec,
+    AuthorizerSpec,
     BackendSpec,
     hookimpl,
 )
@@ -42,6 +44,9 @@ __all__ = [
     "AuthenticationFailed",
     "Authenticator",
     "AuthenticatorSpec",
+    "Authorizer",
+    "AuthorizerDecision",
+    "AuthorizerSpec",
     "BackendError",
     "BackendReadOnly",
     "BackendSpec",

@@ -188,6 +188,16 @@ class Unauthorized(RegistryError):
     ``WWW-Authenticate`` challenge core adds."""
 
     code, status, default_message = "UNAUTHORIZED", 401, "authentication required"
+    #: RFC 6750's ``error`` of the challenge (``insufficient_scope``); empty: none.
+    challenge_error = ""
+
+
+class InsufficientScope(Unauthorized):
+    """The caller's token does not grant what the request needs: 401 whose challenge names
+    the needed scope with ``error="insufficient_scope"`` (Distribution's answer)."""
+
+    default_message = "the credential does not grant the access this request needs"
+    challenge_error = "insufficient_scope"
 
 
 class TooManyRequests(RegistryError):

@@ -6,7 +6,7 @@ the async methods of the objects a :class:`BackendSpec` factory returns (pluggy 
 Result rule for the ``angos_*`` collection hooks: every plugin's list is collected and
 concatenated (pluggy's default collect-all); core refuses two specs with the same name for
 one kind, and selects the one the config names (for authenticators: every one the config
-names, run as one chain).
+names, run as one chain; for authorizers: every one the config names, all must allow).
 
 Each hook here is one kind's, named by its declaration in :mod:`angos_core.kinds` (config
 section, protocol, wrapper, health); a hook needs both.
@@ -20,6 +20,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import pluggy
 
+from angos_core.authorization import Authorizer
 from angos_core.identity import Authenticator
 from angos_core.protocols import BlobStore, Cache, LockProvider, MetadataStore
 
@@ -69,6 +70,14 @@ class AuthenticatorSpec(BackendSpec[Authenticator]):
     form: Literal["table", "entries"] = "table"
 
 
+@dataclass(frozen=True)
+class AuthorizerSpec(BackendSpec[Authorizer]):
+    """How to build one authorizer, in either form :class:`AuthenticatorSpec` describes
+    (``[auth.<name>]``, or every ``[auth.<name>.<entry>]`` at once: ``[auth.webhook.audit]``)."""
+
+    form: Literal["table", "entries"] = "table"
+
+
 @hookspec
 def angos_blob_stores() -> list[BackendSpec[BlobStore]]:  # type: ignore[empty-body]
     """Blob stores this plugin provides, selected by ``[blob_store.<name>]``.
@@ -113,4 +122,19 @@ def angos_authenticators() -> list[BackendSpec[Authenticator]]:  # type: ignore[
     (valid), ``None`` (not its kind: the next one is asked), ``AuthenticationFailed``
     (its kind and invalid: 401 at once), ``IdentityProviderUnavailable`` (cannot decide:
     503, never a pass).
+    """
+
+
+@hookspec
+def angos_authorizers() -> list[BackendSpec[Authorizer]]:  # type: ignore[empty-body]
+    """Authorizers this plugin provides (:class:`AuthorizerSpec`, or a
+    plain :class:`BackendSpec` for the ``[auth.<name>]`` form), selected by ``[auth.<name>]``
+    or ``[auth.<name>.<entry>]`` (``[auth.webhook.<entry>]``); they share ``[auth]`` with the
+    authenticators, and a name belongs to the kind whose plugin provides it.
+
+    Result: all lists are concatenated; names must be unique across plugins. Every
+    configured authorizer is asked, in file order, about each request the access policies
+    allowed; the request must pass all. Each follows the result rule of
+    :mod:`angos_core.authorization`: an ``AuthorizerDecision`` (allowed, or denied with a
+    reason for the log); anything raised denies (fail closed).
     """

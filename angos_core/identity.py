@@ -22,6 +22,7 @@ Messages of both errors reach the client: they never contain the credential itse
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -117,3 +118,20 @@ class Authenticator(Protocol):
 
     async def aclose(self) -> None:
         """Release what ``open`` took. Idempotent."""
+
+
+def identity_key(identity: Identity | None) -> object:
+    """A hashable value equal for two identities a decision cannot tell apart (None:
+    anonymous): the key the access policy's and the authorizers' decision caches use."""
+    if identity is None:
+        return None
+    claims = json.dumps(identity.claims, sort_keys=True, default=str) if identity.claims else ""
+    return (
+        identity.id,
+        identity.username,
+        identity.provider,
+        identity.method,
+        identity.certificate,
+        identity.access,
+        claims,
+    )

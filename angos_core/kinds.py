@@ -1,6 +1,6 @@
 """Extension kinds: one declaration per kind of plugin-provided backend.
 
-A kind (blob store, metadata store, lock provider, cache, and later the authenticators) is
+A kind (blob store, metadata store, lock provider, cache, authenticator, authorizer) is
 one :class:`ExtensionKind` in :data:`EXTENSION_KINDS`. Everything core does per kind
 follows from it:
 
@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from angos_core.authorization import Authorizer
 from angos_core.errors import PluginError
 from angos_core.identity import Authenticator
 from angos_core.protocols import BlobStore, Cache, LockProvider, MetadataStore
@@ -227,6 +228,17 @@ EXTENSION_KINDS: tuple[ExtensionKind, ...] = (
         hook="angos_authenticators",
         protocol=Authenticator,
         selection=Entries("auth", reserved=("failure_limit",)),
+        summary="names",
+    ),
+    # Not storage either: built and opened by angos_core.auth.authorizers.Authorizers; the
+    # wrapper makes anything an authorizer raises a denial (fail closed) and times it.
+    ExtensionKind(
+        name="authorizer",
+        title="authorizer",
+        hook="angos_authorizers",
+        protocol=Authorizer,
+        selection=Entries("auth", reserved=("failure_limit",)),
+        wrapper=core_wrapper("angos_core.auth.authorizers:WrappedAuthorizer"),
         summary="names",
     ),
 )

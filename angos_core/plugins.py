@@ -138,6 +138,7 @@ REPOSITORY_PLUGINS: dict[str, tuple[str, dict[Kind, tuple[str, ...]]]] = {
         {"authenticator": ("identity", "htpasswd")},
     ),
     "angos-auth-oidc": ("plugins/angos-auth-oidc", {"authenticator": ("oidc",)}),
+    "angos-auth-webhook": ("plugins/angos-auth-webhook", {"authorizer": ("webhook",)}),
 }
 
 

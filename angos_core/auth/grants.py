@@ -1,45 +1,18 @@
-"""What an identity may do: the one place the rule lives.
+"""What a token minted for an identity grants: :func:`token_grants`, the token service's
+one question (``GET /token?scope=...``).
 
-Two questions, both asked here and nowhere else:
-
-- :func:`token_grants`: what a token minted for an identity grants of the scopes it asked
-  for (``GET /token?scope=...``);
-- :func:`authorize`: whether an identity may make a request that needs ``needed``
-  (:func:`angos_core.http.auth.request_access`).
-
-Until access policies exist (the next issue extends both functions): an authenticated
-identity may do everything, except that an identity whose credential carries grants (a
-token's ``access`` claim, ``Identity.access``) may do only what they allow. A token minted
-for such an identity grants at most those.
-
-A token short of what a request needs is answered as Distribution does: 401 with the
-challenge naming the scope it needs (``error="insufficient_scope"``), so the client fetches
-a token for it; :data:`Verdict.DENY` (403 ``DENIED``) is for a caller whose credential is
-enough but who may not (a policy's answer).
+Everything requested, cut to the identity's own grants when its credential is itself a
+token (``Identity.access``). Whether a token's grants cover a request is the access policy
+engine's question, asked once, against its table
+(:data:`angos_core.policy.actions.TOKEN_SCOPES`).
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from angos_core.auth.scope import ALL, allows
+from angos_core.auth.scope import ALL
 from angos_core.identity import Access, Identity
-
-
-class Verdict(enum.Enum):
-    ALLOW = "allow"
-    #: The credential's grants do not cover the request: 401 with the needed scope.
-    INSUFFICIENT_SCOPE = "insufficient_scope"
-    #: The caller may not: 403 DENIED.
-    DENY = "deny"
-
-
-def authorize(identity: Identity, needed: Sequence[Access]) -> Verdict:
-    """Whether ``identity`` may make a request needing ``needed`` (empty: ``GET /v2/``)."""
-    if identity.access is not None and not all(allows(identity.access, n) for n in needed):
-        return Verdict.INSUFFICIENT_SCOPE
-    return Verdict.ALLOW
 
 
 def token_grants(identity: Identity, requested: Iterable[Access]) -> tuple[Access, ...]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from angos_core.auth.authorizers import Authorizers
 from angos_core.config import AngosConfig, load_toml, parse_config
 from angos_core.http.auth import auth_middleware
 from angos_core.http.body_budget import BODY_BUDGET, DEFAULT_BODY_BUDGET_BYTES, BodyBudget
@@ -30,7 +31,7 @@ from angos_core.http.observe import (
     add_request_id_header,
     observe_middleware,
 )
-from angos_core.http.policy import policy_middleware
+from angos_core.http.policy import AUTHORIZERS, policy_middleware
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
 from angos_core.http.token_handlers import add_token_routes
@@ -97,9 +98,13 @@ def make_app(
         },
     )
     app[CONFIG] = config
+    metrics = app[METRICS] = Metrics()
+    # Built once at startup (a reload does not change them); opened with the stores.
+    app[AUTHORIZERS] = Authorizers.from_config(
+        config.selected("authorizer"), metrics.observe_backend
+    )
     app[SERVER] = server
     app[BODY_BUDGET] = BodyBudget(DEFAULT_BODY_BUDGET_BYTES)
-    metrics = app[METRICS] = Metrics()
     app[REQUEST_TASKS] = set()
     track_shutdown(app)
     app.on_response_prepare.append(_api_version)
@@ -166,6 +171,19 @@ def make_app(
             if current is not None:
                 await current.aclose()
 
+    async def opened_authorizers(app: web.Application) -> AsyncIterator[None]:
+        # After the stores, like the authenticators; closed before them.
+        built = app.get(AUTHORIZERS)
+        if not built:
+            yield
+            return
+        await built.open()
+        log.info("angos authorizers open: %s", ", ".join(built.names()))
+        try:
+            yield
+        finally:
+            await built.aclose()
+
     async def scheduled_gc(app: web.Application) -> AsyncIterator[None]:
         # As upload purging: one worker, started once the stores are open.
         settings = config.maintenance.gc
@@ -224,6 +242,7 @@ def make_app(
     app.cleanup_ctx.append(backends)
     app.cleanup_ctx.append(pull_times)
     app.cleanup_ctx.append(authenticators)
+    app.cleanup_ctx.append(opened_authorizers)
     app.cleanup_ctx.append(upload_purging)
     app.cleanup_ctx.append(scheduled_gc)
     app.cleanup_ctx.append(scheduled_prune)

@@ -9,10 +9,11 @@ endpoints (``/healthz``, ``/readyz``, ``/metrics``) and the routes a plugin decl
 every route, the probes included (:mod:`angos_core.http.policy`, inside this middleware).
 
 The identity is at ``request[IDENTITY]`` (:func:`identity_of`) for the layers below. What
-an authenticated identity may do is decided by :func:`angos_core.auth.grants.authorize`
-before the handler runs: a credential whose grants do not cover the request (a token's
-``access``) gets 401 with the challenge naming the scope it needs and
-``error="insufficient_scope"``, so the client fetches a token for it.
+an authenticated identity may do is decided below, by the policy middleware: a token whose
+``access`` does not cover the request (the policy engine's one table,
+:data:`~angos_core.policy.actions.TOKEN_SCOPES`) raises ``InsufficientScope``, answered here
+with 401 and the challenge naming the scope it needs and ``error="insufficient_scope"``, so
+the client fetches a token for it.
 """
 
 from __future__ import annotations
@@ -27,13 +28,11 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from angos_core.auth.chain import AuthChain
-from angos_core.auth.grants import Verdict, authorize
 from angos_core.auth.issuer import BASIC_CHALLENGE, bearer_challenge
 from angos_core.auth.scope import CATALOG, repository_access
 from angos_core.auth.tokens import TOKEN_PATH
 from angos_core.errors import (
     AuthenticationFailed,
-    Denied,
     IdentityProviderUnavailable,
     Unauthorized,
 )
@@ -228,19 +227,10 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         return unauthorized(request, chain, Unauthorized.default_message)
     if identity is not None:
         request[IDENTITY] = identity
-        verdict = authorize(identity, request_access(request))
-        if verdict is Verdict.INSUFFICIENT_SCOPE:
-            return unauthorized(
-                request,
-                chain,
-                "the credential does not grant the access this request needs",
-                "insufficient_scope",
-            )
-        if verdict is Verdict.DENY:
-            raise Denied()
     try:
         response = await handler(request)
         return response
     except Unauthorized as exc:
-        # A layer below (the access policy, the token endpoint) wants credentials.
-        return unauthorized(request, chain, exc.message)
+        # A layer below (the access policy, the token endpoint) wants credentials, or a
+        # token granting more.
+        return unauthorized(request, chain, exc.message, exc.challenge_error)

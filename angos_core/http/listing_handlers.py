@@ -42,7 +42,7 @@ async def catalog(request: web.Request) -> web.StreamResponse:
     names, more = await registry(request).catalog.catalog(n, request.query.get("last"))
     # The next page starts after the last name read, shown or not.
     headers = _next_link(request.path, n, names[-1]) if more and n and names else None
-    return _json({"repositories": visible_repositories(request, names)}, headers)
+    return _json({"repositories": await visible_repositories(request, names)}, headers)
 
 
 async def referrers(request: web.Request) -> web.StreamResponse:

@@ -3,16 +3,17 @@ token's ``access`` claim grants.
 
 :func:`policy_request` is the one mapping from a request (method, the route's name in
 :mod:`angos_core.http.routes`, the matched path parameters, the query) to a
-:class:`PolicyRequest`; :data:`DOCKER_ACTIONS` is the one table from a token's actions
-(``pull``, ``push``, ``delete``, ``*``) to these actions.
+:class:`PolicyRequest`; :data:`TOKEN_SCOPES` is the one table of the token actions
+(``pull``, ``push``, ``delete``, ``*``) each of these needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from angos_core.auth.scope import CATALOG, DELETE, PULL, PUSH, allows
 from angos_core.identity import Access
 
 if TYPE_CHECKING:
@@ -80,29 +81,22 @@ REPOSITORY_ACTIONS: frozenset[str] = frozenset(
     }
 )
 
-#: What a Docker token's repository actions grant. ``push`` covers the whole upload; a
-#: token server grants ``pull,push`` for a push, as Distribution asks. The scope a
-#: challenge asks for follows the HTTP method (angos_core.auth.scope: GET is ``pull``,
-#: DELETE ``delete``), so the upload's GET and DELETE are granted by those too.
-DOCKER_ACTIONS: Mapping[str, frozenset[str]] = {
-    "pull": frozenset({GET_BLOB, GET_MANIFEST, GET_REFERRERS, LIST_TAGS, GET_UPLOAD}),
-    "push": frozenset(
-        {
-            START_UPLOAD,
-            MOUNT_BLOB,
-            UPDATE_UPLOAD,
-            COMPLETE_UPLOAD,
-            GET_UPLOAD,
-            CANCEL_UPLOAD,
-            PUT_MANIFEST,
-        }
+#: The one table of what a Docker token must hold for each action (its ``access`` claim,
+#: :attr:`Identity.access`): these actions on the request's repository, as Distribution's
+#: scopes ask. A push needs ``pull,push`` (Distribution asks for both); reading, the upload's
+#: GET included, ``pull``; deleting, an upload's cancel included, ``delete``; ``*`` holds
+#: every action. A mount also needs ``pull`` on its ``from``; ``list-catalog`` needs
+#: ``registry:catalog:*``. Every other action needs no grant (:data:`UNGATED_ACTIONS`).
+TOKEN_SCOPES: Mapping[str, frozenset[str]] = {
+    **dict.fromkeys(
+        (GET_BLOB, GET_MANIFEST, GET_REFERRERS, LIST_TAGS, GET_UPLOAD), frozenset({PULL})
     ),
-    "delete": frozenset({DELETE_BLOB, DELETE_MANIFEST, CANCEL_UPLOAD}),
-    "*": REPOSITORY_ACTIONS,
+    **dict.fromkeys(
+        (START_UPLOAD, MOUNT_BLOB, UPDATE_UPLOAD, COMPLETE_UPLOAD, PUT_MANIFEST),
+        frozenset({PULL, PUSH}),
+    ),
+    **dict.fromkeys((CANCEL_UPLOAD, DELETE_BLOB, DELETE_MANIFEST), frozenset({DELETE})),
 }
-
-#: ``registry:catalog:*`` grants the catalog.
-CATALOG_RESOURCE = ("registry", "catalog")
 
 #: Actions no token grant is needed for (a token restricts what it names: repositories and
 #: the catalog); the access policy still decides them.
@@ -206,21 +200,18 @@ _SIMPLE: Mapping[tuple[str | None, str], str] = {
 _UPLOAD: Mapping[str, str] = {"GET": GET_UPLOAD, "PATCH": UPDATE_UPLOAD, "DELETE": CANCEL_UPLOAD}
 
 
-def granted_actions(access: Iterable[Access], namespace: str | None) -> frozenset[str]:
-    """The actions a token's ``access`` grants on ``namespace`` (None: not a repository),
-    the catalog included when granted."""
-    actions: set[str] = set()
-    for entry in access:
-        if entry.type == "repository" and namespace is not None and entry.name == namespace:
-            for docker_action in entry.actions:
-                actions |= DOCKER_ACTIONS.get(docker_action, frozenset())
-        elif (entry.type, entry.name) == CATALOG_RESOURCE and entry.actions:
-            actions.add(LIST_CATALOG)
-    return frozenset(actions)
-
-
-def token_permits(access: Iterable[Access], request: PolicyRequest) -> bool:
-    """Whether a token's ``access`` claim lets it ask for ``request`` at all."""
-    if request.action in UNGATED_ACTIONS:
-        return True
-    return request.action in granted_actions(access, request.namespace)
+def token_permits(access: Sequence[Access], request: PolicyRequest) -> bool:
+    """Whether a token's ``access`` claim covers ``request`` (:data:`TOKEN_SCOPES`)."""
+    if request.action == LIST_CATALOG:
+        return allows(access, CATALOG)
+    needed = TOKEN_SCOPES.get(request.action)
+    if needed is None:
+        return request.action in UNGATED_ACTIONS
+    if request.namespace is None:
+        return False
+    if not allows(access, Access("repository", request.namespace, needed)):
+        return False
+    source = request.from_
+    if request.action == MOUNT_BLOB and source is not None and source != request.namespace:
+        return allows(access, Access("repository", source, frozenset({PULL})))
+    return True

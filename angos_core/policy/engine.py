@@ -15,7 +15,6 @@ memoised per variable set: a repeated request shape costs a dictionary lookup.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from angos_core.errors import ConfigError, ConfigErrors
-from angos_core.identity import Identity
+from angos_core.identity import Identity, identity_key
 from angos_core.oci.names import NAME_RE, namespace_covers
 from angos_core.policy import cel
 from angos_core.policy.actions import (
@@ -52,6 +51,10 @@ class Decision:
     rule: str | None
     text: str | None
     reason: str
+    #: Denied because the caller's token does not grant the action (:data:`TOKEN_SCOPES`):
+    #: answered as Distribution does, 401 with the challenge naming the scope it needs
+    #: (``error="insufficient_scope"``), so the client fetches a token for it.
+    insufficient_scope: bool = False
 
 
 def repository_key(namespace: str) -> str:
@@ -169,21 +172,6 @@ def identity_variables(identity: Identity | None, client_ip: str) -> dict[str, A
     }
 
 
-def _identity_key(identity: Identity | None) -> object:
-    if identity is None:
-        return None
-    claims = json.dumps(identity.claims, sort_keys=True, default=str) if identity.claims else ""
-    return (
-        identity.id,
-        identity.username,
-        identity.provider,
-        identity.method,
-        identity.certificate,
-        identity.access,
-        claims,
-    )
-
-
 # --------------------------------------------------------------------------- the engine
 
 
@@ -251,7 +239,7 @@ class PolicyEngine:
 
     def decide(self, identity: Identity | None, client_ip: str, request: PolicyRequest) -> Decision:
         """Whether ``identity`` (None: anonymous) from ``client_ip`` may do ``request``."""
-        key = (_identity_key(identity), client_ip, request)
+        key = (identity_key(identity), client_ip, request)
         decision = self._cache.get(key)
         if decision is None:
             decision = self._decide(identity, client_ip, request)
@@ -277,6 +265,7 @@ class PolicyEngine:
                 None,
                 f"denied: the token's access claim does not grant {request.action}"
                 + (f" on {request.namespace}" if request.namespace else ""),
+                insufficient_scope=True,
             )
         repository = None
         if request.namespace is not None and request.action in REPOSITORY_ACTIONS:

@@ -250,6 +250,7 @@ def test_the_built_in_kinds_and_their_selection() -> None:
         "lock_provider",
         "cache",
         "authenticator",
+        "authorizer",
     ]
     assert by_name["metadata_store"].selection == Single("metadata_store", inherit="blob_store")
     assert by_name["lock_provider"].selection == SubTable("metadata_store", default="memory")
@@ -257,6 +258,8 @@ def test_the_built_in_kinds_and_their_selection() -> None:
     assert by_name["blob_store"].default is None
     assert by_name["authenticator"].selection == Entries("auth", reserved=("failure_limit",))
     assert by_name["authenticator"].stores_field is None
+    assert by_name["authorizer"].selection == Entries("auth", reserved=("failure_limit",))
+    assert by_name["authorizer"].stores_field is None
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ EXPECTED = {
     "angos-sqlite",
     "angos-auth-basic",
     "angos-auth-oidc",
+    "angos-auth-webhook",
 }
 
 

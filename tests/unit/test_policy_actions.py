@@ -1,4 +1,4 @@
-"""The request -> action mapping and the Docker ``access`` table."""
+"""The request -> action mapping and the token scopes each action needs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from multidict import MultiDict
 
 from angos_core.http.app import make_app_from_toml
 from angos_core.identity import Access
-from angos_core.policy import ACTIONS, DOCKER_ACTIONS, PolicyRequest, policy_request
-from angos_core.policy.actions import granted_actions, token_permits
+from angos_core.policy import ACTIONS, TOKEN_SCOPES, PolicyRequest, policy_request
+from angos_core.policy.actions import token_permits
 from tests.support.auth import TEST_AUTH_PLUGIN
 
 D = "sha256:" + "a" * 64
@@ -178,36 +178,31 @@ def test_every_route_of_the_app_maps_to_an_action(tmp_path: Any) -> None:
     assert set(ACTIONS) - seen == {"mount-blob"}
 
 
-def test_the_docker_access_table() -> None:
-    pull = {"get-blob", "get-manifest", "get-referrers", "list-tags", "get-upload"}
-    assert DOCKER_ACTIONS["pull"] == pull
-    assert DOCKER_ACTIONS["push"] == {
-        "start-upload",
-        "mount-blob",
-        "update-upload",
-        "complete-upload",
-        "get-upload",
-        "cancel-upload",
-        "put-manifest",
-    }
-    assert DOCKER_ACTIONS["delete"] == {"delete-blob", "delete-manifest", "cancel-upload"}
-    assert (
-        DOCKER_ACTIONS["*"]
-        == DOCKER_ACTIONS["pull"] | DOCKER_ACTIONS["push"] | DOCKER_ACTIONS["delete"]
-    )
+def test_the_token_scope_table() -> None:
+    for action in ("get-blob", "get-manifest", "get-referrers", "list-tags", "get-upload"):
+        assert TOKEN_SCOPES[action] == {"pull"}, action
+    for action in ("start-upload", "mount-blob", "update-upload", "complete-upload"):
+        assert TOKEN_SCOPES[action] == {"pull", "push"}, action
+    assert TOKEN_SCOPES["put-manifest"] == {"pull", "push"}
+    for action in ("delete-blob", "delete-manifest", "cancel-upload"):
+        assert TOKEN_SCOPES[action] == {"delete"}, action
+    assert set(TOKEN_SCOPES) | {"list-catalog", "get-api-version", "get-token"} | {
+        "healthz",
+        "readyz",
+        "metrics",
+    } == set(ACTIONS)
 
 
-def test_granted_actions_are_per_repository() -> None:
+def test_token_permits_is_per_repository() -> None:
     access = (
         Access("repository", "a/b", frozenset({"pull", "push"})),
         Access("repository", "c", frozenset({"delete"})),
         Access("registry", "catalog", frozenset({"*"})),
     )
-    assert granted_actions(access, "a/b") == DOCKER_ACTIONS["pull"] | DOCKER_ACTIONS["push"] | {
-        "list-catalog"
-    }
-    assert granted_actions(access, "c") == DOCKER_ACTIONS["delete"] | {"list-catalog"}
-    assert granted_actions(access, "a") == {"list-catalog"}
+    assert token_permits(access, PolicyRequest("put-manifest", "a/b", tags=("v1",)))
+    assert not token_permits(access, PolicyRequest("put-manifest", "c", tags=("v1",)))
+    assert token_permits(access, PolicyRequest("delete-manifest", "c", reference="v1"))
+    assert not token_permits(access, PolicyRequest("get-manifest", "a", reference="v1"))
     assert token_permits(access, PolicyRequest("list-catalog"))
     assert not token_permits(access[:1], PolicyRequest("list-catalog"))
     assert token_permits((), PolicyRequest("healthz"))
