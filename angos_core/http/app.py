@@ -33,12 +33,15 @@ from angos_core.http.observe import (
 )
 from angos_core.http.policy import install as install_policy
 from angos_core.http.policy import policy_middleware
+from angos_core.http.pull_through import pull_through_middleware
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
 from angos_core.http.token_handlers import add_token_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores, UploadSessionLimits
 from angos_core.registry.gc import collect_forever
+from angos_core.registry.pull_through import CachedNamespace
+from angos_core.upstream import Upstreams
 from angos_core.registry.wrappers import Observer
 
 log = logging.getLogger("angos")
@@ -62,6 +65,16 @@ def upload_limits(config: AngosConfig) -> UploadSessionLimits | None:
     return UploadSessionLimits(per_repository, per_client, window)
 
 
+def cached_namespaces(config: AngosConfig, upstreams: Upstreams) -> dict[str, CachedNamespace]:
+    """The pull-through namespaces of ``[repository."<ns>"]``, over opened ``upstreams``."""
+    return {
+        namespace: CachedNamespace(
+            namespace, clients, config.repositories[namespace].tag_ttl_secs
+        )
+        for namespace, clients in upstreams.clients.items()
+    }
+
+
 def make_app(
     config: AngosConfig,
     *,
@@ -79,6 +92,10 @@ def make_app(
     """
     server = config.server
     middlewares = [observe_middleware, error_middleware]
+    if any(r.upstream for r in config.repositories.values()):
+        # Before auth and policy: they see the repository a containerd mirror's ``?ns=``
+        # names, and a write to a cached namespace is refused whoever sends it.
+        middlewares.append(pull_through_middleware)
     if config.auth.enabled:
         # Inside the error middleware, so a 429 of the failure limit gets its Retry-After.
         middlewares.append(auth_middleware)
@@ -123,11 +140,22 @@ def make_app(
     async def backends(app: web.Application) -> AsyncIterator[None]:
         built = stores if stores is not None else Stores.from_config(config, observe)
         await built.open()
-        app[REGISTRY] = Registry(built, upload_limits(config), config.immutable_tags)
+        upstreams = Upstreams(config.repositories)
+        await upstreams.open()
+        reg = app[REGISTRY] = Registry(
+            built,
+            upload_limits(config),
+            config.immutable_tags,
+            pull_through=cached_namespaces(config, upstreams),
+            pull_observer=metrics.observe_pull_through,
+        )
         log.info("angos backends open: %s (config: %s)", built.describe(), config.source)
         try:
             yield
         finally:
+            # Fetches in flight first: they write to the stores and read the upstreams.
+            await reg.pull_through.aclose()
+            await upstreams.aclose()
             await built.aclose()
 
     async def upload_purging(app: web.Application) -> AsyncIterator[None]:

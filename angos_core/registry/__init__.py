@@ -15,6 +15,7 @@ from angos_core.registry.blobs import BlobInfo, BlobService
 from angos_core.registry.catalog import CatalogService
 from angos_core.registry.links import Links
 from angos_core.registry.manifests import ManifestService, PushResult, StoredManifest
+from angos_core.registry.pull_through import CachedNamespace, PullObserver, PullThrough
 from angos_core.registry.references import References
 from angos_core.registry.referrers import ReferrerService
 from angos_core.registry.stores import Stores
@@ -29,6 +30,8 @@ class Registry:
         stores: Stores,
         upload_limits: UploadSessionLimits | None = None,
         immutable_tags: TagImmutability | None = None,
+        pull_through: dict[str, CachedNamespace] | None = None,
+        pull_observer: PullObserver | None = None,
     ) -> None:
         self.stores = stores
         self.links = Links(stores.meta, stores.cache)
@@ -38,6 +41,15 @@ class Registry:
         self.manifests = ManifestService(stores, self.links, self.references, immutable_tags)
         self.referrers = ReferrerService(stores, self.links, self.manifests)
         self.catalog = CatalogService(stores, self.links)
+        self.pull_through = PullThrough(
+            stores,
+            self.links,
+            self.references,
+            self.blobs,
+            self.manifests,
+            pull_through or {},
+            pull_observer,
+        )
 
     def backends(self) -> dict[str, tuple[ExtensionKind, Any]]:
         """The wrapped storage backends by kind name, with their kind's declaration, for
