@@ -320,9 +320,7 @@ class UpstreamConfig:
             )
         self.url = self.url.rstrip("/")
         if self.password is not None and self.password_file is not None:
-            raise ConfigError(
-                "password_file", "set either password or password_file, not both"
-            )
+            raise ConfigError("password_file", "set either password or password_file, not both")
         if self.password_file is not None:
             try:
                 self.password = self.password_file.read_text().rstrip("\r\n")

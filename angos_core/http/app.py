@@ -41,8 +41,8 @@ from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores, UploadSessionLimits
 from angos_core.registry.gc import collect_forever
 from angos_core.registry.pull_through import CachedNamespace
-from angos_core.upstream import Upstreams
 from angos_core.registry.wrappers import Observer
+from angos_core.upstream import Upstreams
 
 log = logging.getLogger("angos")
 
@@ -68,9 +68,7 @@ def upload_limits(config: AngosConfig) -> UploadSessionLimits | None:
 def cached_namespaces(config: AngosConfig, upstreams: Upstreams) -> dict[str, CachedNamespace]:
     """The pull-through namespaces of ``[repository."<ns>"]``, over opened ``upstreams``."""
     return {
-        namespace: CachedNamespace(
-            namespace, clients, config.repositories[namespace].tag_ttl_secs
-        )
+        namespace: CachedNamespace(namespace, clients, config.repositories[namespace].tag_ttl_secs)
         for namespace, clients in upstreams.clients.items()
     }
 

@@ -35,4 +35,5 @@ async def pull_through_middleware(request: web.Request, handler: Any) -> web.Str
                     f"{namespace.label}: it is read-only",
                     detail={"name": name},
                 )
-    return await handler(request)
+    response: web.StreamResponse = await handler(request)
+    return response

@@ -96,7 +96,7 @@ class _Flight:
     digest: str
     #: Resolves to the blob's size (or None, unknown) once the upstream answered, to
     #: ``"stored"`` if a replica stored it meanwhile; raises if the fetch failed first.
-    opened: asyncio.Future[int | None | Literal["stored"]]
+    opened: asyncio.Future[int | Literal["stored"] | None]
     #: Resolves once the blob is stored (or raises why not).
     done: asyncio.Future[None]
     queue: asyncio.Queue[object] = field(
@@ -183,7 +183,7 @@ class PullThrough:
             self._observe("hit", ns.label, 1)
             return await self.manifests.get(name, tag)
         try:
-            upstream, upstream_digest = await self._first(
+            _, upstream_digest = await self._first(
                 ns, lambda c: c.head_manifest(path, tag), f"{path}:{tag}"
             )
         except UpstreamUnavailable as exc:
@@ -283,7 +283,9 @@ class PullThrough:
             await asyncio.shield(flight.done)
             return await self._after_flight(name, digest)
         flight = _Flight(
-            digest, asyncio.get_running_loop().create_future(), asyncio.get_running_loop().create_future()
+            digest,
+            asyncio.get_running_loop().create_future(),
+            asyncio.get_running_loop().create_future(),
         )
         self._flights[digest] = flight
         task = asyncio.create_task(self._fly(ns, name, flight), name=f"angos-pull-{digest}")
@@ -386,7 +388,7 @@ class PullThrough:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REPLICA_WAIT_SECS
         # Polled: the other replica's fetch sends us no event.
-        while await self.stores.blobs.stat(flight.digest) is None:  # noqa: ASYNC110
+        while await self.stores.blobs.stat(flight.digest) is None:
             if loop.time() > deadline:
                 raise UpstreamUnavailable(
                     f"another replica's fetch of {flight.digest} did not finish in "

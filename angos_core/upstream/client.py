@@ -88,7 +88,9 @@ class UpstreamClient:
             try:
                 body = await resp.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamFailed(f"upstream {self.url} broke off a manifest: {_why(exc)}")
+                raise UpstreamFailed(
+                    f"upstream {self.url} broke off a manifest: {_why(exc)}"
+                ) from None
             return UpstreamManifest(
                 body, resp.headers.get("Content-Type"), resp.headers.get("Docker-Content-Digest")
             )
@@ -153,9 +155,14 @@ class UpstreamClient:
                     raise UpstreamNotFound(f"upstream {self.url} has no {path} {tail}")
                 if resp.status in (401, 403):
                     self._tokens.forget(scope)
-                    raise UpstreamFailed(f"upstream {self.url} refused our credentials for {path} ({resp.status})")
+                    raise UpstreamFailed(
+                        f"upstream {self.url} refused our credentials for {path} ({resp.status})"
+                    )
                 if resp.status != 200:
-                    raise UpstreamFailed(f"upstream {self.url} answered {resp.status} for {path} {tail.split('/')[0]}")
+                    raise UpstreamFailed(
+                        f"upstream {self.url} answered {resp.status} for {path} "
+                        f"{tail.split('/')[0]}"
+                    )
                 yield resp
                 return
             finally:

@@ -11,8 +11,14 @@ import bcrypt
 import pytest
 from aiohttp import ClientSession
 
-from tests.integration.test_api_distribution_interop import Distribution, _manifest, _push
-from tests.integration.test_api_distribution_interop import CONFIG, LAYER, NAME
+from tests.integration.test_api_distribution_interop import (
+    CONFIG,
+    LAYER,
+    NAME,
+    Distribution,
+    _manifest,
+    _push,
+)
 from tests.support.api import digest_of, open_api
 from tests.support.tools import require_tool
 from tests.support.upstream_proxy import upstream_toml
@@ -60,7 +66,9 @@ async def test_pulls_through_distribution_with_htpasswd(
             resp = await cache.get(f"/v2/dist/{NAME}/blobs/{digest_of(blob)}")
             assert resp.status == 200
             assert await resp.read() == blob
-    async with open_api(tmp_path / "wrong", upstream_toml("dist", distribution.url, creds=(USER, "nope"))) as cache:
+    async with open_api(
+        tmp_path / "wrong", upstream_toml("dist", distribution.url, creds=(USER, "nope"))
+    ) as cache:
         resp = await cache.get(f"/v2/dist/{NAME}/manifests/v1", headers=ACCEPT)
         assert resp.status == 503
         body = await resp.text()
@@ -93,7 +101,9 @@ async def test_pulls_through_an_angos_token_service(tmp_path: Path) -> None:
             resp = await anonymous.get(f"{url}/v2/lib/app/manifests/v1")
             assert resp.status == 401
             assert resp.headers["WWW-Authenticate"].startswith("Bearer ")
-        async with open_api(tmp_path / "cache", upstream_toml("angos", url, creds=(USER, PASSWORD))) as cache:
+        async with open_api(
+            tmp_path / "cache", upstream_toml("angos", url, creds=(USER, PASSWORD))
+        ) as cache:
             resp = await cache.get("/v2/angos/lib/app/manifests/v1")
             assert resp.status == 200, await resp.text()
             assert resp.headers["Docker-Content-Digest"] == digest

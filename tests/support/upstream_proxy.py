@@ -79,9 +79,14 @@ class UpstreamProxy:
             headers = {"Retry-After": faults.retry_after} if faults.retry_after else {}
             return web.Response(status=faults.status, headers=headers)
         self.forwarded[(request.method, path)] += 1
-        async with ClientSession() as session, session.request(
-            request.method, self.target + path, headers={"Accept": request.headers.get("Accept", "*/*")}
-        ) as upstream:
+        async with (
+            ClientSession() as session,
+            session.request(
+                request.method,
+                self.target + path,
+                headers={"Accept": request.headers.get("Accept", "*/*")},
+            ) as upstream,
+        ):
             headers = {h: upstream.headers[h] for h in PASSTHROUGH_HEADERS if h in upstream.headers}
             response = web.StreamResponse(status=upstream.status, headers=headers)
             await response.prepare(request)
@@ -117,7 +122,9 @@ async def running(proxy: UpstreamProxy) -> AsyncIterator[UpstreamProxy]:
         await server.close()
 
 
-def upstream_toml(namespace: str, *urls: str, extra: str = "", creds: tuple[str, str] | None = None) -> str:
+def upstream_toml(
+    namespace: str, *urls: str, extra: str = "", creds: tuple[str, str] | None = None
+) -> str:
     """``[repository."<namespace>"]`` caching ``urls`` in order."""
     text = f'[repository."{namespace}"]\n{extra}\n'
     for url in urls:

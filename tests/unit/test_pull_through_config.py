@@ -63,7 +63,11 @@ password_file = "{secret}"
             'repository."docker.io".upstream[0].url',
             "holds credentials",
         ),
-        ('url = "https://x"\nusername = "u"', 'repository."docker.io".upstream[0].password', "both"),
+        (
+            'url = "https://x"\nusername = "u"',
+            'repository."docker.io".upstream[0].password',
+            "both",
+        ),
         (
             'url = "https://x"\nusername = "u"\npassword = "p"\npassword_file = "/f"',
             'repository."docker.io".upstream[0].password_file',
