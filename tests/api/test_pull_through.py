@@ -320,3 +320,33 @@ async def test_metrics_count_hits_by_upstream(tmp_path: Path) -> None:
         assert f'angos_pull_through_upstream_errors_total{{upstream="{proxy.url}"}} 1.0' in lines, (
             lines
         )
+
+
+async def test_manifest_digest_is_verified_against_the_upstreams(tmp_path: Path) -> None:
+    async with upstream(tmp_path) as (up, proxy), cache_of(tmp_path, proxy) as cache:
+        await up.push_image(NAME, "3.20", layer=LAYER)
+        proxy.faults.manifest_digest = digest_of(b"something else")
+        resp = await cache.get(f"/v2/{NS}/{NAME}/manifests/3.20", headers=ACCEPT)
+        assert resp.status == 503
+        assert "digest" in (await resp.json())["errors"][0]["message"]
+        # Nothing stored: not tagged, and served once the upstream is consistent again.
+        assert (await cache.get(f"/v2/{NS}/{NAME}/tags/list")).status == 404
+        proxy.faults.manifest_digest = None
+        assert (await cache.get(f"/v2/{NS}/{NAME}/manifests/3.20", headers=ACCEPT)).status == 200
+
+
+async def test_access_policies_apply_to_a_cached_namespace(tmp_path: Path) -> None:
+    policy = (
+        '[repository."docker.io".access_policy]\ndefault = "allow"\n'
+        "rules = [\"request.namespace.startsWith('docker.io/library/secret')\"]\n"
+    )
+    async with upstream(tmp_path) as (up, proxy), cache_of(tmp_path, proxy, extra=policy) as cache:
+        await up.push_image(NAME, "3.20", layer=LAYER)
+        await up.push_image("library/secret", "1", layer=LAYER)
+        assert (await cache.get(f"/v2/{NS}/{NAME}/manifests/3.20", headers=ACCEPT)).status == 200
+        resp = await cache.get(f"/v2/{NS}/library/secret/manifests/1", headers=ACCEPT)
+        assert resp.status == 403
+        # Through containerd's mirror query too: the policy sees the namespaced name.
+        resp = await cache.get(f"/v2/library/secret/manifests/1?ns={NS}", headers=ACCEPT)
+        assert resp.status == 403
+        assert manifest_gets(proxy) == 1

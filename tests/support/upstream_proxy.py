@@ -25,6 +25,8 @@ class Faults:
     retry_after: str | None = None
     #: Cut the connection of the next blob GET after this many body bytes (once).
     cut_blob_after: int | None = None
+    #: Send this as every manifest's ``Docker-Content-Digest``.
+    manifest_digest: str | None = None
 
 
 @dataclass
@@ -88,6 +90,8 @@ class UpstreamProxy:
             ) as upstream,
         ):
             headers = {h: upstream.headers[h] for h in PASSTHROUGH_HEADERS if h in upstream.headers}
+            if faults.manifest_digest is not None and "/manifests/" in path:
+                headers["Docker-Content-Digest"] = faults.manifest_digest
             response = web.StreamResponse(status=upstream.status, headers=headers)
             await response.prepare(request)
             if request.method == "HEAD":
