@@ -31,7 +31,7 @@ from angos_core.oci.digest import digest_bytes, parse_digest
 from angos_core.oci.names import namespace_covers, new_upload_id, validate_name, validate_tag
 from angos_core.protocols import UploadRef
 from angos_core.registry.blobs import BlobInfo, BlobService
-from angos_core.registry.hashing import update
+from angos_core.registry.hashing import HashingStream
 from angos_core.registry.links import Links
 from angos_core.registry.manifests import ManifestService, StoredManifest
 from angos_core.registry.references import References
@@ -440,7 +440,6 @@ class PullThrough:
                 async for chunk in upstream.chunks:
                     if not chunk:
                         continue
-                    await update(hasher, chunk)
                     received += len(chunk)
                     self._observe("bytes", client.url, len(chunk))
                     # One chunk behind: the last reaches the client only once verified.
@@ -451,7 +450,8 @@ class PullThrough:
 
             flight.opened.set_result(upstream.size)
             try:
-                await self.stores.blobs.upload_append(upload, 0, tee())
+                # Hashed as an upload is: chunk k in a thread while chunk k is stored.
+                await self.stores.blobs.upload_append(upload, 0, HashingStream(tee(), hasher))
                 if hasher.hexdigest() != expected_hex or (
                     upstream.size is not None and received != upstream.size
                 ):
