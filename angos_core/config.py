@@ -302,7 +302,8 @@ class UpstreamConfig:
     url: str
     #: Basic credentials, sent as they are or to the token service a 401 names.
     username: str | None = None
-    password: str | None = None
+    #: Out of the repr: a config printed in a traceback or a debug line shows no secret.
+    password: str | None = field(default=None, repr=False)
     #: A file holding the password (or a token), read at startup, trailing newline dropped.
     password_file: Path | None = None
 
