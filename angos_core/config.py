@@ -305,6 +305,49 @@ class RetentionPolicyConfig:
 
 
 @dataclass
+class UpstreamConfig:
+    """``[[repository."<namespace>".upstream]]``: one registry the namespace caches (Angos's
+    keys). A namespace lists several, tried in order (see :mod:`angos_core.upstream`)."""
+
+    #: The registry's base URL, e.g. ``https://registry-1.docker.io`` (no ``/v2``).
+    url: str
+    #: Basic credentials, sent as they are or to the token service a 401 names.
+    username: str | None = None
+    #: Out of the repr: a config printed in a traceback or a debug line shows no secret.
+    password: str | None = field(default=None, repr=False)
+    #: A file holding the password (or a token), read at startup, trailing newline dropped.
+    password_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", self.url):
+            raise ConfigError(
+                "url",
+                f"expected an http:// or https:// registry URL such as "
+                f'"https://registry-1.docker.io", got {self.url!r}',
+            )
+        if "@" in self.url.split("/")[2]:
+            # A URL appears in logs, errors and metric labels: credentials go elsewhere.
+            raise ConfigError(
+                "url", "holds credentials: move them to username and password (or password_file)"
+            )
+        self.url = self.url.rstrip("/")
+        if self.password is not None and self.password_file is not None:
+            raise ConfigError("password_file", "set either password or password_file, not both")
+        if self.password_file is not None:
+            try:
+                self.password = self.password_file.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(
+                    "password_file", f"cannot read {self.password_file}: {exc.strerror}"
+                ) from None
+        if (self.username is None) != (self.password is None):
+            raise ConfigError(
+                "username" if self.username is None else "password",
+                "username and password (or password_file) go together: set both or neither",
+            )
+
+
+@dataclass
 class RepositoryConfig:
     """``[repository."<namespace>"]``: settings for the repositories under a name prefix."""
 
@@ -313,6 +356,20 @@ class RepositoryConfig:
     #: Override ``[global] immutable_tags`` / ``immutable_tags_exclusions`` (None: inherit).
     immutable_tags: bool | None = None
     immutable_tags_exclusions: list[str] | None = None
+    #: A pull-through cache of these registries, tried in order; empty: an ordinary
+    #: namespace. A cached namespace is read-only to clients.
+    upstream: list[UpstreamConfig] = field(default_factory=list)
+    #: A cached tag is served without asking the upstream for this long after it was
+    #: fetched or re-validated (a HEAD); an immutable tag, and a digest, never are.
+    tag_ttl_secs: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.tag_ttl_secs < 0:
+            raise ConfigError(
+                "tag_ttl_secs",
+                f"cannot be negative, got {self.tag_ttl_secs}: set the seconds a cached tag "
+                "is served before it is re-validated, or 0 to re-validate every pull",
+            )
 
 
 @dataclass

@@ -221,6 +221,12 @@ class ServiceUnavailable(RegistryError):
     code, status, default_message = "UNAVAILABLE", 503, "service unavailable"
 
 
+class UpstreamUnavailable(ServiceUnavailable):
+    """A pull-through namespace needs an upstream that did not answer usefully (down, 5xx,
+    429 past the retries, refused our credentials, sent bytes that do not match their
+    digest). The message names the upstreams tried and why, never a credential."""
+
+
 # --------------------------------------------------------------------------- backends
 
 

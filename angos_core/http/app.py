@@ -32,6 +32,7 @@ from angos_core.http.observe import (
     observe_middleware,
 )
 from angos_core.http.policy import AUTHORIZERS, policy_middleware
+from angos_core.http.pull_through import pull_through_middleware
 from angos_core.http.rejected import server_log
 from angos_core.http.routes import add_routes
 from angos_core.http.token_handlers import add_token_routes
@@ -39,7 +40,9 @@ from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores, UploadSessionLimits
 from angos_core.registry.gc import collect_forever
 from angos_core.registry.prune import prune_forever
+from angos_core.registry.pull_through import CachedNamespace
 from angos_core.registry.wrappers import Observer
+from angos_core.upstream import Upstreams
 
 log = logging.getLogger("angos")
 
@@ -62,6 +65,14 @@ def upload_limits(config: AngosConfig) -> UploadSessionLimits | None:
     return UploadSessionLimits(per_repository, per_client, window)
 
 
+def cached_namespaces(config: AngosConfig, upstreams: Upstreams) -> dict[str, CachedNamespace]:
+    """The pull-through namespaces of ``[repository."<ns>"]``, over opened ``upstreams``."""
+    return {
+        namespace: CachedNamespace(namespace, clients, config.repositories[namespace].tag_ttl_secs)
+        for namespace, clients in upstreams.clients.items()
+    }
+
+
 def make_app(
     config: AngosConfig,
     *,
@@ -78,11 +89,16 @@ def make_app(
     N`` runs it in one worker only.
     """
     server = config.server
-    # Both always: a reload may turn authentication or a policy on (each passes a request
-    # straight through while its live settings have nothing to do). The auth middleware
-    # inside the error middleware, so a 429 of the failure limit gets its Retry-After; the
-    # policy's inside it: the identity is known.
-    middlewares = [observe_middleware, error_middleware, auth_middleware, policy_middleware]
+    # Auth and policy always: a reload may turn authentication or a policy on (each passes
+    # a request straight through while its live settings have nothing to do). The auth
+    # middleware inside the error middleware, so a 429 of the failure limit gets its
+    # Retry-After; the policy's inside it: the identity is known.
+    middlewares = [observe_middleware, error_middleware]
+    if any(r.upstream for r in config.repositories.values()):
+        # Before auth and policy: they see the repository a containerd mirror's ``?ns=``
+        # names, and a write to a cached namespace is refused whoever sends it.
+        middlewares.append(pull_through_middleware)
+    middlewares += [auth_middleware, policy_middleware]
     app = web.Application(
         middlewares=middlewares,
         # Passed to aiohttp's request handler by whichever runner serves the app.
@@ -124,14 +140,25 @@ def make_app(
     async def backends(app: web.Application) -> AsyncIterator[None]:
         built = stores if stores is not None else Stores.from_config(config, observe)
         await built.open()
-        registry = app[REGISTRY] = Registry(built, upload_limits(config), config.immutable_tags)
-        registry.writes.set(app[LIVE].current.read_only)
-        if registry.writes.read_only:
+        upstreams = Upstreams(config.repositories)
+        await upstreams.open()
+        reg = app[REGISTRY] = Registry(
+            built,
+            upload_limits(config),
+            config.immutable_tags,
+            pull_through=cached_namespaces(config, upstreams),
+            pull_observer=metrics.observe_pull_through,
+        )
+        reg.writes.set(app[LIVE].current.read_only)
+        if reg.writes.read_only:
             log.warning("angos is read-only ([maintenance.read_only]): every write is refused")
         log.info("angos backends open: %s (config: %s)", built.describe(), config.source)
         try:
             yield
         finally:
+            # Fetches in flight first: they write to the stores and read the upstreams.
+            await reg.pull_through.aclose()
+            await upstreams.aclose()
             await built.aclose()
 
     async def upload_purging(app: web.Application) -> AsyncIterator[None]:

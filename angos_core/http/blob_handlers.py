@@ -7,10 +7,11 @@ import re
 
 from aiohttp import web
 
-from angos_core.errors import BackendError, RangeNotSatisfiable
+from angos_core.errors import AngosError, BackendError, RangeNotSatisfiable
 from angos_core.http.context import byte_offset, registry
 from angos_core.http.threaded_sendfile import ThreadedFileResponse
 from angos_core.registry import BlobInfo
+from angos_core.registry.pull_through import BlobStream
 
 # ASCII digits only ("\d" takes any Unicode digit, which int() would then accept).
 _RANGE_RE = re.compile(r"\s*bytes=([0-9]*)-([0-9]*)\s*", re.ASCII)
@@ -55,19 +56,30 @@ def _headers(info: BlobInfo) -> dict[str, str]:
 
 
 async def head_blob(request: web.Request) -> web.StreamResponse:
-    info = await registry(request).blobs.stat(
-        request.match_info["name"], request.match_info["digest"], probe=True
-    )
+    reg = registry(request)
+    name, digest = request.match_info["name"], request.match_info["digest"]
+    cached = reg.pull_through.namespace(name)
+    if cached is not None:
+        info = await reg.pull_through.head_blob(cached, name, digest)
+    else:
+        info = await reg.blobs.stat(name, digest, probe=True)
     headers = _headers(info)
-    headers["Content-Length"] = str(info.size)
+    if info.size >= 0:
+        headers["Content-Length"] = str(info.size)
     return web.Response(status=200, headers=headers)
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
     reg = registry(request)
-    info = await reg.blobs.stat(
-        request.match_info["name"], request.match_info["digest"], need_size=False
-    )
+    name, digest = request.match_info["name"], request.match_info["digest"]
+    cached = reg.pull_through.namespace(name)
+    if cached is not None:
+        found = await reg.pull_through.blob(cached, name, digest)
+        if isinstance(found, BlobStream):
+            return await _stream_fetch(request, found)
+        info = found
+    else:
+        info = await reg.blobs.stat(name, digest, need_size=False)
     headers = _headers(info)
     range_header = request.headers.get("Range")
 
@@ -117,6 +129,30 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.close()
         return response
+    await response.write_eof()
+    return response
+
+
+async def _stream_fetch(request: web.Request, fetch: BlobStream) -> web.StreamResponse:
+    """A missed blob, streamed from the upstream while it is stored. A Range is ignored
+    (RFC 9110 allows the whole representation). A transfer that breaks after the headers
+    cuts the connection: the client sees a short body, never a wrong blob (the last chunk
+    is held back until the bytes are verified), and its retry fetches again."""
+    headers = _headers(BlobInfo(fetch.digest, fetch.size or 0))
+    response = web.StreamResponse(status=200, headers=headers)
+    if fetch.size is not None:
+        response.content_length = fetch.size
+    try:
+        await response.prepare(request)
+        async for chunk in fetch.chunks:
+            await response.write(chunk)
+    except AngosError as exc:
+        log.warning("GET %s: upstream transfer failed mid-stream: %s", request.path, exc)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    finally:
+        fetch.close()
     await response.write_eof()
     return response
 

@@ -45,6 +45,9 @@ RELOADABLE = (
     "maintenance.read_only",
     "auth.failure_limit",
 )
+#: ``[repository."<namespace>"]`` keys built once at startup all the same: the pull-through
+#: cache's upstreams and tag TTL, and the retention rules the server's own prune applies.
+REPOSITORY_STARTUP_KEYS = frozenset({"upstream", "tag_ttl_secs", "retention_policy"})
 #: The extension kinds whose backends a reload rebuilds.
 RELOADABLE_KINDS = frozenset({"authenticator"})
 
@@ -117,6 +120,20 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
 def settings_view(config: AngosConfig) -> dict[str, tuple[bool, Any]]:
     """Every setting of ``config`` by dotted key, with whether a reload may change it."""
     flat: dict[str, Any] = {}
@@ -129,9 +146,18 @@ def settings_view(config: AngosConfig) -> dict[str, tuple[bool, Any]]:
     }
     for name, section in sections.items():
         _flatten(name, dataclasses.asdict(section), flat)
-    for namespace, repository in config.repositories.items():
-        _flatten(f"repository.{namespace}", dataclasses.asdict(repository), flat)
     view = {key: (key.startswith(RELOADABLE), value) for key, value in flat.items()}
+    for namespace, repository in config.repositories.items():
+        for field in dataclasses.fields(repository):
+            value = getattr(repository, field.name)
+            reloadable = field.name not in REPOSITORY_STARTUP_KEYS
+            if not reloadable and value == _default(field):
+                # A namespace added or removed by a reload with these unset changes nothing
+                # built at startup.
+                continue
+            fields: dict[str, Any] = {}
+            _flatten(f"repository.{namespace}.{field.name}", _plain(value), fields)
+            view.update({key: (reloadable, item) for key, item in fields.items()})
     for kind in config.kinds:
         for choice in config.selected(kind.name):
             backend: dict[str, Any] = {}

@@ -31,7 +31,12 @@ def _accepts(request: web.Request, media_type: str) -> bool:
 
 async def _fetch(request: web.Request) -> StoredManifest:
     name, reference = request.match_info["name"], request.match_info["reference"]
-    manifest = await registry(request).manifests.get(name, reference)
+    reg = registry(request)
+    cached = reg.pull_through.namespace(name)
+    if cached is not None:
+        manifest = await reg.pull_through.manifest(cached, name, reference)
+    else:
+        manifest = await reg.manifests.get(name, reference)
     if not _accepts(request, manifest.media_type):
         raise ManifestUnknown(
             f"manifest is {manifest.media_type}, which the Accept header does not allow",

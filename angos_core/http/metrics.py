@@ -115,6 +115,20 @@ class Metrics:
             ("kind", "backend", "op", "error"),
             registry=r,
         )
+        self._pull_through = {
+            event: Counter(
+                f"angos_pull_through_{metric}",
+                help_text,
+                ("upstream",),
+                registry=r,
+            )
+            for event, metric, help_text in (
+                ("hit", "hits", "Pulls from a pull-through namespace served from the store."),
+                ("miss", "misses", "Manifests and blobs fetched from an upstream on a miss."),
+                ("bytes", "upstream_bytes", "Bytes read from upstreams."),
+                ("error", "upstream_errors", "Upstream requests that failed (down, 5xx, ...)."),
+            )
+        }
         self.lock_wait = Histogram(
             "angos_lock_wait_seconds",
             "Time spent acquiring repository locks (local queue and provider), by provider.",
@@ -222,6 +236,11 @@ class Metrics:
             ("manifest", result.manifests_deleted),
         ):
             self.gc_objects_deleted.labels(kind).inc(count)
+
+    def observe_pull_through(self, event: str, upstream: str, amount: int) -> None:
+        """A pull-through namespace's hit, miss, upstream bytes or upstream error, by the
+        upstream's URL (which holds no credentials: the config refuses them there)."""
+        self._pull_through[event].labels(upstream).inc(amount)
 
     def upload_purged(self) -> None:
         """One abandoned session aborted (the upload purger's observer)."""

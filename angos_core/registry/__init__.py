@@ -15,6 +15,7 @@ from angos_core.registry.blobs import BlobInfo, BlobService
 from angos_core.registry.catalog import CatalogService
 from angos_core.registry.links import Links
 from angos_core.registry.manifests import ManifestService, PushResult, StoredManifest
+from angos_core.registry.pull_through import CachedNamespace, PullObserver, PullThrough
 from angos_core.registry.references import References
 from angos_core.registry.referrers import ReferrerService
 from angos_core.registry.stores import Stores
@@ -31,6 +32,8 @@ class Registry:
         stores: Stores,
         upload_limits: UploadSessionLimits | None = None,
         immutable_tags: TagImmutability | None = None,
+        pull_through: dict[str, CachedNamespace] | None = None,
+        pull_observer: PullObserver | None = None,
     ) -> None:
         self.stores = stores
         #: ``[maintenance.read_only]``: off unless the server turns it on.
@@ -47,6 +50,15 @@ class Registry:
         )
         self.referrers = ReferrerService(stores, self.links, self.manifests)
         self.catalog = CatalogService(stores, self.links)
+        self.pull_through = PullThrough(
+            stores,
+            self.links,
+            self.references,
+            self.blobs,
+            self.manifests,
+            pull_through or {},
+            pull_observer,
+        )
 
     def apply_rules(self, immutable_tags: TagImmutability, read_only: bool) -> None:
         """Swap the write rules a reload may change (no await between the two: a request

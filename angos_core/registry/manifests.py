@@ -170,6 +170,29 @@ class ManifestService:
             self.stores.locks.name, f"{name}@{digest} was deleted on every attempt to push it"
         )
 
+    async def store_fetched(
+        self, name: str, tag: str | None, body: bytes, content_type: str | None, digest: str
+    ) -> StoredManifest:
+        """Store a manifest a pull-through namespace fetched from its upstream (``digest``
+        already verified), tagged ``tag`` if given. As a push, through the references
+        protocol, but without the reference checks: its blobs arrive when pulled."""
+        if len(body) >= PARSE_OFF_LOOP_BYTES:
+            manifest = await asyncio.to_thread(parse_manifest, body, content_type)
+        else:
+            manifest = parse_manifest(body, content_type)
+        tags = [tag] if tag is not None else []
+        for _ in range(DELETE_ATTEMPTS):
+            async with self.references.referencing([digest]):
+                await self.references.mark_recent(digest)
+                await self.stores.meta.create(layout.blob_data_key(digest), body)
+                await self._link(name, digest, body, manifest, tags)
+            if await self._move_tags(name, digest, tags):
+                self._keep(digest, body)
+                return StoredManifest(digest, body, stored_media_type(body))
+        raise LockUnavailable(
+            self.stores.locks.name, f"{name}@{digest} was deleted on every attempt to cache it"
+        )
+
     async def _move_tags(self, name: str, digest: str, unique_tags: list[str]) -> bool:
         """Point the tags at the pushed revision; False if a delete of it ran since it was
         linked (the push links it again, under the blob keys)."""

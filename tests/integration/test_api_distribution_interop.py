@@ -60,6 +60,8 @@ class Distribution:
                 try:
                     with urllib.request.urlopen(f"{self.url}/v2/", timeout=1):
                         break
+                except urllib.error.HTTPError:
+                    break  # it answers (401 when it asks for credentials): it is up
                 except (urllib.error.URLError, ConnectionError):
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise AssertionError("docker-registry did not start") from None
