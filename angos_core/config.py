@@ -27,9 +27,10 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from angos_core.auth.config import AuthConfig, parse_auth, with_client_certificates
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
-from angos_core.hookspecs import CAP_SHARED, BackendSpec
+from angos_core.hookspecs import CAP_DIRECT_PUT, CAP_SHARED, BackendSpec
 from angos_core.kinds import EXTENSION_KINDS, Entries, ExtensionKind, Single, SubTable
 from angos_core.plugins import BackendCatalogue, Kind
+from angos_core.protocols import BlobPut
 from angos_core.policy.engine import PolicyEngine, check_namespaces, repository_key
 from angos_core.policy.immutable import TagImmutability
 
@@ -447,6 +448,12 @@ class BackendChoice:
         the plugin if it does not satisfy it); not wrapped, not opened."""
         backend = self.spec.factory(self.settings)
         self.kind.check(backend, self.spec)
+        if CAP_DIRECT_PUT in self.spec.capabilities and not isinstance(backend, BlobPut):
+            raise PluginError(
+                f"plugin distribution {self.spec.distribution or '?'!r}: {self.kind.name} "
+                f"{self.spec.name!r} declares {CAP_DIRECT_PUT!r} but its "
+                f"{type(backend).__qualname__} lacks put_blob; the plugin must be fixed"
+            )
         return backend
 
     @property
