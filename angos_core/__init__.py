@@ -32,7 +32,15 @@ from angos_core.hookspecs import (
     hookimpl,
 )
 from angos_core.identity import Authenticator, Credentials, Identity
-from angos_core.protocols import BlobPut, BlobStore, Cache, Lease, LockProvider, MetadataStore, UploadRef
+from angos_core.protocols import (
+    BlobPut,
+    BlobStore,
+    Cache,
+    Lease,
+    LockProvider,
+    MetadataStore,
+    UploadRef,
+)
 
 __version__ = "0.1.0"
 

@@ -38,12 +38,12 @@ from collections.abc import (
 from typing import Any, TypeVar
 
 from angos_core import layout
+from angos_core.errors import BlobDigestMismatch
 from angos_core.migrate import walk
 from angos_core.migrate.progress import Progress
 from angos_core.migrate.report import PassReport
 from angos_core.oci.manifest import parse_stored
 from angos_core.oci.names import new_upload_id
-from angos_core.errors import BlobDigestMismatch
 from angos_core.protocols import BlobPut, BlobStore, MetadataStore, UploadRef
 from angos_core.registry.hashing import HashingStream
 from angos_core.registry.links import parse_link
@@ -102,6 +102,7 @@ class Migration:
         *,
         jobs: int = DEFAULT_JOBS,
         progress: Progress | None = None,
+        overwrite: bool = True,
     ) -> None:
         self.src_blobs, self.src_meta = src_blobs, src_meta
         self.dst_blobs, self.dst_meta = dst_blobs, dst_meta
@@ -110,7 +111,16 @@ class Migration:
         #: instead of an upload session's (about a dozen requests on S3).
         self._put = blob_put_of(dst_blobs)
         self.progress = progress or Progress(quiet=True)
+        #: Whether a link the destination holds with other content is replaced (a tag moved
+        #: at the source). False in a live migration: the destination serves writes, and
+        #: what it holds is newer than the source's.
+        self.overwrite = overwrite
         self.report = PassReport()
+        # What the destination held when the pass listed it: a blob or link not listed is
+        # written with one ``create`` instead of a read then a write (one request per object,
+        # as ``aws s3 sync`` after its listing). Absent entries: not listed, read first.
+        self._dst_blobs: set[str] | None = None
+        self._dst_listed: dict[str, set[str]] = {}
         # Per pass: what is known to be at the destination now (or known to be missing at
         # the source), so each object is compared once however many paths lead to it.
         self._blobs: dict[str, asyncio.Future[bool]] = {}
@@ -125,9 +135,11 @@ class Migration:
         self._blobs.clear()
         self._revisions.clear()
         self._layers.clear()
+        self._dst_listed.clear()
         started = time.monotonic()
         await self._abort_stale_sessions()
         digests = [d async for d in self.src_blobs.list_digests()]
+        self._dst_blobs = {d async for d in self.dst_blobs.list_digests()}
         self.progress.phase("blobs", len(digests))
         await bounded(digests, self._blob_step, self.jobs)
         repositories = await walk.repositories(self.src_meta)
@@ -158,7 +170,10 @@ class Migration:
 
     async def _copy_blob(self, digest: str) -> bool:
         size = await self.src_blobs.stat(digest)
-        present = await self.dst_blobs.stat(digest)
+        listed = self._dst_blobs
+        present = None
+        if listed is None or digest in listed:
+            present = await self.dst_blobs.stat(digest)
         if size is None:
             # Deleted at the source since it was listed (gc): nothing to copy.
             self.report.skipped("blob")
@@ -235,6 +250,9 @@ class Migration:
     async def copy_repository(self, name: str) -> None:
         """Every link of repository ``name``, each after what it depends on."""
         meta = self.src_meta
+        for prefix in (layout.layers_prefix(name), layout.revisions_prefix(name)):
+            self._dst_listed[prefix] = set(await walk.linked_digests(self.dst_meta, prefix))
+        self._dst_listed[layout.tags_prefix(name)] = set(await walk.tags(self.dst_meta, name))
         layers = await walk.linked_digests(meta, layout.layers_prefix(name))
         await bounded(layers, lambda d: self._ensure_layer_step(name, d), self.jobs)
         revisions = await walk.linked_digests(meta, layout.revisions_prefix(name))
@@ -280,7 +298,8 @@ class Migration:
         if not await self.ensure_blob(digest):
             self.report.failed("layer_link", f"{name}@{digest}: its blob is not at the destination")
             return False
-        await self._sync_link("layer_link", key, content)
+        absent = self._absent(layout.layers_prefix(name), digest)
+        await self._sync_link("layer_link", key, content, absent=absent)
         return True
 
     async def ensure_revision(self, name: str, digest: str) -> bool:
@@ -309,16 +328,16 @@ class Migration:
             for child in manifest.manifests:
                 if await self.src_meta.get(layout.revision_link_key(name, child.digest)):
                     await self.ensure_revision(name, child.digest)
-        present = await self.dst_meta.get(body_key)
-        if present is None:
-            await self.dst_meta.create(body_key, body)
+        # Content-addressed: created if absent (one request), else compared.
+        if await self.dst_meta.create(body_key, body):
             self.report.copied("manifest")
-        elif present == body:
+        elif await self.dst_meta.get(body_key) == body:
             self.report.skipped("manifest")
         else:
             self.report.failed("manifest", f"{digest}: different bytes at the destination")
             return False
-        await self._sync_link("revision_link", key, content)
+        absent = self._absent(layout.revisions_prefix(name), digest)
+        await self._sync_link("revision_link", key, content, absent=absent)
         return True
 
     async def _copy_referrer(self, name: str, subject: str, digest: str) -> None:
@@ -333,11 +352,12 @@ class Migration:
 
     async def _copy_tag(self, name: str, tag: str) -> None:
         """The tag's index entries, then its ``current`` link: the tag moves last."""
+        absent = self._absent(layout.tags_prefix(name), tag)
         for digest in await walk.linked_digests(self.src_meta, layout.tag_index_prefix(name, tag)):
             key = layout.tag_index_key(name, tag, digest)
             content = await self.src_meta.get(key)
             if content is not None and await self.ensure_revision(name, digest):
-                await self._sync_link("tag_index", key, content)
+                await self._sync_link("tag_index", key, content, absent=absent)
         key = layout.tag_current_key(name, tag)
         content = await self.src_meta.get(key)
         target = parse_link(content)
@@ -346,11 +366,32 @@ class Migration:
         if not await self.ensure_revision(name, target):
             self.report.failed("tag", f"{name}:{tag}: its manifest {target} is missing")
             return
-        await self._sync_link("tag", key, content)
+        await self._sync_link("tag", key, content, absent=absent)
 
-    async def _sync_link(self, kind: str, key: str, content: bytes) -> None:
+    def _absent(self, prefix: str, child: str) -> bool:
+        """Whether the pass's listing of the destination's ``prefix`` lacked ``child``."""
+        listed = self._dst_listed.get(prefix)
+        return listed is not None and child not in listed
+
+    async def _sync_link(
+        self, kind: str, key: str, content: bytes, *, absent: bool = False
+    ) -> None:
+        """The link at the destination: created when it was not listed there, else read and
+        replaced if different (unless :attr:`overwrite` is off: then the destination's
+        stands). A create that finds the key (written since the listing) reads it too."""
+        if absent and await self.dst_meta.create(key, content):
+            self.report.copied(kind)
+            return
         present = await self.dst_meta.get(key)
         if present == content:
+            self.report.skipped(kind)
+            return
+        if present is None:
+            if await self.dst_meta.create(key, content):
+                self.report.copied(kind)
+                return
+            present = await self.dst_meta.get(key)
+        if present == content or not self.overwrite:
             self.report.skipped(kind)
             return
         await self.dst_meta.put(key, content)

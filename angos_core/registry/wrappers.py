@@ -23,7 +23,15 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from angos_core.errors import AngosError, BackendError, BackendUnavailable, LockUnavailable
-from angos_core.protocols import BlobPut, BlobStore, Cache, Lease, LockProvider, MetadataStore, UploadRef
+from angos_core.protocols import (
+    BlobPut,
+    BlobStore,
+    Cache,
+    Lease,
+    LockProvider,
+    MetadataStore,
+    UploadRef,
+)
 
 log = logging.getLogger("angos.backend")
 

@@ -49,7 +49,9 @@ class BlobPutContract:
         assert await listed_uploads(blob_store) == {}
 
     @pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
-    async def test_big_blob(self, blob_store: BlobStore, big_blob_size: int, algorithm: str) -> None:
+    async def test_big_blob(
+        self, blob_store: BlobStore, big_blob_size: int, algorithm: str
+    ) -> None:
         assert isinstance(blob_store, BlobPut)
         data = os.urandom(big_blob_size)
         digest = digest_of(data, algorithm)

@@ -71,7 +71,8 @@ async def test_every_shape_migrates_to_fs(storage: Storage, tmp_path: Path) -> N
 
 
 class Recording:
-    """A store wrapper that logs each write (``put``/``create``/``upload_commit``/``put_blob``) in order."""
+    """A store wrapper that logs each write (``put``, ``create``, ``upload_commit``,
+    ``put_blob``) in order."""
 
     def __init__(self, inner: Any, log: list[str]) -> None:
         self._inner, self._log = inner, log
