@@ -121,7 +121,7 @@ def make_app(
             observer(kind, backend, op, secs, error)
 
     async def backends(app: web.Application) -> AsyncIterator[None]:
-        built = stores if stores is not None else Stores.from_config(config, observe)
+        built = stores if stores is not None else Stores.from_config(config, observe, live=True)
         await built.open()
         app[REGISTRY] = Registry(built, upload_limits(config), config.immutable_tags)
         log.info("angos backends open: %s (config: %s)", built.describe(), config.source)

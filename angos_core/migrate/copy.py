@@ -24,8 +24,6 @@ first aborts the ones a killed run left behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import time
 from collections.abc import (
     AsyncIterable,
@@ -38,20 +36,14 @@ from collections.abc import (
 from typing import Any, TypeVar
 
 from angos_core import layout
-from angos_core.errors import BlobDigestMismatch
 from angos_core.migrate import walk
 from angos_core.migrate.progress import Progress
 from angos_core.migrate.report import PassReport
+from angos_core.migrate.transfer import SESSION_REPOSITORY, transfer_blob
 from angos_core.oci.manifest import parse_stored
-from angos_core.oci.names import new_upload_id
-from angos_core.protocols import BlobPut, BlobStore, MetadataStore, UploadRef
-from angos_core.registry.hashing import HashingStream
+from angos_core.protocols import BlobStore, MetadataStore
 from angos_core.registry.links import parse_link
-from angos_core.registry.wrappers import blob_put_of
 
-#: The repository whose upload sessions carry the blobs being copied. A valid name, so a
-#: session a killed run leaves is one the destination's upload purger can see and remove.
-SESSION_REPOSITORY = "angos-migrate"
 DEFAULT_JOBS = 8
 
 T = TypeVar("T")
@@ -107,9 +99,6 @@ class Migration:
         self.src_blobs, self.src_meta = src_blobs, src_meta
         self.dst_blobs, self.dst_meta = dst_blobs, dst_meta
         self.jobs = jobs
-        #: The destination's direct put, when it has one: one verified call per blob
-        #: instead of an upload session's (about a dozen requests on S3).
-        self._put = blob_put_of(dst_blobs)
         self.progress = progress or Progress(quiet=True)
         #: Whether a link the destination holds with other content is replaced (a tag moved
         #: at the source). False in a live migration: the destination serves writes, and
@@ -186,58 +175,17 @@ class Migration:
                 "blob", f"{digest}: {present} bytes at the destination, {size} at the source"
             )
             return False
-        if self._put is not None:
-            copied = await self._put_blob(self._put, digest, size)
-        else:
-            copied = await self._upload_blob(digest, size)
-        if copied:
-            self.report.copied("blob")
-            self.report.bytes_copied += size
-        return copied
-
-    async def _put_blob(self, store: BlobPut, digest: str, size: int) -> bool:
-        """One call: the destination verifies the digest and stores nothing otherwise."""
         try:
-            await store.put_blob(digest, self._counted(self.src_blobs.read(digest)), size)
-        except BlobDigestMismatch:
-            self.report.failed(
-                "blob", f"{digest}: the source's bytes do not hash to it ({size} bytes): not copied"
+            failure = await transfer_blob(
+                self.src_blobs, self.dst_blobs, digest, size, self._counted
             )
-            return False
         except Exception as exc:
-            self.report.failed("blob", f"{digest}: {type(exc).__name__}: {exc}")
+            failure = f"{digest}: {type(exc).__name__}: {exc}"
+        if failure is not None:
+            self.report.failed("blob", failure)
             return False
-        return True
-
-    async def _upload_blob(self, digest: str, size: int) -> bool:
-        """Through an upload session, hashed on the way, committed only if it matches."""
-        algorithm = digest.partition(":")[0]
-        ref = UploadRef(SESSION_REPOSITORY, new_upload_id())
-        committed = False
-        try:
-            await self.dst_blobs.upload_start(ref)
-            stream = HashingStream(
-                self._counted(self.src_blobs.read(digest)), hashlib.new(algorithm)
-            )
-            written = await self.dst_blobs.upload_append(ref, 0, stream)
-            hasher = stream.hasher
-            computed = f"{algorithm}:{hasher.hexdigest()}" if hasher is not None else ""
-            if computed != digest or written != size:
-                self.report.failed(
-                    "blob",
-                    f"{digest}: the source's bytes hash to {computed} ({written} bytes): "
-                    "not copied",
-                )
-                return False
-            await self.dst_blobs.upload_commit(ref, digest)
-            committed = True
-        except Exception as exc:
-            self.report.failed("blob", f"{digest}: {type(exc).__name__}: {exc}")
-            return False
-        finally:
-            if not committed:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.dst_blobs.upload_abort(ref))
+        self.report.copied("blob")
+        self.report.bytes_copied += size
         return True
 
     async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
