@@ -133,12 +133,16 @@ class Migration:
         await bounded(digests, self._blob_step, self.jobs)
         repositories = await walk.repositories(self.src_meta)
         self.progress.phase("repositories", len(repositories))
-        for name in repositories:
-            await self._guard("repository", name, self.copy_repository(name))
-            self.progress.advance()
+        # Repositories side by side: one's links depend on the blobs (done above) and on
+        # its own objects only, and a repository's few links are latency-bound otherwise.
+        await bounded(repositories, self._repository_step, self.jobs)
         self.progress.close()
         self.report.seconds = time.monotonic() - started
         return self.report
+
+    async def _repository_step(self, name: str) -> None:
+        await self._guard("repository", name, self.copy_repository(name))
+        self.progress.advance()
 
     async def _blob_step(self, digest: str) -> None:
         await self._guard("blob", digest, self.ensure_blob(digest))
