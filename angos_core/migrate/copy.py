@@ -110,6 +110,7 @@ class Migration:
         # as ``aws s3 sync`` after its listing). Absent entries: not listed, read first.
         self._dst_blobs: set[str] | None = None
         self._dst_listed: dict[str, set[str]] = {}
+        self._dst_dirs: dict[str, asyncio.Future[frozenset[str]]] = {}
         # Per pass: what is known to be at the destination now (or known to be missing at
         # the source), so each object is compared once however many paths lead to it.
         self._blobs: dict[str, asyncio.Future[bool]] = {}
@@ -125,6 +126,7 @@ class Migration:
         self._revisions.clear()
         self._layers.clear()
         self._dst_listed.clear()
+        self._dst_dirs.clear()
         started = time.monotonic()
         await self._abort_stale_sessions()
         digests = [d async for d in self.src_blobs.list_digests()]
@@ -202,9 +204,12 @@ class Migration:
     async def copy_repository(self, name: str) -> None:
         """Every link of repository ``name``, each after what it depends on."""
         meta = self.src_meta
+        new = not await self._dst_has_directory(name)
         for prefix in (layout.layers_prefix(name), layout.revisions_prefix(name)):
-            self._dst_listed[prefix] = set(await walk.linked_digests(self.dst_meta, prefix))
-        self._dst_listed[layout.tags_prefix(name)] = set(await walk.tags(self.dst_meta, name))
+            listed = [] if new else await walk.linked_digests(self.dst_meta, prefix)
+            self._dst_listed[prefix] = set(listed)
+        tags = [] if new else await walk.tags(self.dst_meta, name)
+        self._dst_listed[layout.tags_prefix(name)] = set(tags)
         layers = await walk.linked_digests(meta, layout.layers_prefix(name))
         await bounded(layers, lambda d: self._ensure_layer_step(name, d), self.jobs)
         revisions = await walk.linked_digests(meta, layout.revisions_prefix(name))
@@ -320,6 +325,21 @@ class Migration:
             return
         await self._sync_link("tag", key, content, absent=absent)
 
+    async def _dst_has_directory(self, name: str) -> bool:
+        """Whether the destination has a directory for repository ``name``: each parent's
+        listing is read once a pass, so into an empty destination no repository costs a
+        listing of its own."""
+        parent = layout.REPOSITORIES
+        for component in name.split("/"):
+            children = await _once_set(self._dst_dirs, parent, self._dst_children)
+            if component not in children:
+                return False
+            parent = f"{parent}{component}/"
+        return True
+
+    async def _dst_children(self, prefix: str) -> frozenset[str]:
+        return frozenset([child async for child in walk.children(self.dst_meta, prefix)])
+
     def _absent(self, prefix: str, child: str) -> bool:
         """Whether the pass's listing of the destination's ``prefix`` lacked ``child``."""
         listed = self._dst_listed.get(prefix)
@@ -351,6 +371,19 @@ class Migration:
 
 
 K = TypeVar("K")
+
+
+async def _once_set(
+    memo: dict[str, asyncio.Future[frozenset[str]]],
+    key: str,
+    fn: Callable[[str], Awaitable[frozenset[str]]],
+) -> frozenset[str]:
+    """``fn(key)`` once per key and pass; concurrent callers share its result."""
+    future = memo.get(key)
+    if future is None:
+        future = asyncio.ensure_future(fn(key))
+        memo[key] = future
+    return await asyncio.shield(future)
 
 
 async def _once(
