@@ -172,7 +172,7 @@ class Migration:
         if size is None:
             # Deleted at the source since it was listed (gc): nothing to copy.
             self.report.skipped("blob")
-            return present is not None
+            return (present or await self.dst_blobs.stat(digest)) is not None
         if present == size:
             self.report.skipped("blob")
             return True
