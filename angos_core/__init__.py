@@ -13,6 +13,7 @@ from angos_core.errors import (
     BackendError,
     BackendReadOnly,
     BackendUnavailable,
+    BlobDigestMismatch,
     BlobNotFound,
     IdentityProviderUnavailable,
     KeyNotFound,
@@ -23,6 +24,7 @@ from angos_core.errors import (
 )
 from angos_core.hookspecs import (
     CAP_ATOMIC_CREATE,
+    CAP_DIRECT_PUT,
     CAP_LOCAL_FILES,
     CAP_PRESIGNED_URLS,
     CAP_SHARED,
@@ -32,12 +34,21 @@ from angos_core.hookspecs import (
     hookimpl,
 )
 from angos_core.identity import Authenticator, Credentials, Identity
-from angos_core.protocols import BlobStore, Cache, Lease, LockProvider, MetadataStore, UploadRef
+from angos_core.protocols import (
+    BlobPut,
+    BlobStore,
+    Cache,
+    Lease,
+    LockProvider,
+    MetadataStore,
+    UploadRef,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CAP_ATOMIC_CREATE",
+    "CAP_DIRECT_PUT",
     "CAP_LOCAL_FILES",
     "CAP_PRESIGNED_URLS",
     "CAP_SHARED",
@@ -51,7 +62,9 @@ __all__ = [
     "BackendReadOnly",
     "BackendSpec",
     "BackendUnavailable",
+    "BlobDigestMismatch",
     "BlobNotFound",
+    "BlobPut",
     "BlobStore",
     "ByteSize",
     "Cache",

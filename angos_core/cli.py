@@ -75,6 +75,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 async def _gc(config: AngosConfig, args: argparse.Namespace) -> int:
+    if config.migration is not None:
+        raise ConfigError(
+            "migration",
+            "angos gc refuses a config in a live migration: it would delete what is not "
+            "copied yet; finish the migration and remove [migration] first",
+        )
     stores = Stores.from_config(config)
     await stores.open()
     try:

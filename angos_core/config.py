@@ -27,12 +27,13 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from angos_core.auth.config import AuthConfig, parse_auth, with_client_certificates
 from angos_core.errors import ConfigError, ConfigErrors, PluginError
-from angos_core.hookspecs import CAP_SHARED, BackendSpec
+from angos_core.hookspecs import CAP_DIRECT_PUT, CAP_SHARED, BackendSpec
 from angos_core.kinds import EXTENSION_KINDS, Entries, ExtensionKind, Single, SubTable
 from angos_core.plugins import BackendCatalogue, Kind
 from angos_core.policy.engine import PolicyEngine, check_namespaces, repository_key
 from angos_core.policy.immutable import TagImmutability
 from angos_core.policy.retention import RetentionRules
+from angos_core.protocols import BlobPut
 
 T = TypeVar("T")
 
@@ -558,6 +559,12 @@ class BackendChoice:
         the plugin if it does not satisfy it); not wrapped, not opened."""
         backend = self.spec.factory(self.settings)
         self.kind.check(backend, self.spec)
+        if CAP_DIRECT_PUT in self.spec.capabilities and not isinstance(backend, BlobPut):
+            raise PluginError(
+                f"plugin distribution {self.spec.distribution or '?'!r}: {self.kind.name} "
+                f"{self.spec.name!r} declares {CAP_DIRECT_PUT!r} but its "
+                f"{type(backend).__qualname__} lacks put_blob; the plugin must be fixed"
+            )
         return backend
 
     @property
@@ -588,6 +595,8 @@ class AngosConfig:
     #: ``[auth]``'s core settings, and the authenticators selected (see angos_core.auth.config).
     auth: AuthConfig = field(default_factory=AuthConfig)
     kinds: tuple[ExtensionKind, ...] = EXTENSION_KINDS
+    #: ``[migration] from``: the old stores' config in a live migration (docs/operations.md).
+    migration: AngosConfig | None = None
 
     def selected(self, kind: str) -> tuple[BackendChoice, ...]:
         return self.extensions[kind]
@@ -616,7 +625,7 @@ class AngosConfig:
 
 
 #: Sections of core settings; each extension kind adds its own (``ExtensionKind.section``).
-_CORE_SECTIONS = ("server", "global", "log", "maintenance", "repository")
+_CORE_SECTIONS = ("server", "global", "log", "maintenance", "repository", "migration")
 
 # Loopback: a registry started without a config file is not open to the network.
 DEFAULT_TOML = f"""
@@ -730,6 +739,18 @@ def parse_config(
         parsed_auth = auth
         auth = found.attempt(lambda: with_client_certificates(parsed_auth, client_cas, catalogue))
 
+    migration = None
+    if "migration" in data:
+        migration = found.attempt(lambda: parse_migration(data["migration"], catalogue, source))
+        if maintenance is not None and maintenance.gc.interval_secs > 0:
+            found.errors.append(
+                ConfigError(
+                    "maintenance.gc.interval_secs",
+                    "must be 0 during a live migration ([migration]): the collector would "
+                    "delete what is not copied yet; collect once the migration is finished",
+                )
+            )
+
     ConfigErrors.raise_if_any(found.errors)
     assert server and global_ and log and maintenance and auth is not None
     assert policy is not None and immutable is not None and retention is not None
@@ -746,7 +767,32 @@ def parse_config(
         retention=retention,
         auth=auth,
         kinds=catalogue.kinds,
+        migration=migration,
     )
+
+
+def parse_migration(table: object, catalogue: BackendCatalogue, source: str) -> AngosConfig:
+    """``[migration] from = "OLD.toml"``: the old stores a live migration reads through
+    (a path relative to this config's directory). Only its storage sections are used."""
+    if not isinstance(table, dict) or set(table) != {"from"} or not isinstance(table["from"], str):
+        raise ConfigError(
+            "migration",
+            'expected one key, from = "<path of the old config>", e.g. from = "old.toml"',
+        )
+    path = Path(table["from"])
+    if not path.is_absolute() and not source.startswith("<"):
+        path = Path(source).parent / path
+    if not path.is_file():
+        raise ConfigError("migration.from", f"no config file {str(path)!r}")
+    try:
+        old = load_config(path, catalogue)
+    except ConfigError as exc:
+        raise ConfigError("migration.from", f"{path}: {exc}") from exc
+    if old.migration is not None:
+        raise ConfigError(
+            "migration.from", f"{path} has a [migration] of its own: finish that one first"
+        )
+    return old
 
 
 def parse_repositories(table: object, errors: list[ConfigError]) -> dict[str, RepositoryConfig]:

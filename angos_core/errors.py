@@ -267,6 +267,11 @@ class UploadNotFound(BackendError):
     """The blob store holds no upload session with that id."""
 
 
+class BlobDigestMismatch(BackendError):
+    """``BlobPut.put_blob``: the stream's bytes do not hash to the digest it was given, or
+    are not the size given; nothing was stored."""
+
+
 class UploadOffsetMismatch(BackendError):
     """An append started somewhere other than the current end of the upload."""
 

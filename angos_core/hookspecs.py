@@ -36,6 +36,8 @@ CAP_PRESIGNED_URLS = "presigned_urls"
 CAP_LOCAL_FILES = "local_files"
 CAP_ATOMIC_CREATE = "atomic_create"
 CAP_SHARED = "shared"  # safe for several processes or replicas (with a shared lock provider)
+#: A blob store that also implements :class:`~angos_core.protocols.BlobPut`.
+CAP_DIRECT_PUT = "direct_put"
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,16 @@ def digest_from_blob_key(key: str) -> str | None:
     return None
 
 
+#: Where a live migration records what the new side deleted (angos_core.migrate.live).
+MIGRATION_TOMBSTONES = "v2/_migration/deleted/"
+
+
+def migration_tombstone_key(key: str) -> str:
+    """The tombstone of ``key``: deleted on the new side during a live migration, so neither
+    a read-through nor a copy pass brings it back from the old side."""
+    return MIGRATION_TOMBSTONES + key
+
+
 def link_content(digest: str) -> bytes:
     """What a link file holds: the digest, as Distribution writes it."""
     return digest.encode()

@@ -148,6 +148,40 @@ class BlobStore(Protocol):
 
 
 @runtime_checkable
+class BlobPut(Protocol):
+    """Optional, beside :class:`BlobStore`: a whole blob written in one call, verified.
+
+    A blob store declares it with the capability ``direct_put``
+    (:data:`angos_core.hookspecs.CAP_DIRECT_PUT`); core refuses a spec that declares it for
+    a store lacking :meth:`put_blob`. A writer that knows the digest before the bytes
+    (``angos migrate``) uses it instead of the upload-session calls, which cost a store
+    such as S3 about a dozen requests per blob. A store without it is used through its
+    upload sessions, as before. Pinned by :class:`angos_core.testing.BlobPutContract`.
+    """
+
+    async def put_blob(self, digest: str, chunks: AsyncIterable[bytes], size: int) -> bool:
+        """Store the stream as blob ``digest``, which must be ``size`` bytes hashing to it.
+
+        * The store verifies what it receives: if the bytes do not hash to ``digest``
+          (under the digest's algorithm), or are not ``size`` bytes, it raises
+          ``BlobDigestMismatch`` and stores nothing. **A blob never becomes visible under
+          a digest it does not have**, not even for a moment, and nothing of the refused
+          stream stays behind (no temporary file, no S3 multipart upload).
+        * Atomic for readers: ``stat``/``read`` see no blob, then the whole blob.
+        * A stream that fails (raises) or a call that is cancelled part way stores nothing;
+          the error propagates.
+        * If blob ``digest`` already exists, the call returns ``False`` and leaves it as it
+          is (content-addressed: it already holds these bytes); the stream may be read or
+          not. Otherwise it returns ``True`` once the blob is there. Two concurrent calls
+          for one digest both succeed and the blob holds the right bytes.
+        * Memory stays bounded whatever ``size`` is: a store spools what it must keep
+          (``s3``: a local file per part) rather than holding the blob.
+        * No session is created: nothing for ``list_uploads`` to report or the upload
+          purger to remove, whenever the process dies.
+        """
+
+
+@runtime_checkable
 class MetadataStore(Protocol):
     """Small objects (KB) by key: links, tags, manifests, referrers.
 

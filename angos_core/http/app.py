@@ -138,7 +138,7 @@ def make_app(
             observer(kind, backend, op, secs, error)
 
     async def backends(app: web.Application) -> AsyncIterator[None]:
-        built = stores if stores is not None else Stores.from_config(config, observe)
+        built = stores if stores is not None else Stores.from_config(config, observe, live=True)
         await built.open()
         upstreams = Upstreams(config.repositories)
         await upstreams.open()

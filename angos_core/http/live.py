@@ -146,6 +146,8 @@ def settings_view(config: AngosConfig) -> dict[str, tuple[bool, Any]]:
     }
     for name, section in sections.items():
         _flatten(name, dataclasses.asdict(section), flat)
+    # A live migration's old stores are opened at startup: which config names them.
+    flat["migration.from"] = None if config.migration is None else str(config.migration.source)
     view = {key: (key.startswith(RELOADABLE), value) for key, value in flat.items()}
     for namespace, repository in config.repositories.items():
         for field in dataclasses.fields(repository):

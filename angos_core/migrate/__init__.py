@@ -5,9 +5,10 @@
 operator's side.
 """
 
-from angos_core.migrate.copy import DEFAULT_JOBS, SESSION_REPOSITORY, Migration
+from angos_core.migrate.copy import DEFAULT_JOBS, Migration
 from angos_core.migrate.progress import Progress
 from angos_core.migrate.report import PassReport
+from angos_core.migrate.transfer import SESSION_REPOSITORY
 from angos_core.migrate.verify import Verifier
 
 __all__ = ["DEFAULT_JOBS", "SESSION_REPOSITORY", "Migration", "PassReport", "Progress", "Verifier"]

@@ -12,6 +12,7 @@ from typing import Any
 from angos_core.config import AngosConfig
 from angos_core.errors import ConfigError
 from angos_core.migrate.copy import DEFAULT_JOBS, Migration
+from angos_core.migrate.live import CopyTarget
 from angos_core.migrate.progress import Progress
 from angos_core.migrate.report import PassReport
 from angos_core.migrate.verify import Verifier
@@ -70,18 +71,24 @@ async def _run(source: AngosConfig, target: AngosConfig, args: argparse.Namespac
         await dst.open()
         try:
             progress = Progress()
+            live = target.migration is not None
             if args.verify:
-                return await _verify(src, dst, args, progress)
-            return await _copy(src, dst, args, progress)
+                return await _verify(src, dst, args, progress, live)
+            return await _copy(src, dst, args, progress, live)
         finally:
             await dst.aclose()
     finally:
         await src.aclose()
 
 
-async def _copy(src: Stores, dst: Stores, args: argparse.Namespace, progress: Progress) -> int:
+async def _copy(
+    src: Stores, dst: Stores, args: argparse.Namespace, progress: Progress, live: bool
+) -> int:
+    # Live (the new config reads through the old stores): the new side serves writes, so
+    # the copy never overwrites what it holds nor creates what it deleted.
+    meta = CopyTarget(dst.meta) if live else dst.meta
     migration = Migration(
-        src.blobs, src.meta, dst.blobs, dst.meta, jobs=args.jobs, progress=progress
+        src.blobs, src.meta, dst.blobs, meta, jobs=args.jobs, progress=progress, overwrite=not live
     )
     reports: list[PassReport] = []
     for number in range(1, args.passes + 1):
@@ -105,7 +112,9 @@ async def _copy(src: Stores, dst: Stores, args: argparse.Namespace, progress: Pr
     return EXIT_DIFFERENT if failed else 0
 
 
-async def _verify(src: Stores, dst: Stores, args: argparse.Namespace, progress: Progress) -> int:
+async def _verify(
+    src: Stores, dst: Stores, args: argparse.Namespace, progress: Progress, live: bool
+) -> int:
     verifier = Verifier(
         src.blobs,
         src.meta,
@@ -114,6 +123,7 @@ async def _verify(src: Stores, dst: Stores, args: argparse.Namespace, progress: 
         jobs=args.jobs,
         deep=args.deep,
         progress=progress,
+        live=live,
     )
     differences = await verifier.run()
     if args.json:

@@ -1,13 +1,16 @@
 """Copy a registry from one pair of stores to another through the plugin protocols only.
 
-One pass: first every blob the source blob store lists, streamed through the destination's
-upload session API and hashed on the way; then each repository's metadata. Everything is
+One pass: first every blob the source blob store lists, streamed to the destination and
+verified there: in one ``put_blob`` call when the destination declares ``direct_put``
+(:class:`~angos_core.protocols.BlobPut`), otherwise through its upload session API, hashed
+on the way; then each repository's metadata. Everything is
 compared first and copied only when missing or different, so a pass can be repeated
 (catch-up, resume after a kill) and copies only what changed.
 
 Nothing is ever half-visible at the destination, whenever the process dies:
 
-* a blob appears only at ``upload_commit``, after its bytes hashed to its digest;
+* a blob appears only once its bytes hashed to its digest (``put_blob`` verifies it; a
+  session is committed only after that check);
 * metadata is written in dependency order: a layer link after its blob; a revision link
   after its manifest body and, before that, everything the manifest references (blobs
   with their layer links, an index's child manifests); a tag index entry and a referrer
@@ -21,8 +24,6 @@ first aborts the ones a killed run left behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import time
 from collections.abc import (
     AsyncIterable,
@@ -38,15 +39,11 @@ from angos_core import layout
 from angos_core.migrate import walk
 from angos_core.migrate.progress import Progress
 from angos_core.migrate.report import PassReport
+from angos_core.migrate.transfer import SESSION_REPOSITORY, transfer_blob
 from angos_core.oci.manifest import parse_stored
-from angos_core.oci.names import new_upload_id
-from angos_core.protocols import BlobStore, MetadataStore, UploadRef
-from angos_core.registry.hashing import HashingStream
+from angos_core.protocols import BlobStore, MetadataStore
 from angos_core.registry.links import parse_link
 
-#: The repository whose upload sessions carry the blobs being copied. A valid name, so a
-#: session a killed run leaves is one the destination's upload purger can see and remove.
-SESSION_REPOSITORY = "angos-migrate"
 DEFAULT_JOBS = 8
 
 T = TypeVar("T")
@@ -97,12 +94,23 @@ class Migration:
         *,
         jobs: int = DEFAULT_JOBS,
         progress: Progress | None = None,
+        overwrite: bool = True,
     ) -> None:
         self.src_blobs, self.src_meta = src_blobs, src_meta
         self.dst_blobs, self.dst_meta = dst_blobs, dst_meta
         self.jobs = jobs
         self.progress = progress or Progress(quiet=True)
+        #: Whether a link the destination holds with other content is replaced (a tag moved
+        #: at the source). False in a live migration: the destination serves writes, and
+        #: what it holds is newer than the source's.
+        self.overwrite = overwrite
         self.report = PassReport()
+        # What the destination held when the pass listed it: a blob or link not listed is
+        # written with one ``create`` instead of a read then a write (one request per object,
+        # as ``aws s3 sync`` after its listing). Absent entries: not listed, read first.
+        self._dst_blobs: set[str] | None = None
+        self._dst_listed: dict[str, set[str]] = {}
+        self._dst_dirs: dict[str, asyncio.Future[frozenset[str]]] = {}
         # Per pass: what is known to be at the destination now (or known to be missing at
         # the source), so each object is compared once however many paths lead to it.
         self._blobs: dict[str, asyncio.Future[bool]] = {}
@@ -117,19 +125,26 @@ class Migration:
         self._blobs.clear()
         self._revisions.clear()
         self._layers.clear()
+        self._dst_listed.clear()
+        self._dst_dirs.clear()
         started = time.monotonic()
         await self._abort_stale_sessions()
         digests = [d async for d in self.src_blobs.list_digests()]
+        self._dst_blobs = {d async for d in self.dst_blobs.list_digests()}
         self.progress.phase("blobs", len(digests))
         await bounded(digests, self._blob_step, self.jobs)
         repositories = await walk.repositories(self.src_meta)
         self.progress.phase("repositories", len(repositories))
-        for name in repositories:
-            await self._guard("repository", name, self.copy_repository(name))
-            self.progress.advance()
+        # Repositories side by side: one's links depend on the blobs (done above) and on
+        # its own objects only, and a repository's few links are latency-bound otherwise.
+        await bounded(repositories, self._repository_step, self.jobs)
         self.progress.close()
         self.report.seconds = time.monotonic() - started
         return self.report
+
+    async def _repository_step(self, name: str) -> None:
+        await self._guard("repository", name, self.copy_repository(name))
+        self.progress.advance()
 
     async def _blob_step(self, digest: str) -> None:
         await self._guard("blob", digest, self.ensure_blob(digest))
@@ -150,11 +165,14 @@ class Migration:
 
     async def _copy_blob(self, digest: str) -> bool:
         size = await self.src_blobs.stat(digest)
-        present = await self.dst_blobs.stat(digest)
+        listed = self._dst_blobs
+        present = None
+        if listed is None or digest in listed:
+            present = await self.dst_blobs.stat(digest)
         if size is None:
             # Deleted at the source since it was listed (gc): nothing to copy.
             self.report.skipped("blob")
-            return present is not None
+            return (present or await self.dst_blobs.stat(digest)) is not None
         if present == size:
             self.report.skipped("blob")
             return True
@@ -163,33 +181,15 @@ class Migration:
                 "blob", f"{digest}: {present} bytes at the destination, {size} at the source"
             )
             return False
-        algorithm = digest.partition(":")[0]
-        ref = UploadRef(SESSION_REPOSITORY, new_upload_id())
-        committed = False
         try:
-            await self.dst_blobs.upload_start(ref)
-            stream = HashingStream(
-                self._counted(self.src_blobs.read(digest)), hashlib.new(algorithm)
+            failure = await transfer_blob(
+                self.src_blobs, self.dst_blobs, digest, size, self._counted
             )
-            written = await self.dst_blobs.upload_append(ref, 0, stream)
-            hasher = stream.hasher
-            computed = f"{algorithm}:{hasher.hexdigest()}" if hasher is not None else ""
-            if computed != digest or written != size:
-                self.report.failed(
-                    "blob",
-                    f"{digest}: the source's bytes hash to {computed} ({written} bytes): "
-                    "not copied",
-                )
-                return False
-            await self.dst_blobs.upload_commit(ref, digest)
-            committed = True
         except Exception as exc:
-            self.report.failed("blob", f"{digest}: {type(exc).__name__}: {exc}")
+            failure = f"{digest}: {type(exc).__name__}: {exc}"
+        if failure is not None:
+            self.report.failed("blob", failure)
             return False
-        finally:
-            if not committed:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.dst_blobs.upload_abort(ref))
         self.report.copied("blob")
         self.report.bytes_copied += size
         return True
@@ -204,6 +204,12 @@ class Migration:
     async def copy_repository(self, name: str) -> None:
         """Every link of repository ``name``, each after what it depends on."""
         meta = self.src_meta
+        new = not await self._dst_has_directory(name)
+        for prefix in (layout.layers_prefix(name), layout.revisions_prefix(name)):
+            listed = [] if new else await walk.linked_digests(self.dst_meta, prefix)
+            self._dst_listed[prefix] = set(listed)
+        tags = [] if new else await walk.tags(self.dst_meta, name)
+        self._dst_listed[layout.tags_prefix(name)] = set(tags)
         layers = await walk.linked_digests(meta, layout.layers_prefix(name))
         await bounded(layers, lambda d: self._ensure_layer_step(name, d), self.jobs)
         revisions = await walk.linked_digests(meta, layout.revisions_prefix(name))
@@ -249,7 +255,8 @@ class Migration:
         if not await self.ensure_blob(digest):
             self.report.failed("layer_link", f"{name}@{digest}: its blob is not at the destination")
             return False
-        await self._sync_link("layer_link", key, content)
+        absent = self._absent(layout.layers_prefix(name), digest)
+        await self._sync_link("layer_link", key, content, absent=absent)
         return True
 
     async def ensure_revision(self, name: str, digest: str) -> bool:
@@ -278,16 +285,16 @@ class Migration:
             for child in manifest.manifests:
                 if await self.src_meta.get(layout.revision_link_key(name, child.digest)):
                     await self.ensure_revision(name, child.digest)
-        present = await self.dst_meta.get(body_key)
-        if present is None:
-            await self.dst_meta.create(body_key, body)
+        # Content-addressed: created if absent (one request), else compared.
+        if await self.dst_meta.create(body_key, body):
             self.report.copied("manifest")
-        elif present == body:
+        elif await self.dst_meta.get(body_key) == body:
             self.report.skipped("manifest")
         else:
             self.report.failed("manifest", f"{digest}: different bytes at the destination")
             return False
-        await self._sync_link("revision_link", key, content)
+        absent = self._absent(layout.revisions_prefix(name), digest)
+        await self._sync_link("revision_link", key, content, absent=absent)
         return True
 
     async def _copy_referrer(self, name: str, subject: str, digest: str) -> None:
@@ -302,11 +309,12 @@ class Migration:
 
     async def _copy_tag(self, name: str, tag: str) -> None:
         """The tag's index entries, then its ``current`` link: the tag moves last."""
+        absent = self._absent(layout.tags_prefix(name), tag)
         for digest in await walk.linked_digests(self.src_meta, layout.tag_index_prefix(name, tag)):
             key = layout.tag_index_key(name, tag, digest)
             content = await self.src_meta.get(key)
             if content is not None and await self.ensure_revision(name, digest):
-                await self._sync_link("tag_index", key, content)
+                await self._sync_link("tag_index", key, content, absent=absent)
         key = layout.tag_current_key(name, tag)
         content = await self.src_meta.get(key)
         target = parse_link(content)
@@ -315,11 +323,47 @@ class Migration:
         if not await self.ensure_revision(name, target):
             self.report.failed("tag", f"{name}:{tag}: its manifest {target} is missing")
             return
-        await self._sync_link("tag", key, content)
+        await self._sync_link("tag", key, content, absent=absent)
 
-    async def _sync_link(self, kind: str, key: str, content: bytes) -> None:
+    async def _dst_has_directory(self, name: str) -> bool:
+        """Whether the destination has a directory for repository ``name``: each parent's
+        listing is read once a pass, so into an empty destination no repository costs a
+        listing of its own."""
+        parent = layout.REPOSITORIES
+        for component in name.split("/"):
+            children = await _once_set(self._dst_dirs, parent, self._dst_children)
+            if component not in children:
+                return False
+            parent = f"{parent}{component}/"
+        return True
+
+    async def _dst_children(self, prefix: str) -> frozenset[str]:
+        return frozenset([child async for child in walk.children(self.dst_meta, prefix)])
+
+    def _absent(self, prefix: str, child: str) -> bool:
+        """Whether the pass's listing of the destination's ``prefix`` lacked ``child``."""
+        listed = self._dst_listed.get(prefix)
+        return listed is not None and child not in listed
+
+    async def _sync_link(
+        self, kind: str, key: str, content: bytes, *, absent: bool = False
+    ) -> None:
+        """The link at the destination: created when it was not listed there, else read and
+        replaced if different (unless :attr:`overwrite` is off: then the destination's
+        stands). A create that finds the key (written since the listing) reads it too."""
+        if absent and await self.dst_meta.create(key, content):
+            self.report.copied(kind)
+            return
         present = await self.dst_meta.get(key)
         if present == content:
+            self.report.skipped(kind)
+            return
+        if present is None:
+            if await self.dst_meta.create(key, content):
+                self.report.copied(kind)
+                return
+            present = await self.dst_meta.get(key)
+        if present == content or not self.overwrite:
             self.report.skipped(kind)
             return
         await self.dst_meta.put(key, content)
@@ -327,6 +371,19 @@ class Migration:
 
 
 K = TypeVar("K")
+
+
+async def _once_set(
+    memo: dict[str, asyncio.Future[frozenset[str]]],
+    key: str,
+    fn: Callable[[str], Awaitable[frozenset[str]]],
+) -> frozenset[str]:
+    """``fn(key)`` once per key and pass; concurrent callers share its result."""
+    future = memo.get(key)
+    if future is None:
+        future = asyncio.ensure_future(fn(key))
+        memo[key] = future
+    return await asyncio.shield(future)
 
 
 async def _once(

@@ -7,7 +7,8 @@ whose metadata shares the tree lists manifest bodies as blobs too), which is no 
 Metadata: per repository of either side, every layer, revision, referrer, tag index and
 tag ``current`` link and every manifest body must exist on both sides with the same bytes:
 a link only at the destination is reported too (a tag deleted at the source after it was
-copied, say), since the destination would serve it.
+copied, say), since the destination would serve it. In a live migration the destination
+is the newer side: what it added, moved or deleted (by its tombstones) is not reported.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 from angos_core import layout
 from angos_core.migrate import walk
 from angos_core.migrate.copy import DEFAULT_JOBS, bounded
+from angos_core.migrate.live import Tombstones
 from angos_core.migrate.progress import Progress
 from angos_core.protocols import BlobStore, MetadataStore
 
@@ -33,11 +35,16 @@ class Verifier:
         jobs: int = DEFAULT_JOBS,
         deep: bool = False,
         progress: Progress | None = None,
+        live: bool = False,
     ) -> None:
         self.src_blobs, self.src_meta = src_blobs, src_meta
         self.dst_blobs, self.dst_meta = dst_blobs, dst_meta
         self.jobs = jobs
         self.deep = deep
+        #: A live migration: the destination served writes, so a link only there (a push),
+        #: a tag ``current`` it moved, and a key it deleted (tombstoned) are no difference.
+        self.live = live
+        self._tombstones = Tombstones(dst_meta)
         self.progress = progress or Progress(quiet=True)
         self.differences: list[str] = []
         self.checked = 0
@@ -95,6 +102,12 @@ class Verifier:
         kind = kind or other_kind or "object"
         source, destination = await asyncio.gather(self.src_meta.get(key), self.dst_meta.get(key))
         if source == destination:
+            return
+        if self.live and (
+            source is None
+            or (kind == "tag" and destination is not None)
+            or (destination is None and await self._tombstones.has(key))
+        ):
             return
         if destination is None:
             self.differences.append(f"{kind} {key}: missing at the destination")

@@ -32,6 +32,8 @@ class Stores:
     #: Every storage backend by kind name, in opening order, with its kind's declaration:
     #: the four above, and any other storage kind declared.
     by_kind: dict[str, tuple[ExtensionKind, Any]] = field(default_factory=dict)
+    #: In a live migration, the old stores the blob and metadata stores read through.
+    fallback: Stores | None = None
 
     def __post_init__(self) -> None:
         if not self.by_kind:  # built from the four backends directly
@@ -42,21 +44,31 @@ class Stores:
             }
 
     @classmethod
-    def from_config(cls, config: AngosConfig, observer: Observer | None = None) -> Stores:
+    def from_config(
+        cls, config: AngosConfig, observer: Observer | None = None, *, live: bool = False
+    ) -> Stores:
         """Build (but do not open) every configured storage backend, each checked against
-        its kind's protocol and wrapped once."""
-        by_kind = {
-            kind.name: (kind, kind.wrap(config.backend(kind.name).build(), observer))
-            for kind in config.kinds
-            if kind.stores_field is not None
-        }
+        its kind's protocol and wrapped once. ``live`` (``angos serve``): with a
+        ``[migration]``, the blob and metadata stores read through from the old ones
+        (:mod:`angos_core.migrate.live`); the commands work on the stores as configured."""
+        fallback = None
+        if live and config.migration is not None:
+            fallback = cls.from_config(config.migration, observer)
+        by_kind = {}
+        for kind in config.kinds:
+            if kind.stores_field is None:
+                continue
+            backend = config.backend(kind.name).build()
+            if fallback is not None:
+                backend = _read_through(kind.name, backend, fallback)
+            by_kind[kind.name] = (kind, kind.wrap(backend, observer))
         attributes = {f.name for f in fields(cls)}
         typed = {
             kind.stores_field: backend
             for kind, backend in by_kind.values()
             if kind.stores_field in attributes
         }
-        return cls(**typed, settings=config.global_, by_kind=by_kind)
+        return cls(**typed, settings=config.global_, by_kind=by_kind, fallback=fallback)
 
     def backend(self, kind: str) -> Any:
         """The wrapped backend of storage kind ``kind``."""
@@ -66,6 +78,16 @@ class Stores:
         return [backend for _, backend in self.by_kind.values()]
 
     async def open(self) -> None:
+        if self.fallback is not None:
+            await self.fallback.open()
+        try:
+            await self._open()
+        except BaseException:
+            if self.fallback is not None:
+                await self.fallback.aclose()
+            raise
+
+    async def _open(self) -> None:
         opened = []
         try:
             for backend in self._all():
@@ -81,6 +103,20 @@ class Stores:
             # Closing the others matters more than this one's failure.
             with contextlib.suppress(Exception):
                 await backend.aclose()
+        if self.fallback is not None:
+            await self.fallback.aclose()
 
     def describe(self) -> str:
         return ", ".join(f"{name}={backend.name}" for name, (_, backend) in self.by_kind.items())
+
+
+def _read_through(kind: str, backend: Any, old: Stores) -> Any:
+    """The new ``backend`` of storage kind ``kind`` reading through ``old``'s (blob and
+    metadata stores only; the others are the new config's)."""
+    from angos_core.migrate.live import LiveBlobStore, LiveMetadataStore
+
+    if kind == "blob_store":
+        return LiveBlobStore(backend, old.blobs)
+    if kind == "metadata_store":
+        return LiveMetadataStore(backend, old.meta)
+    return backend

@@ -23,7 +23,15 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from angos_core.errors import AngosError, BackendError, BackendUnavailable, LockUnavailable
-from angos_core.protocols import BlobStore, Cache, Lease, LockProvider, MetadataStore, UploadRef
+from angos_core.protocols import (
+    BlobPut,
+    BlobStore,
+    Cache,
+    Lease,
+    LockProvider,
+    MetadataStore,
+    UploadRef,
+)
 
 log = logging.getLogger("angos.backend")
 
@@ -156,12 +164,31 @@ class WrappedBlobStore(_Wrapped):
     async def upload_abort(self, upload: UploadRef) -> None:
         await self._call("upload_abort", self.inner.upload_abort, upload)
 
+    @property
+    def direct_put(self) -> bool:
+        """Whether the store writes a whole verified blob in one call (:class:`BlobPut`)."""
+        return isinstance(self.inner, BlobPut)
+
+    async def put_blob(self, digest: str, chunks: AsyncIterable[bytes], size: int) -> bool:
+        """:meth:`BlobPut.put_blob`; only for a store whose :attr:`direct_put` is true."""
+        inner = self.inner
+        if not isinstance(inner, BlobPut):
+            raise BackendError(self.name, "put_blob: this blob store has no direct put")
+        return await self._call("put_blob", inner.put_blob, digest, chunks, size)
+
     def list_uploads(self) -> AsyncIterator[tuple[UploadRef, datetime]]:
         try:
             it = self.inner.list_uploads()
         except BaseException as exc:  # not implemented (an older plugin), or eager failure
             raise translate(self.name, "list_uploads", exc) from exc
         return self._iterate("list_uploads", it)
+
+
+def blob_put_of(store: BlobStore) -> BlobPut | None:
+    """``store`` as a :class:`BlobPut` if it has a direct put (wrapped or not), else None."""
+    if isinstance(store, WrappedBlobStore):
+        return store if store.direct_put else None
+    return store if isinstance(store, BlobPut) else None
 
 
 class WrappedMetadataStore(_Wrapped):

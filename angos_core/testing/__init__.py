@@ -19,6 +19,8 @@ inherited test. For a metadata store::
 The fixture to override per suite:
 
 * :class:`BlobStoreContract` -- ``blob_store``: an opened, empty blob store.
+* :class:`BlobPutContract` -- ``blob_store`` again, for a blob store declaring
+  ``direct_put``: subclass it beside :class:`BlobStoreContract`.
 * :class:`MetadataStoreContract` -- ``metadata_store``: an opened, empty metadata store.
 * :class:`CacheContract` -- ``cache``: an opened, empty cache.
 * :class:`LockProviderContract` -- ``lock_provider_factory``: an async callable
@@ -33,6 +35,7 @@ The suites need ``pytest`` and ``pytest-asyncio`` (``asyncio_mode = "auto"``).
 """
 
 from angos_core.testing.authenticator import AuthenticatorCase, AuthenticatorContract
+from angos_core.testing.blob_put import BlobPutContract
 from angos_core.testing.blob_store import BlobStoreContract
 from angos_core.testing.cache import CacheContract
 from angos_core.testing.lock_provider import LockProviderContract, LockProviderFactory
@@ -41,6 +44,7 @@ from angos_core.testing.metadata_store import MetadataStoreContract
 __all__ = [
     "AuthenticatorCase",
     "AuthenticatorContract",
+    "BlobPutContract",
     "BlobStoreContract",
     "CacheContract",
     "LockProviderContract",

@@ -71,7 +71,8 @@ async def test_every_shape_migrates_to_fs(storage: Storage, tmp_path: Path) -> N
 
 
 class Recording:
-    """A store wrapper that logs each write (``put``/``create``/``upload_commit``) in order."""
+    """A store wrapper that logs each write (``put``, ``create``, ``upload_commit``,
+    ``put_blob``) in order."""
 
     def __init__(self, inner: Any, log: list[str]) -> None:
         self._inner, self._log = inner, log
@@ -91,6 +92,11 @@ class Recording:
     async def upload_commit(self, upload: Any, digest: str) -> None:
         self._log.append(f"blob:{digest}")
         await self._inner.upload_commit(upload, digest)
+
+    async def put_blob(self, digest: str, chunks: Any, size: int) -> bool:
+        self._log.append(f"blob:{digest}")
+        put: bool = await self._inner.put_blob(digest, chunks, size)
+        return put
 
 
 async def test_writes_in_dependency_order(tmp_path: Path) -> None:

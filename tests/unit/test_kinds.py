@@ -378,7 +378,7 @@ def test_a_declared_kind_gets_the_config_errors(tmp_path: Path) -> None:
     error = config_error("[widgets.spinner]\n", catalogue, tmp_path)
     assert error.key == "widgets"
     assert error.message == (
-        "unknown section; known sections: server, global, log, maintenance, repository, "
+        "unknown section; known sections: server, global, log, maintenance, repository, migration, "
         "blob_store, metadata_store, cache, auth, widget, guard"
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import Future
@@ -16,7 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from angos_core import layout
-from angos_core.errors import BlobNotFound, UploadNotFound, UploadOffsetMismatch
+from angos_core.errors import (
+    BlobDigestMismatch,
+    BlobNotFound,
+    UploadNotFound,
+    UploadOffsetMismatch,
+)
 from angos_core.protocols import UploadRef
 from angos_fs import files
 from angos_fs.files import BACKEND, FsBackend, unavailable
@@ -142,6 +148,83 @@ class FsBlobStore(FsBackend):
                         yield f"{alg}:{hexpart}"
         except OSError as exc:
             raise unavailable(exc, "cannot list blobs") from exc
+
+    async def put_blob(self, digest: str, chunks: AsyncIterable[bytes], size: int) -> bool:
+        """A temporary file beside the blob's ``data`` (``.tmp-<uuid>``, which no listing
+        counts), written and hashed in the I/O pool, renamed onto ``data`` only if it holds
+        ``size`` bytes hashing to ``digest``; removed otherwise. A process killed part way
+        leaves that temporary file, never a blob."""
+        target = self._blob_path(digest)
+        target_dir = os.path.dirname(target)
+        tmp = os.path.join(target_dir, files.temp_name())
+        algorithm, _, expected = digest.partition(":")
+        hasher = hashlib.new(algorithm)
+        sync, root = self.sync, self.paths.root
+
+        def create() -> int:
+            files.makedirs(target_dir, durable=sync, root=root)
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+        def write(fd: int, data: bytes | bytearray) -> None:
+            # In the pool, one write at a time: the hash sees the bytes in order.
+            files.write_all(fd, data)
+            hasher.update(data)
+
+        def place() -> bool:
+            if os.path.exists(target):
+                return False  # a racing put or commit placed it: equal bytes
+            if sync:
+                files.fsync_file(tmp)
+            os.replace(tmp, target)
+            if sync:
+                files.fsync_dir(target_dir)
+            return True
+
+        def discard() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            files.prune_empty_dirs(target_dir, root)
+
+        try:
+            if await files.run(os.path.exists, target):
+                return False
+            fd = _Fd(await files.run(files.retry_on_pruned, create))
+        except OSError as exc:
+            raise unavailable(exc, f"cannot write blob {digest}") from exc
+        placed = False
+        try:
+            written = 0
+            pending: Future[Any] | None = None
+            buf = bytearray()
+            try:
+                async for chunk in chunks:
+                    written += len(chunk)
+                    if written > size:
+                        break
+                    buf += chunk
+                    if len(buf) < WRITE_BATCH:
+                        continue
+                    if pending is not None:
+                        await asyncio.wrap_future(pending)
+                    pending, buf = fd.start(write, buf), bytearray()
+            finally:
+                if pending is not None:
+                    await asyncio.wrap_future(pending)
+            if buf:
+                await fd.run(write, buf)
+            if written != size or hasher.hexdigest() != expected:
+                raise BlobDigestMismatch(
+                    BACKEND, f"the stream is not {size} bytes hashing to {digest}: not stored"
+                )
+            placed = await files.run(place)
+            return placed
+        except OSError as exc:
+            raise unavailable(exc, f"cannot write blob {digest}") from exc
+        finally:
+            fd.close()
+            if not placed:
+                with contextlib.suppress(OSError):
+                    await asyncio.shield(files.run(discard))
 
     # ------------------------------------------------------------------ uploads
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from angos_core import CAP_ATOMIC_CREATE, CAP_LOCAL_FILES, CAP_SHARED, BackendSpec, hookimpl
+from angos_core import (
+    CAP_ATOMIC_CREATE,
+    CAP_DIRECT_PUT,
+    CAP_LOCAL_FILES,
+    CAP_SHARED,
+    BackendSpec,
+    hookimpl,
+)
 from angos_fs.blob_store import FsBlobStore
 from angos_fs.config import FsConfig
 from angos_fs.metadata_store import FsMetadataStore
@@ -19,7 +26,7 @@ def angos_blob_stores() -> list[BackendSpec[Any]]:
             name="fs",
             factory=FsBlobStore,
             config_type=FsConfig,
-            capabilities=frozenset({CAP_LOCAL_FILES, CAP_SHARED}),
+            capabilities=frozenset({CAP_LOCAL_FILES, CAP_SHARED, CAP_DIRECT_PUT}),
             distribution=DISTRIBUTION,
             description="blobs as files under root_dir",
         )

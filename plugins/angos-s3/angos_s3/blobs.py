@@ -16,6 +16,10 @@ An upload (see :mod:`angos_s3.state` for the objects it keeps in the bucket):
   source. Then the session's objects are deleted.
 * ``upload_abort`` aborts the multipart upload and deletes the session's objects.
 
+A writer that has the whole blob and its digest (``angos migrate``) skips all that:
+``put_blob`` (:mod:`angos_s3.put`) is one verified ``PutObject``, or one multipart upload
+at the blob's key for a blob above a part.
+
 The session's state and its multipart calls live in :mod:`angos_s3.sessions`, which both
 this store and the appender use: blobs -> append -> sessions, never back.
 """
@@ -43,6 +47,7 @@ from angos_core.layout import (
     uploads_prefix,
 )
 from angos_core.protocols import UploadRef
+from angos_s3 import put
 from angos_s3.append import Appender
 from angos_s3.client import BACKEND, Missing, S3Backend
 from angos_s3.config import S3_MAX_PART_SIZE, S3Config
@@ -106,7 +111,10 @@ class S3BlobStore(S3Backend):
     def local_path(self, digest: str) -> str | None:
         return None
 
-    # ------------------------------------------------------------------ upload state
+    async def put_blob(self, digest: str, chunks: AsyncIterable[bytes], size: int) -> bool:
+        return await put.put_blob(
+            self.s3, int(self.config.multipart_part_size), digest, chunks, size
+        )
 
     # ------------------------------------------------------------------ uploads
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from angos_core import (
     CAP_ATOMIC_CREATE,
+    CAP_DIRECT_PUT,
     CAP_PRESIGNED_URLS,
     CAP_SHARED,
     BackendSpec,
@@ -38,7 +39,7 @@ def angos_blob_stores() -> list[BackendSpec[BlobStore]]:
             name="s3",
             factory=_blob_store,
             config_type=S3Config,
-            capabilities=frozenset({CAP_PRESIGNED_URLS, CAP_SHARED}),
+            capabilities=frozenset({CAP_PRESIGNED_URLS, CAP_SHARED, CAP_DIRECT_PUT}),
             distribution=DISTRIBUTION,
             description="blobs in an S3-compatible bucket, uploaded as multipart",
         )
