@@ -51,8 +51,18 @@ def parse(root: Path, extra: str) -> AngosConfig:
         (lambda root: fs_toml(root, "[maintenance.gc]\ninterval_secs = 60\n"), "maintenance.gc"),
         (lambda root: fs_toml(root, "[global]\nmax_manifest_size = 10\n"), "global.max_manifest"),
         (lambda root: fs_toml(root, "[cache.memory]\n"), None),
+        (
+            lambda root: fs_toml(
+                root, '[[repository."docker.io".upstream]]\nurl = "https://example.test"\n'
+            ),
+            "repository.docker.io.upstream",
+        ),
+        (
+            lambda root: fs_toml(root, '[repository."team".retention_policy]\nrules = ["true"]\n'),
+            "repository.team.retention_policy",
+        ),
     ],
-    ids=["storage", "server", "log", "gc", "global", "same-cache"],
+    ids=["storage", "server", "log", "gc", "global", "same-cache", "upstream", "retention"],
 )
 def test_what_needs_a_restart_is_refused_naming_the_key(
     tmp_path: Path, change: Callable[[Path], str], key: str | None
