@@ -186,6 +186,8 @@ class ManifestService:
                 await self.references.mark_recent(digest)
                 await self.stores.meta.create(layout.blob_data_key(digest), body)
                 await self._link(name, digest, body, manifest, tags)
+                # A cached manifest's image.pushed_at is when it was fetched (retention).
+                await self.times.pushed(name, digest)
             if await self._move_tags(name, digest, tags):
                 self._keep(digest, body)
                 return StoredManifest(digest, body, stored_media_type(body))
