@@ -23,7 +23,15 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from angos_core.errors import AngosError, BackendError, BackendUnavailable, LockUnavailable
-from angos_core.protocols import BlobStore, Cache, Lease, LockProvider, MetadataStore, UploadRef
+from angos_core.protocols import (
+    BlobStore,
+    Cache,
+    Children,
+    Lease,
+    LockProvider,
+    MetadataStore,
+    UploadRef,
+)
 
 log = logging.getLogger("angos.backend")
 
@@ -188,6 +196,17 @@ class WrappedMetadataStore(_Wrapped):
     ) -> list[str]:
         return await self._call(
             "list_children", self.inner.list_children, prefix, start_after=start_after, limit=limit
+        )
+
+    async def list_children_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> Children:
+        return await self._call(
+            "list_children_page",
+            self.inner.list_children_page,
+            prefix,
+            start_after=start_after,
+            limit=limit,
         )
 
 
