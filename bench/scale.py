@@ -176,15 +176,18 @@ async def _push_image(session: ClientSession, url: str) -> None:
         assert resp.status == 201, resp.status
 
 
-async def cache_rows(work: Path, seconds: int) -> list[Row]:
-    port = free_port()
-    redis = subprocess.Popen(
-        [TOOLS["redis-server"], "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        + ["--appendonly", "no"],
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [TOOLS["redis-server"], "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+async def cache_rows(work: Path, seconds: int) -> list[Row]:
+    port = free_port()
+    redis = _start_redis(port)
     store = work / "store"
     store.mkdir()
     redis_toml = f'\n[cache.redis]\nurl = "redis://127.0.0.1:{port}"\n'
@@ -196,7 +199,7 @@ async def cache_rows(work: Path, seconds: int) -> list[Row]:
     servers = _servers(store, work, labels)[:-1]
     rps: dict[str, float] = {}
     try:
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
         for s in servers:
             s.start()
         async with ClientSession() as session:
@@ -230,23 +233,24 @@ async def main() -> None:
     only = set(args.only.split(","))
     load_before = os.getloadavg()
     rows: list[Row] = []
-    turn = 0
-    jobs: list[Callable[[Path], Awaitable[list[Row]]]] = []
+    jobs: list[tuple[str, int]] = []
     if "catalog" in only:
-        for c in (int(c) for c in args.repos.split(",") if c):
-            jobs.append(lambda w, c=c, t=len(jobs): catalog_rows(c, w, t))
+        jobs += [("catalog", int(c)) for c in args.repos.split(",") if c]
     if "tags" in only:
-        for c in (int(c) for c in args.tags.split(",") if c):
-            jobs.append(lambda w, c=c, t=len(jobs): tag_rows(c, w, t))
+        jobs += [("tags", int(c)) for c in args.tags.split(",") if c]
     if "cache" in only:
-        jobs.append(lambda w: cache_rows(w, args.wrk_seconds))
-    for job in jobs:
+        jobs.append(("cache", args.wrk_seconds))
+    for turn, (kind, size) in enumerate(jobs):
         work = Path(tempfile.mkdtemp(prefix="angos-bench-scale-", dir=args.workdir))
         try:
-            rows += await job(work)
+            if kind == "catalog":
+                rows += await catalog_rows(size, work, turn)
+            elif kind == "tags":
+                rows += await tag_rows(size, work, turn)
+            else:
+                rows += await cache_rows(work, size)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        turn += 1
     load_after = os.getloadavg()
     print(f"load average (1 min): {load_before[0]:.2f} before, {load_after[0]:.2f} after\n")
     print("| workload | unit | registry | value |\n|---|---|---|---:|")

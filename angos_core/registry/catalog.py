@@ -82,7 +82,6 @@ class CatalogService:
             raise NameUnknown(detail={"name": name})
         return tags, more
 
-
     async def repositories(self) -> list[str]:
         """Every repository name, sorted. A directory with a ``_manifests`` child is one."""
         async with contextlib.aclosing(self._names(layout.REPOSITORIES, "", None)) as names:

@@ -95,10 +95,6 @@ class ListPageContract:
             await metadata_store.put(f"{BASE}{name}/k", b"")
         for after in (None, "x", "x-1", "y", "zz"):
             for limit in (None, 0, 1, 2, 5):
-                children = await metadata_store.list_children(
-                    BASE, start_after=after, limit=limit
-                )
-                page = await metadata_store.list_children_page(
-                    BASE, start_after=after, limit=limit
-                )
+                children = await metadata_store.list_children(BASE, start_after=after, limit=limit)
+                page = await metadata_store.list_children_page(BASE, start_after=after, limit=limit)
                 assert page.names == children, (after, limit)

@@ -159,6 +159,7 @@ class Tracker:
             self._task.cancel()
             await asyncio.wait([self._task])
             self._task = None
+        self.live = False  # closing on purpose: nothing to warn about
         self.lost()
 
     async def _run(self) -> None:
