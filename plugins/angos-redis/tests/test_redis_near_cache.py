@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from angos_redis import RedisCache, RedisCacheConfig
 from angos_redis.near import Tracker
 
+from angos_core.config import parse_table
 from angos_core.testing.redis_server import RedisServer
 
 CacheFactory = Callable[..., Awaitable[RedisCache]]
@@ -190,3 +191,10 @@ async def _get_or_none(cache: RedisCache, key: str) -> bytes | None:
         return await cache.get(key)
     except Exception:
         return None
+
+
+def test_near_cache_size_is_a_size_and_never_negative() -> None:
+    table = {"url": "redis://r:6379", "near_cache_size": "8KiB"}
+    assert parse_table(RedisCacheConfig, table, "cache.redis").near_cache_size == 8192
+    with pytest.raises(Exception, match="near_cache_size"):
+        parse_table(RedisCacheConfig, {**table, "near_cache_size": -1}, "cache.redis")
