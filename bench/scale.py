@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -251,6 +252,8 @@ async def main() -> None:
                 rows += await cache_rows(work, size)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        # Rows as they come, so a run cut short still reports what it measured.
+        print(json.dumps(rows[-1]), f"load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     load_after = os.getloadavg()
     print(f"load average (1 min): {load_before[0]:.2f} before, {load_after[0]:.2f} after\n")
     print("| workload | unit | registry | value |\n|---|---|---|---:|")
