@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +147,15 @@ class BlobStore(Protocol):
         """Release connections and files. Called once at shutdown."""
 
 
+class Children(NamedTuple):
+    """One page of a directory's children (:meth:`MetadataStore.list_children_page`)."""
+
+    names: list[str]
+    #: Whether the directory holds a child after this page: exactly what the same call
+    #: without ``limit`` would have returned beyond ``names``.
+    more: bool
+
+
 @runtime_checkable
 class BlobPut(Protocol):
     """Optional, beside :class:`BlobStore`: a whole blob written in one call, verified.
@@ -214,6 +223,25 @@ class MetadataStore(Protocol):
         A child is either an object or a directory holding objects further down; names carry
         no slashes. Sorted by byte order, strictly after ``start_after`` when given, at most
         ``limit`` names. An absent directory lists as empty.
+        """
+
+    async def list_children_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> Children:
+        """The same names as :meth:`list_children`, and whether more children follow them.
+
+        ``more`` is exact, never a guess: True if and only if the directory holds a child
+        that sorts after the last name returned (after ``start_after`` when no name is
+        returned). So ``more`` is always False without ``limit``; with ``limit`` 0 (or less)
+        ``names`` is empty and ``more`` says whether any child lies after ``start_after``;
+        a page of exactly the directory's last ``limit`` names has ``more`` False. A child
+        that is both an object and a directory counts once, on either side of the page.
+
+        It exists so a caller paging through a directory (the tag list and its ``Link``
+        header) need not ask for one name more than it returns: on S3 that extra name can
+        cost a second ListObjectsV2 call per page. A store answers it at the cost of the
+        page itself: one ListObjectsV2 call when the page fits in one, one name read past
+        the page elsewhere.
         """
 
     async def open(self) -> None:
@@ -297,6 +325,7 @@ class Cache(Protocol):
 __all__ = [
     "BlobStore",
     "Cache",
+    "Children",
     "Lease",
     "LockProvider",
     "MetadataStore",

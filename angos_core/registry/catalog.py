@@ -43,14 +43,19 @@ class CatalogService:
         Only tags whose ``current`` link resolves are listed: a directory left by a tag
         write or delete that was cut short (a crash, a full disk, or Distribution) is not a
         tag, as ``GET`` and ``DELETE`` agree. Each listed tag costs one cached lookup.
+
+        The store lists exactly the names still wanted and says whether more follow
+        (``list_children_page``), so a page costs one S3 listing when it fits in one, not a
+        second call for the name after the page. "More follow" counts directories: when
+        every one after a full page is such a remnant, the next page is empty.
         """
         validate_name(name)
         meta = self.stores.meta
         if n == 0:
             return [], False
         prefix = layout.tags_prefix(name)
-        want = None if n is None else n + 1
         tags: list[str] = []
+        more = False
         cursor = last or None
         if last and not is_tag(last):
             # A cursor no tag can equal (a client's own, with control characters, say) never
@@ -58,17 +63,16 @@ class CatalogService:
             # tag-alphabet prefix, and drop below what does not sort after it.
             alphabet_prefix = _TAG_CHARS.match(last)
             cursor = (alphabet_prefix.group(0) if alphabet_prefix else "") or None
-        while want is None or len(tags) < want:
-            names = await meta.list_children(
-                prefix, start_after=cursor, limit=None if want is None else want - len(tags)
+        while True:
+            names, more = await meta.list_children_page(
+                prefix, start_after=cursor, limit=None if n is None else n - len(tags)
             )
-            if not names:
-                break
-            cursor = names[-1]
+            if names:
+                cursor = names[-1]
             if last:
                 names = [t for t in names if t > last]
             tags += await self.links.live_tags(name, names)
-            if want is None:
+            if not more or (n is not None and len(tags) >= n):
                 break
         if (
             not tags
@@ -76,9 +80,7 @@ class CatalogService:
             and not await meta.list_children(layout.repository_prefix(name), limit=1)
         ):
             raise NameUnknown(detail={"name": name})
-        if n is not None and len(tags) > n:
-            return tags[:n], True
-        return tags, False
+        return tags, more
 
     async def repositories(self) -> list[str]:
         """Every repository name, sorted. A directory with a ``_manifests`` child is one."""

@@ -279,9 +279,12 @@ class PullThrough:
             return found
         flight = self._flights.get(digest)
         if flight is not None:
-            # Another request of this process fetches it: wait until it is stored.
+            # Another request of this process fetches it: wait until it is stored, then
+            # serve it from the store, a hit (the fetch counted its one miss).
             await asyncio.shield(flight.done)
-            return await self._after_flight(name, digest)
+            found = await self._after_flight(name, digest)
+            self._observe("hit", ns.label, 1)
+            return found
         flight = _Flight(
             digest,
             asyncio.get_running_loop().create_future(),
@@ -297,9 +300,12 @@ class PullThrough:
             flight.stop_listening()
             raise
         if opened == "stored":
+            # A replica (or a fetch before the lock) stored it: served from the store.
             flight.stop_listening()
             await asyncio.shield(flight.done)
-            return await self._after_flight(name, digest)
+            found = await self._after_flight(name, digest)
+            self._observe("hit", ns.label, 1)
+            return found
         return BlobStream(digest, opened, self._listen(flight), flight)
 
     async def head_blob(self, ns: CachedNamespace, name: str, digest: str) -> BlobInfo:

@@ -27,6 +27,7 @@ from angos_core.protocols import (
     BlobPut,
     BlobStore,
     Cache,
+    Children,
     Lease,
     LockProvider,
     MetadataStore,
@@ -215,6 +216,17 @@ class WrappedMetadataStore(_Wrapped):
     ) -> list[str]:
         return await self._call(
             "list_children", self.inner.list_children, prefix, start_after=start_after, limit=limit
+        )
+
+    async def list_children_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> Children:
+        return await self._call(
+            "list_children_page",
+            self.inner.list_children_page,
+            prefix,
+            start_after=start_after,
+            limit=limit,
         )
 
 

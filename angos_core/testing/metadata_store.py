@@ -10,13 +10,14 @@ import pytest
 
 from angos_core import layout
 from angos_core.protocols import MetadataStore
+from angos_core.testing.metadata_pages import ListPageContract
 
 REPO = "v2/repositories/contract/repo/"
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
 
 
-class MetadataStoreContract:
+class MetadataStoreContract(ListPageContract):
     """Behaviour every :class:`~angos_core.protocols.MetadataStore` must have.
 
     Override the ``metadata_store`` fixture to yield an opened, empty store and close it after.

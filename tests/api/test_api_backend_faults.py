@@ -150,13 +150,13 @@ async def test_blob_store_fault_on_upload(faulty_api: Api, faults: Faults, faili
     assert await faulty_api.push_blob("lib/app", b"payload") == digest
 
 
-@pytest.mark.parametrize("failing", ["get", "put", "list_children"])
+@pytest.mark.parametrize("failing", ["get", "put", "list_children_page"])
 async def test_metadata_store_fault(faulty_api: Api, faults: Faults, failing: str) -> None:
     _, body = await faulty_api.push_image("lib/app", "latest")
     faults.failing = {f"meta.{failing}"}
     if failing == "put":
         resp = await faulty_api.put_manifest("lib/app", "other", body)
-    elif failing == "list_children":
+    elif failing == "list_children_page":
         resp = await faulty_api.get("/v2/lib/app/tags/list")
     else:
         resp = await faulty_api.get("/v2/lib/app/manifests/latest")  # the tag is not cached yet

@@ -163,6 +163,8 @@ async def test_concurrent_cold_pulls_of_one_blob_make_one_upstream_fetch(tmp_pat
         assert proxy.blob_gets(digest) == 1
         metrics = await (await cache.get("/metrics")).text()
         assert f'angos_pull_through_misses_total{{upstream="{proxy.url}"}} 1.0' in metrics
+        # The seven others were served from the store, after the one fetch.
+        assert f'angos_pull_through_hits_total{{upstream="{proxy.url}"}} 7.0' in metrics
         line = f'angos_pull_through_upstream_bytes_total{{upstream="{proxy.url}"}} '
         (value,) = [m.removeprefix(line) for m in metrics.splitlines() if m.startswith(line)]
         assert float(value) == len(blob)

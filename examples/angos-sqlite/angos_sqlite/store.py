@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from angos_core.errors import BackendError, BackendUnavailable
+from angos_core.protocols import Children
 from angos_sqlite.config import SqliteConfig
 
 BACKEND = "sqlite"
@@ -183,6 +184,12 @@ class SqliteMetadataStore:
     async def list_children(
         self, prefix: str, *, start_after: str | None = None, limit: int | None = None
     ) -> list[str]:
+        page = await self.list_children_page(prefix, start_after=start_after, limit=limit)
+        return page.names
+
+    async def list_children_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> Children:
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         row_prefix = _row_key(prefix)
@@ -190,13 +197,13 @@ class SqliteMetadataStore:
         # Children strictly after `start_after` have keys at or above "<start_after>\x02":
         # that skips the object `start_after` itself and everything in its directory.
         lower = row_prefix + (_row_key(start_after) + _AFTER_SEP if start_after else "")
-        if limit is not None and limit <= 0:
-            return []
+        # One child past the page says whether more follow.
+        want = None if limit is None else max(limit, 0) + 1
 
         def list_children(c: sqlite3.Connection) -> list[str]:
             names: list[str] = []
             seek = lower
-            while limit is None or len(names) < limit:
+            while want is None or len(names) < want:
                 if upper is None:
                     row = c.execute(
                         "SELECT key FROM objects WHERE key >= ? ORDER BY key LIMIT 1", (seek,)
@@ -213,7 +220,10 @@ class SqliteMetadataStore:
                 seek = row_prefix + child + _AFTER_SEP  # jump over the child's subtree
             return names
 
-        return await self._run(list_children)
+        names = await self._run(list_children)
+        if want is None:
+            return Children(names, False)
+        return Children(names[: want - 1], len(names) == want)
 
 
 def build(config: SqliteConfig) -> SqliteMetadataStore:

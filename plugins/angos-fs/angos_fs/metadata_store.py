@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 
 from angos_core.errors import BackendError
+from angos_core.protocols import Children
 from angos_fs import files
 from angos_fs.files import BACKEND, FsBackend, unavailable
 
@@ -137,6 +138,12 @@ class FsMetadataStore(FsBackend):
     async def list_children(
         self, prefix: str, *, start_after: str | None = None, limit: int | None = None
     ) -> list[str]:
+        page = await self.list_children_page(prefix, start_after=start_after, limit=limit)
+        return page.names
+
+    async def list_children_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> Children:
         path = self.paths.dir_path(prefix)
         try:
             if self.config.cache_listings:
@@ -213,7 +220,7 @@ class _Listings:
         self._mutex = threading.Lock()
         self._entries: OrderedDict[str, tuple[tuple[int, int, int], list[str]]] = OrderedDict()
 
-    def page(self, path: str, start_after: str | None, limit: int | None) -> list[str]:
+    def page(self, path: str, start_after: str | None, limit: int | None) -> Children:
         return _page(self.names(path), start_after, limit)
 
     def names(self, path: str) -> list[str]:
@@ -240,26 +247,32 @@ class _Listings:
 _LISTINGS = _Listings()
 
 
-def _uncached_page(path: str, start_after: str | None, limit: int | None) -> list[str]:
-    # Every uncached page scans the directory; sorting only the page's names (not all of
-    # them) keeps a page of 1,000 among 50,000 tags from costing a sort of the whole.
+def _uncached_page(path: str, start_after: str | None, limit: int | None) -> Children:
+    # Every uncached page scans the directory; sorting only the page's names (and the one
+    # after it, which says whether more follow), not all of them, keeps a page of 1,000
+    # among 50,000 tags from costing a sort of the whole.
     try:
         names = os.listdir(path)
     except (FileNotFoundError, NotADirectoryError):
-        return []
+        return Children([], False)
     wanted = (
         name
         for name in names
         if not name.startswith(".") and (start_after is None or name > start_after)
     )
     if limit is None:
-        return sorted(wanted)
-    return heapq.nsmallest(max(limit, 0), wanted)
+        return Children(sorted(wanted), False)
+    limit = max(limit, 0)
+    first = heapq.nsmallest(limit + 1, wanted)
+    return Children(first[:limit], len(first) > limit)
 
 
-def _page(names: list[str], start_after: str | None, limit: int | None) -> list[str]:
+def _page(names: list[str], start_after: str | None, limit: int | None) -> Children:
     i = bisect.bisect_right(names, start_after) if start_after is not None else 0
-    return names[i:] if limit is None else names[i : i + max(limit, 0)]
+    if limit is None:
+        return Children(names[i:], False)
+    end = i + max(limit, 0)
+    return Children(names[i:end], len(names) > end)
 
 
 def _children(path: str) -> list[str]:

@@ -10,6 +10,10 @@ Two things keep an outage from turning into wrong answers or slow requests:
 * After a timeout, reads and fills stop asking Redis for a moment and fail at once (a miss):
   a hung Redis would otherwise add a timeout to every request. Invalidations are always
   sent. A refused connection fails fast by itself and does not trip this.
+
+Reads are answered from a near cache in the process while Redis tracks it
+(:mod:`angos_redis.near`), so a hot tag costs no round trip; ``near_cache_size = 0`` turns
+it off.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from angos_core.errors import BackendUnavailable
-from angos_redis.client import BACKEND, call, make_client
+from angos_redis.client import BACKEND, CONNECT_TIMEOUT_SECS, call, make_client
 from angos_redis.config import RedisCacheConfig
+from angos_redis.near import Tracker
 
 T = TypeVar("T")
 
@@ -48,6 +53,10 @@ class RedisCache:
         self._pending_deletes: set[str] = set()
         self._skip_until = 0.0
         self._retrier: asyncio.Task[None] | None = None
+        self._tracker: Tracker | None = None
+        if config.near_cache_size > 0:
+            prefix = f"{config.key_prefix}:" if config.key_prefix else ""
+            self._tracker = Tracker(config.url, prefix, config.near_cache_size)
 
     def _key(self, key: str) -> str:
         prefix = self.config.key_prefix
@@ -86,16 +95,30 @@ class RedisCache:
         return client
 
     async def get(self, key: str) -> bytes | None:
+        full = self._key(key)
+        tracker = self._tracker
+        epoch = 0
+        if tracker is not None:
+            near = tracker.get(full)
+            if near is not None:
+                return near
+            epoch = tracker.epoch
         client = await self._ready("cache GET")
-        value = await self._call(client.get(self._key(key)), "cache GET")
+        value = await self._call(client.get(full), "cache GET")
         # decode_responses is off, so Redis hands back bytes.
-        return value if value is None or isinstance(value, bytes) else value.encode()
+        if value is not None and not isinstance(value, bytes):
+            value = value.encode()
+        if tracker is not None and value is not None:
+            tracker.fill(full, value, epoch)
+        return value
 
     async def set(self, key: str, value: bytes, ttl_secs: float | None = None) -> None:
         if ttl_secs is not None and ttl_secs <= 0:
             # Already expired: storing it would only serve it once more.
             await self.delete(key)
             return
+        if self._tracker is not None:
+            self._tracker.forget(self._key(key))
         client = await self._ready("cache SET")
         px = None if ttl_secs is None else max(1, int(ttl_secs * 1000))
         await self._call(client.set(self._key(key), value, px=px), "cache SET")
@@ -103,6 +126,8 @@ class RedisCache:
     async def delete(self, key: str) -> None:
         # Queued with any invalidations that failed before, and sent with them: if this fails
         # too, it stays queued for the next call.
+        if self._tracker is not None:
+            self._tracker.forget(self._key(key))
         self._pending_deletes.add(key)
         try:
             await self._ready("cache DEL", invalidating=True)
@@ -125,11 +150,15 @@ class RedisCache:
     async def open(self) -> None:
         # A wrong url or password shows at startup rather than as a cache that never hits.
         await self._call(self._redis().ping(), "PING at startup")
+        if self._tracker is not None:
+            await self._tracker.start(wait_secs=CONNECT_TIMEOUT_SECS)
 
     async def health(self) -> None:
         await self._call(self._redis().ping(), "PING")
 
     async def aclose(self) -> None:
+        if self._tracker is not None:
+            await self._tracker.aclose()
         if self._retrier is not None:
             self._retrier.cancel()
             await asyncio.wait([self._retrier])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from angos_core.config import ByteSize
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -44,6 +46,11 @@ class RedisCacheConfig:
 
     url: str
     key_prefix: str = "cache"
+    #: Bytes the near cache of each process may hold (keys, values and their overhead);
+    #: 0 turns it off and every read asks Redis.
+    near_cache_size: ByteSize = field(default_factory=lambda: ByteSize(16 * 1024 * 1024))
 
     def __post_init__(self) -> None:
         _check_url(self.url)
+        if self.near_cache_size < 0:
+            raise ValueError(f"near_cache_size cannot be negative, got {self.near_cache_size}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from angos_core.protocols import Children
+
 
 def safe_to_stop(cutoff: str, position: str) -> bool:
     """True if every child not yet listed sorts after ``cutoff``, the listing being at key
@@ -37,12 +39,39 @@ async def list_children(
     limit: int | None,
 ) -> list[str]:
     """Names from ListObjectsV2 ``pages`` (Delimiter="/") under the absolute ``full_prefix``."""
+    if limit is not None and limit <= 0:
+        return []
+    page = await list_page(pages, full_prefix, start_after, limit, exact_more=False)
+    return page.names
+
+
+async def list_page(
+    pages: AsyncIterator[dict[str, Any]],
+    full_prefix: str,
+    start_after: str | None,
+    limit: int | None,
+    *,
+    exact_more: bool = True,
+) -> Children:
+    """Names from ListObjectsV2 ``pages`` (Delimiter="/") under the absolute ``full_prefix``,
+    and whether more children follow (:meth:`MetadataStore.list_children_page`).
+
+    ``more`` comes from the listing itself: a name past the page, or ``IsTruncated`` on
+    the page that completes it when every key still to come must be a new child. A key
+    still to come is ``m/`` of a name ``m`` already seen as the object ``m`` (or of the
+    cursor, which S3 lists again as ``<cursor>/``) only if ``m/`` lies above the listing's
+    position; only then is the next page read to decide. Without ``exact_more`` (a caller
+    that only wants the names) ``more`` may be False when children follow.
+    """
+    if limit is not None:
+        limit = max(limit, 0)
     names: set[str] = set()
     async for page in pages:
         entries = sorted(
             [o["Key"] for o in page.get("Contents", [])]
             + [p["Prefix"] for p in page.get("CommonPrefixes", [])]
         )
+        truncated = bool(page.get("IsTruncated"))
         for entry in entries:
             rel = entry[len(full_prefix) :]
             name = rel[:-1] if rel.endswith("/") else rel
@@ -51,9 +80,24 @@ async def list_children(
             if start_after is not None and name <= start_after:
                 continue
             names.add(name)
-        if limit is not None and len(names) >= limit and entries:
-            cutoff = sorted(names)[limit - 1]
-            if safe_to_stop(cutoff, entries[-1][len(full_prefix) :]):
-                break
+        if limit is None or not entries:
+            continue
+        position = entries[-1][len(full_prefix) :]
+        if len(names) < limit or (
+            limit > 0 and not safe_to_stop(sorted(names)[limit - 1], position)
+        ):
+            continue
+        if len(names) > limit or not truncated or not exact_more:
+            break
+        if not _may_list_again(names, start_after, position):
+            return Children(sorted(names), True)
     result = sorted(names)
-    return result if limit is None else result[:limit]
+    if limit is None:
+        return Children(result, False)
+    return Children(result[:limit], len(result) > limit)
+
+
+def _may_list_again(names: set[str], start_after: str | None, position: str) -> bool:
+    """Whether a key above ``position`` can be the directory form of a name already seen."""
+    seen = names if start_after is None else names | {start_after}
+    return any(f"{name}/" > position for name in seen)

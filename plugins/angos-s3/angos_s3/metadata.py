@@ -8,8 +8,9 @@ content (links, manifest bytes), so both write the same bytes and nothing is los
 
 from __future__ import annotations
 
+from angos_core.protocols import Children
 from angos_s3.client import Missing, PreconditionFailed, S3Backend
-from angos_s3.listing import list_children
+from angos_s3.listing import list_children, list_page
 
 
 class S3MetadataStore(S3Backend):
@@ -48,9 +49,17 @@ class S3MetadataStore(S3Backend):
     async def list_children(
         self, prefix: str, *, start_after: str | None = None, limit: int | None = None
     ) -> list[str]:
-        if limit is not None and limit <= 0:
-            return []
         return await list_children(
+            self.s3.pages(prefix, delimiter="/", start_after=_start_key(prefix, start_after)),
+            self.s3.key(prefix),
+            start_after,
+            limit,
+        )
+
+    async def list_children_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> Children:
+        return await list_page(
             self.s3.pages(prefix, delimiter="/", start_after=_start_key(prefix, start_after)),
             self.s3.key(prefix),
             start_after,
