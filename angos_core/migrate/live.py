@@ -37,7 +37,7 @@ from datetime import datetime
 
 from angos_core import layout
 from angos_core.migrate.transfer import transfer_blob
-from angos_core.protocols import BlobStore, MetadataStore, UploadRef
+from angos_core.protocols import BlobStore, Children, MetadataStore, UploadRef
 
 log = logging.getLogger("angos.migrate.live")
 
@@ -103,6 +103,11 @@ class CopyTarget:
     ) -> list[str]:
         return await self.inner.list_children(prefix, start_after=start_after, limit=limit)
 
+    async def list_children_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> Children:
+        return await self.inner.list_children_page(prefix, start_after=start_after, limit=limit)
+
     async def open(self) -> None:
         await self.inner.open()
 
@@ -162,6 +167,21 @@ class LiveMetadataStore:
         # The first ``limit`` names of the union are among the first ``limit`` of each.
         merged = sorted(set(new) | set(old), key=lambda n: n.encode())
         return merged if limit is None else merged[:limit]
+
+    async def list_children_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int | None = None
+    ) -> Children:
+        new = await self.new.list_children_page(prefix, start_after=start_after, limit=limit)
+        if not falls_through(prefix):
+            return new
+        old = await self.old.list_children_page(prefix, start_after=start_after, limit=limit)
+        merged = sorted(set(new.names) | set(old.names), key=lambda n: n.encode())
+        if limit is None:
+            return Children(merged, False)
+        if len(merged) > max(limit, 0):
+            return Children(merged[: max(limit, 0)], True)
+        # All of both pages returned: more follows exactly when either side has more.
+        return Children(merged, new.more or old.more)
 
     async def open(self) -> None:
         await self.new.open()
