@@ -97,6 +97,7 @@ async def push_all(client: Client, images: list[tuple[str, Image]]) -> list[str]
     return failures
 
 
+@pytest.mark.heavy
 async def test_32_clients_pushing_to_five_tags_get_no_503(client: Client) -> None:
     rng = random.Random(20261201)
     shared = [rng.randbytes(1024) for _ in range(3)]
