@@ -24,7 +24,8 @@ from tests.support.angos_server import AngosServer, AngosServerFactory
 from tests.support.moto_server import S3Bucket
 from tests.support.redis_server import RedisServer
 
-pytestmark = pytest.mark.timeout(300)
+# A hang guard only (unloaded: about a minute on S3); a busy machine makes moto slow.
+pytestmark = pytest.mark.timeout(600)
 
 REPLICAS = 3
 CLIENTS = 32
