@@ -8,4 +8,5 @@ pytest_plugins = [
     "angos_core.testing.pytest_plugin",
     "tests.support.storage",
     "tests.support.containerd_engine",
+    "tests.support.xdist_groups",
 ]

@@ -458,6 +458,7 @@ def image() -> Image:
     return IMAGE
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(600)
 def test_fuzz_fs(angos_server_factory: AngosServerFactory, tmp_path: Path, image: Image) -> None:
     root = tmp_path / "store"
@@ -473,6 +474,7 @@ def test_fuzz_fs(angos_server_factory: AngosServerFactory, tmp_path: Path, image
     assert not odd, odd[:10]
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(600)
 def test_fuzz_s3(
     angos_server_factory: AngosServerFactory, s3_bucket: S3Bucket, image: Image

@@ -112,10 +112,12 @@ async def migrate_online(tmp_path: Path, old_toml: str, new_toml: str) -> None:
     assert f"tag {layout.tag_current_key('seed/app0', 'v0')}: different bytes" in out
 
 
+@pytest.mark.heavy
 async def test_fs_to_s3_online(tmp_path: Path, s3_bucket: S3Bucket) -> None:
     await migrate_online(tmp_path, fs_toml(tmp_path / "fs"), s3_toml(s3_bucket, "reg/"))
 
 
+@pytest.mark.heavy
 async def test_s3_to_fs_online(tmp_path: Path, s3_bucket: S3Bucket) -> None:
     await migrate_online(tmp_path, s3_toml(s3_bucket, ""), fs_toml(tmp_path / "fs"))
 

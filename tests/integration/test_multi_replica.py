@@ -282,6 +282,7 @@ class Ledger:
         self.images[image.digest] = image
 
 
+@pytest.mark.heavy
 async def test_concurrent_pushes_tag_deletes_and_repushes(
     client: Client, replicas: list[AngosServer]
 ) -> None:

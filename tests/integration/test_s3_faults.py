@@ -34,6 +34,7 @@ MIB = 1024 * 1024
 BLOBS = {"tiny": 3_000, "small": 700_000, "part": 5 * MIB, "parts": 12 * MIB + 3, "big": 23 * MIB}
 
 
+@pytest.mark.heavy
 async def test_pushes_and_pulls_survive_a_faulty_endpoint(
     angos_server_factory: AngosServerFactory,
     s3_bucket: S3Bucket,

@@ -42,7 +42,7 @@ from tests.support.moto_server import (
     stop_moto_server,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 MIB = 1024 * 1024
 PUSHES = 8

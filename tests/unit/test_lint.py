@@ -39,5 +39,6 @@ def test_ruff(check: tuple[str, ...]) -> None:
     _run(str(BIN / "ruff"), *check, ".")
 
 
+@pytest.mark.heavy  # a core for half a minute
 def test_mypy() -> None:
     _run(str(BIN / "mypy"), *_packages())

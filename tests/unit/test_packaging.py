@@ -182,6 +182,7 @@ def metadata(text: str) -> email.message.Message:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # nine builds at once
 def test_build_wheels_builds_every_package_and_twine_accepts_them(tmp_path: Path) -> None:
     out = tmp_path / "dist"
     out.mkdir()
