@@ -20,7 +20,9 @@ incomplete mark.
 Sweep: every blob of the blob store that is not marked and whose data is older than
 ``min_age_secs``, and every unmarked manifest body of the metadata store, is deleted under
 its key if no writer marked it (its tombstone up meanwhile, for lockless ``HEAD``s); then
-the layer links to deleted blobs, each under its key and only if the bytes are still gone.
+the layer links to deleted or missing blobs, each under its key and only if the bytes are
+still gone, in every repository with anything stored: also one whose last manifest was
+deleted, which the catalog no longer lists.
 """
 
 from __future__ import annotations
@@ -218,7 +220,9 @@ class GarbageCollector:
         self._recent_since = self.now() - self.min_age
         if not self.dry_run:
             await self._prepare()
-        repositories = await self.registry.catalog.repositories()
+        # Also the repositories whose last manifest went: their layer links still need
+        # sweeping, and the catalog does not list them.
+        repositories = await self.registry.catalog.stored_repositories()
         result.repositories = len(repositories)
         if self.delete_untagged:
             for name in repositories:
@@ -322,15 +326,20 @@ class GarbageCollector:
                 continue
             self._report(f"manifest body {digest}")
             result.bodies_deleted += 1
+        # Links to blobs deleted now, and dangling ones (their blob gone before this run:
+        # deleted by a run that did not walk the repository). A blob committed after the
+        # listing is not in ``seen`` but stored: _unlink_layer keeps its link.
         for name in repositories:
             prefix = layout.layers_prefix(name)
             for digest in await self.registry.links.digests_under(prefix):
-                if digest in deleted and await self._unlink_layer(name, digest):
+                if digest in marked or (digest in seen and digest not in deleted):
+                    continue
+                if await self._unlink_layer(name, digest):
                     self._report(f"layer link {name}/{digest}")
                     result.layer_links_deleted += 1
 
     async def _unlink_layer(self, name: str, digest: str) -> bool:
-        """Drop a link to a deleted blob, unless a writer references it again (an upload
+        """Drop a link to a deleted or missing blob, unless a writer references it again (an upload
         brings the bytes back, a manifest push relies on the link)."""
 
         async def unlink() -> None:
@@ -338,7 +347,7 @@ class GarbageCollector:
                 await self.registry.links.delete_layer(name, digest)
 
         if self.dry_run:
-            return True
+            return await self.blobs.stat(digest) is None
         return await self._doom(digest, unlink) and await self.blobs.stat(digest) is None
 
     async def _digests_under_blobs(self) -> list[str]:
