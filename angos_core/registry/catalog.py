@@ -192,9 +192,7 @@ class CatalogService:
             # A directory with more than a chunk of nested names: read from just before
             # the marker; only stray names that extend it lie between.
             cursor = marker[:-1]
-            while page := await self.stores.meta.list_children(
-                prefix, start_after=cursor, limit=8
-            ):
+            while page := await self.stores.meta.list_children(prefix, start_after=cursor, limit=8):
                 if any(child >= marker for child in page):
                     if marker in page:
                         return True
