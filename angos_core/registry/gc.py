@@ -55,7 +55,7 @@ log = logging.getLogger("angos.gc")
 #: Parsed manifests kept for the run (an index child shared by many indexes is read once
 #: while it stays among the latest used), and manifests remembered as walked: both bounded,
 #: so memory does not grow with the store (gc_spill.py).
-PARSED_CACHE = 1024
+PARSED_CACHE = 256
 WALKED_CACHE = 16_384
 
 #: Held for a whole run: two collectors at once would rotate each other's marks.

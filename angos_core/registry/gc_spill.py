@@ -16,7 +16,7 @@ from pathlib import Path
 
 SHARDS = 256
 #: Lines buffered in memory across all shards before they are appended to their files.
-BUFFER_LINES = 20_000
+BUFFER_LINES = 4096
 
 
 def shard_of(digest: str) -> int:
