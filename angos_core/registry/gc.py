@@ -23,6 +23,10 @@ its key if no writer marked it (its tombstone up meanwhile, for lockless ``HEAD`
 the layer links to deleted or missing blobs, each under its key and only if the bytes are
 still gone, in every repository with anything stored: also one whose last manifest was
 deleted, which the catalog no longer lists.
+
+Memory: the marks, the blob listing and the layer links are spilled to per-shard temporary
+files (:mod:`angos_core.registry.gc_spill`) and the sweep runs shard by shard, so a run
+holds one shard's digests, not the store's.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ CONTROL = os.environ.get("ANGOS_GC_SOAK_CONTROL") == "1"
 
 #: Loaded by every replica of the control run: the writers' side switched off, as the
 #: ``unprotected`` fixture of tests/ops/test_gc_online.py does in-process.
-UNPROTECT = '''
+UNPROTECT = """
 from contextlib import asynccontextmanager
 
 from angos_core.registry.references import References
@@ -95,7 +95,7 @@ async def _no_marks(self, digests):
 References.referencing = _no_marks
 References.mark_recent = _nothing
 References.head = _nothing
-'''
+"""
 
 OCI_INDEX = mt.OCI_INDEX
 
@@ -248,8 +248,11 @@ class Pusher:
             referrer = _image(
                 rconfig,
                 [note],
-                subject={"mediaType": mt.OCI_MANIFEST, "digest": sha256(subject),
-                         "size": len(subject)},
+                subject={
+                    "mediaType": mt.OCI_MANIFEST,
+                    "digest": sha256(subject),
+                    "size": len(subject),
+                },
             )
             manifests = [
                 (sha256(referrer), mt.OCI_MANIFEST, referrer),

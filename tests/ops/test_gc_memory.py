@@ -61,8 +61,7 @@ def build_store(root: Path, blobs: int) -> int:
                 "mediaType": mt.OCI_MANIFEST,
                 "config": {"mediaType": OCI_CONFIG, "digest": sha256(layers[0]), "size": 1},
                 "layers": [
-                    {"mediaType": OCI_LAYER, "digest": sha256(b), "size": len(b)}
-                    for b in layers
+                    {"mediaType": OCI_LAYER, "digest": sha256(b), "size": len(b)} for b in layers
                 ],
             }
         ).encode()
