@@ -6,7 +6,8 @@ Measured with tracemalloc (the Python heap, where the mark set used to live) aro
 collection of a store built on disk: a store of N blobs, half of them referenced by
 manifests of ten layers, in repositories of ten manifests; the other half is garbage.
 The caches on the way, each bounded by its own fixed size (the manifest-body cache, the
-memory cache, the collector's parse cache, the spill buffer), are set small here, so that
+memory cache, the fs metadata store's listing cache, the collector's parse cache, the
+spill buffer), are set small here, so that
 they fill in both stores and what grows is what is left.
 """
 
@@ -17,6 +18,7 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import angos_fs.metadata_store as fs_metadata
 import pytest
 
 from angos_core import layout
@@ -104,6 +106,7 @@ def small_caches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gc_module, "PARSED_CACHE", 16)
     monkeypatch.setattr(gc_module, "WALKED_CACHE", 64)
     monkeypatch.setattr(gc_spill, "BUFFER_LINES", 256)
+    monkeypatch.setattr(fs_metadata._LISTINGS, "MAX_NAMES", 512)
 
 
 @pytest.mark.heavy
