@@ -87,6 +87,14 @@ class CatalogService:
         async with contextlib.aclosing(self._names(layout.REPOSITORIES, "", None)) as names:
             return [name async for name in names]
 
+    async def stored_repositories(self) -> list[str]:
+        """Every repository with anything stored, sorted: also one whose last manifest was
+        deleted and that keeps only layer links (``_layers``), which the catalog does not
+        list but the garbage collector must walk."""
+        walk = self._names(layout.REPOSITORIES, "", None, markers=_STORED_MARKERS)
+        async with contextlib.aclosing(walk) as names:
+            return [name async for name in names]
+
     async def catalog(self, n: int | None, last: str | None) -> tuple[list[str], bool]:
         """One page of repository names after ``last``; the walk stops after ``n`` + 1."""
         found: list[str] = []
@@ -98,7 +106,12 @@ class CatalogService:
         return found, False
 
     async def _names(
-        self, prefix: str, name: str, after: str | None, first: list[str] | None = None
+        self,
+        prefix: str,
+        name: str,
+        after: str | None,
+        first: list[str] | None = None,
+        markers: tuple[str, ...] | None = None,
     ) -> AsyncGenerator[str, None]:
         """Repository names strictly below the directory ``prefix`` (holding repository
         ``name``, "" at the root) that sort after ``after``, in byte order. ``first`` is the
@@ -108,9 +121,11 @@ class CatalogService:
         two positions differ when a sibling extends ``c`` with a byte below ``/`` ("a-c"
         lies between "a" and "a/b"), so nested walks wait in a heap keyed by ``c/`` until
         no sibling still to come sorts before them. Each child directory is listed once:
-        that listing says whether it is a repository and starts its nested walk.
+        that listing says whether it is a repository (it holds one of ``markers``) and starts
+        its nested walk.
         """
         meta = self.stores.meta
+        markers = markers or (_MARKER,)
         base = f"{name}/" if name else ""
         # (base + c + "/", c, marker within, c's first listing)
         pending: list[tuple[str, str, str | None, list[str]]] = []
@@ -122,7 +137,7 @@ class CatalogService:
             for child in children:
                 full = f"{base}{child}"
                 while pending and pending[0][0] < full:
-                    async for found in self._nested(prefix, *heapq.heappop(pending)):
+                    async for found in self._nested(prefix, markers, *heapq.heappop(pending)):
                         yield found
                 if child.startswith("_") or not NAME_RE.fullmatch(full):
                     continue
@@ -140,7 +155,7 @@ class CatalogService:
                     limit=_CHUNK,
                 )
                 if (after is None or full > after) and await self._is_repository(
-                    directory, listing
+                    directory, listing, markers
                 ):
                     yield full
                 heapq.heappush(pending, (nested, child, within, listing))
@@ -149,30 +164,42 @@ class CatalogService:
             cursor = children[-1]
             children = None
         while pending:
-            async for found in self._nested(prefix, *heapq.heappop(pending)):
+            async for found in self._nested(prefix, markers, *heapq.heappop(pending)):
                 yield found
 
     async def _nested(
-        self, prefix: str, nested: str, child: str, after: str | None, first: list[str]
+        self,
+        prefix: str,
+        markers: tuple[str, ...],
+        nested: str,
+        child: str,
+        after: str | None,
+        first: list[str],
     ) -> AsyncGenerator[str, None]:
         async with contextlib.aclosing(
-            self._names(f"{prefix}{child}/", nested[:-1], after, first)
+            self._names(f"{prefix}{child}/", nested[:-1], after, first, markers)
         ) as names:
             async for found in names:
                 yield found
 
-    async def _is_repository(self, prefix: str, listing: list[str]) -> bool:
-        """Whether ``prefix`` holds ``_manifests``, given its listing from the start."""
-        if len(listing) < _CHUNK or listing[-1] >= _MARKER:
-            return _MARKER in listing
-        # A directory with more than a chunk of nested names: read from just before
-        # "_manifests"; only stray names "_manifest..." lie between.
-        cursor = "_manifest"
-        while page := await self.stores.meta.list_children(prefix, start_after=cursor, limit=8):
-            for child in page:
-                if child >= _MARKER:
-                    return child == _MARKER
-            cursor = page[-1]
+    async def _is_repository(
+        self, prefix: str, listing: list[str], markers: tuple[str, ...]
+    ) -> bool:
+        """Whether ``prefix`` holds one of ``markers``, given its listing from the start."""
+        for marker in markers:
+            if len(listing) < _CHUNK or listing[-1] >= marker:
+                if marker in listing:
+                    return True
+                continue
+            # A directory with more than a chunk of nested names: read from just before
+            # the marker; only stray names that extend it lie between.
+            cursor = marker[:-1]
+            while page := await self.stores.meta.list_children(prefix, start_after=cursor, limit=8):
+                if any(child >= marker for child in page):
+                    if marker in page:
+                        return True
+                    break
+                cursor = page[-1]
         return False
 
 
@@ -180,6 +207,8 @@ class CatalogService:
 #: the key of the previous chunk's last child, which S3 lists again as ``<child>/``.
 _CHUNK = 999
 _MARKER = "_manifests"
+#: What a repository the catalog no longer lists may still hold.
+_STORED_MARKERS = (_MARKER, "_layers")
 
 
 def _listing_start(rest: str) -> str | None:

@@ -20,7 +20,13 @@ incomplete mark.
 Sweep: every blob of the blob store that is not marked and whose data is older than
 ``min_age_secs``, and every unmarked manifest body of the metadata store, is deleted under
 its key if no writer marked it (its tombstone up meanwhile, for lockless ``HEAD``s); then
-the layer links to deleted blobs, each under its key and only if the bytes are still gone.
+the layer links to deleted or missing blobs, each under its key and only if the bytes are
+still gone, in every repository with anything stored: also one whose last manifest was
+deleted, which the catalog no longer lists.
+
+Memory: the marks, the blob listing and the layer links are spilled to per-shard temporary
+files (:mod:`angos_core.registry.gc_spill`) and the sweep runs shard by shard, so a run
+holds one shard's digests, not the store's.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from angos_core import layout
@@ -40,6 +47,7 @@ from angos_core.oci.digest import is_digest
 from angos_core.oci.manifest import Manifest, parse_stored
 from angos_core.protocols import Lease
 from angos_core.registry import Registry
+from angos_core.registry.gc_spill import SHARDS, Spill, SpillDirectory
 
 #: By default a blob written in the last hour is kept: it may belong to a push whose
 #: manifest has not arrived yet.
@@ -47,6 +55,12 @@ DEFAULT_MIN_AGE_SECS = 3600
 
 
 log = logging.getLogger("angos.gc")
+
+#: Parsed manifests kept for the run (an index child shared by many indexes is read once
+#: while it stays among the latest used), and manifests remembered as walked: both bounded,
+#: so memory does not grow with the store (gc_spill.py).
+PARSED_CACHE = 256
+WALKED_CACHE = 16_384
 
 #: Held for a whole run: two collectors at once would rotate each other's marks.
 COLLECTOR_LOCK_KEY = "gc:collector"
@@ -77,7 +91,6 @@ class GcResult:
     bodies_deleted: int = 0
     layer_links_deleted: int = 0
     bytes_freed: int = 0
-    marked: set[str] = field(default_factory=set)
 
     def summary(self, dry_run: bool) -> str:
         verb = "would delete" if dry_run else "deleted"
@@ -113,7 +126,8 @@ class GarbageCollector:
         self.min_age = timedelta(seconds=min_age_secs)
         self.out = out
         self.now = now
-        self._parsed: dict[str, Manifest] = {}
+        self._parsed: OrderedDict[str, Manifest] = OrderedDict()
+        self._walked: OrderedDict[str, None] = OrderedDict()
         self._recent_since = self.now() - self.min_age
         #: Awaited at named points of a run ("untagged" with a repository whose untagged
         #: manifests are listed, "marked", "doomed" with a digest about to go):
@@ -131,6 +145,7 @@ class GarbageCollector:
     async def _manifest_if_stored(self, name: str, digest: str) -> Manifest | None:
         cached = self._parsed.get(digest)
         if cached is not None:
+            self._parsed.move_to_end(digest)
             return cached
         body = await self.registry.manifests.body(digest)
         if body is None:
@@ -141,6 +156,8 @@ class GarbageCollector:
                 f"manifest {digest} of repository {name}: body cannot be parsed; nothing deleted"
             )
         self._parsed[digest] = manifest
+        if len(self._parsed) > PARSED_CACHE:
+            self._parsed.popitem(last=False)
         return manifest
 
     async def _tagged(self, name: str) -> set[str]:
@@ -172,14 +189,17 @@ class GarbageCollector:
 
     # ------------------------------------------------------------------ mark
 
-    async def _mark(self, name: str, digest: str, result: GcResult) -> None:
+    async def _mark(self, name: str, digest: str, marks: Spill) -> None:
+        """Spill ``digest`` and what it references, recursively, as marks: ``m`` for a
+        manifest, ``b`` for a blob (counted, deduplicated, per shard in the sweep)."""
         # (digest, whether it must be stored): a revision must, an index's child need not
         # ([global] accept_index_with_missing_children); a child that is also a revision is
         # a root of its own, checked as one.
         todo = [(digest, True)]
         while todo:
             current, required = todo.pop()
-            if current in result.marked:
+            if current in self._walked:
+                self._walked.move_to_end(current)
                 continue
             if required:
                 manifest = await self._manifest(name, current)
@@ -188,15 +208,15 @@ class GarbageCollector:
                 if found is None:
                     continue
                 manifest = found
-            result.marked.add(current)
-            result.manifests_marked += 1
-            if manifest.config is not None and manifest.config.digest not in result.marked:
-                result.marked.add(manifest.config.digest)
-                result.blobs_marked += 1
+            # Forgotten when it falls out of the window: walked again, marking the same.
+            self._walked[current] = None
+            if len(self._walked) > WALKED_CACHE:
+                self._walked.popitem(last=False)
+            marks.add(current, "m")
+            if manifest.config is not None:
+                marks.add(manifest.config.digest, "b")
             for layer in manifest.layers:
-                if layer.digest not in result.marked:
-                    result.marked.add(layer.digest)
-                    result.blobs_marked += 1
+                marks.add(layer.digest, "b")
             todo.extend((d.digest, False) for d in manifest.manifests)
 
     # ------------------------------------------------------------------ run
@@ -218,7 +238,9 @@ class GarbageCollector:
         self._recent_since = self.now() - self.min_age
         if not self.dry_run:
             await self._prepare()
-        repositories = await self.registry.catalog.repositories()
+        # Also the repositories whose last manifest went: their layer links still need
+        # sweeping, and the catalog does not list them.
+        repositories = await self.registry.catalog.stored_repositories()
         result.repositories = len(repositories)
         if self.delete_untagged:
             for name in repositories:
@@ -227,14 +249,20 @@ class GarbageCollector:
                 await self._checkpoint("untagged", name)
                 for digest in untagged:
                     await self._delete_untagged(name, digest, result)
-        # Roots listed after the untagged deletions; the whole mark (every body parsed)
-        # completes before anything is deleted.
-        for name in repositories:
-            for digest in await self.registry.links.digests_under(layout.revisions_prefix(name)):
-                await self._mark(name, digest, result)
-        await self._checkpoint("marked", "")
-        lease.check()
-        await self._sweep(repositories, result)
+        spills = SpillDirectory()
+        try:
+            # Roots listed after the untagged deletions; the whole mark (every body parsed)
+            # completes before anything is deleted.
+            marks = spills.spill("marks")
+            for name in repositories:
+                roots = layout.revisions_prefix(name)
+                for digest in await self.registry.links.digests_under(roots):
+                    await self._mark(name, digest, marks)
+            await self._checkpoint("marked", "")
+            lease.check()
+            await self._sweep(repositories, marks, spills, result)
+        finally:
+            spills.close()
         return result
 
     async def _prepare(self) -> None:
@@ -281,15 +309,48 @@ class GarbageCollector:
         finally:
             await refs.clear_tombstone(digest)
 
-    async def _sweep(self, repositories: list[str], result: GcResult) -> None:
-        marked = result.marked
-        deleted: set[str] = set()
-        seen: set[str] = set()
-        cutoff = self.now() - self.min_age
+    async def _sweep(
+        self, repositories: list[str], marks: Spill, spills: SpillDirectory, result: GcResult
+    ) -> None:
+        """List every blob and layer link into shards, then sweep shard by shard: only one
+        shard's marks, blobs and links are in memory at a time (gc_spill.py)."""
+        blobs = spills.spill("blobs")
         async for digest in self.blobs.list_digests():
-            seen.add(digest)
-            if digest in marked:
-                continue
+            blobs.add(digest)
+        links = spills.spill("links")
+        for name in repositories:
+            for digest in await self.registry.links.digests_under(layout.layers_prefix(name)):
+                links.add(digest, name)
+        algorithms = await self.meta.list_children(layout.blobs_prefix())
+        cutoff = self.now() - self.min_age
+        for shard in range(SHARDS):
+            manifests: set[str] = set()
+            referenced: set[str] = set()
+            for digest, kind in marks.shard(shard):
+                (manifests if kind == "m" else referenced).add(digest)
+            result.manifests_marked += len(manifests)
+            result.blobs_marked += len(referenced - manifests)
+            marked = manifests | referenced
+            del manifests, referenced
+            seen = {digest for digest, _ in blobs.shard(shard)}
+            deleted = await self._sweep_blobs(seen, marked, cutoff, result)
+            await self._sweep_bodies(algorithms, f"{shard:02x}", seen | marked, result)
+            for digest, name in links.shard(shard):
+                # Links to blobs deleted now, and dangling ones (their blob gone before this
+                # run: deleted by a run that did not walk the repository). A blob committed
+                # after the listing is not in ``seen`` but stored: _unlink_layer keeps it.
+                if digest in marked or (digest in seen and digest not in deleted):
+                    continue
+                if await self._unlink_layer(name, digest, digest in deleted):
+                    self._report(f"layer link {name}/{digest}")
+                    result.layer_links_deleted += 1
+
+    async def _sweep_blobs(
+        self, seen: set[str], marked: set[str], cutoff: datetime, result: GcResult
+    ) -> set[str]:
+        """Delete the unmarked blobs of one shard older than ``cutoff``; those deleted."""
+        deleted: set[str] = set()
+        for digest in sorted(seen - marked):
             when = await self.blobs.modified_at(digest)
             if when is None:
                 continue
@@ -308,29 +369,34 @@ class GarbageCollector:
             deleted.add(digest)
             result.blobs_deleted += 1
             result.bytes_freed += size
-        # Manifest bodies in the metadata store. With fs for both stores they share the
-        # blob's key, so a body the blob sweep saw (deleted or kept young) is done already.
-        for digest in await self._digests_under_blobs():
-            if digest in marked or digest in seen:
-                continue
+        return deleted
 
-            async def delete_body(digest: str = digest) -> None:
-                await self.meta.delete(layout.blob_data_key(digest))
+    async def _sweep_bodies(
+        self, algorithms: list[str], fanout: str, skip: set[str], result: GcResult
+    ) -> None:
+        """Manifest bodies of the metadata store under ``v2/blobs/<alg>/<fanout>/``. With fs
+        for both stores they share the blob's key, so a body the blob sweep saw (deleted or
+        kept young) is done already: it is in ``skip``, with the marked."""
+        prefix = layout.blobs_prefix()
+        for alg in algorithms:
+            for hexpart in await self.meta.list_children(f"{prefix}{alg}/{fanout}/"):
+                digest = f"{alg}:{hexpart}"
+                if not is_digest(digest) or digest in skip:
+                    continue
+                if not layout.blob_data_key(digest).startswith(f"{prefix}{alg}/{fanout}/"):
+                    continue
 
-            if not await self._doom(digest, delete_body):
-                result.bodies_kept_marked += 1
-                continue
-            self._report(f"manifest body {digest}")
-            result.bodies_deleted += 1
-        for name in repositories:
-            prefix = layout.layers_prefix(name)
-            for digest in await self.registry.links.digests_under(prefix):
-                if digest in deleted and await self._unlink_layer(name, digest):
-                    self._report(f"layer link {name}/{digest}")
-                    result.layer_links_deleted += 1
+                async def delete_body(digest: str = digest) -> None:
+                    await self.meta.delete(layout.blob_data_key(digest))
 
-    async def _unlink_layer(self, name: str, digest: str) -> bool:
-        """Drop a link to a deleted blob, unless a writer references it again (an upload
+                if not await self._doom(digest, delete_body):
+                    result.bodies_kept_marked += 1
+                    continue
+                self._report(f"manifest body {digest}")
+                result.bodies_deleted += 1
+
+    async def _unlink_layer(self, name: str, digest: str, deleted_now: bool) -> bool:
+        """Drop a link to a deleted or missing blob, unless a writer references it again (an upload
         brings the bytes back, a manifest push relies on the link)."""
 
         async def unlink() -> None:
@@ -338,22 +404,9 @@ class GarbageCollector:
                 await self.registry.links.delete_layer(name, digest)
 
         if self.dry_run:
-            return True
+            # Nothing was deleted: what this run would have, or what is missing already.
+            return deleted_now or await self.blobs.stat(digest) is None
         return await self._doom(digest, unlink) and await self.blobs.stat(digest) is None
-
-    async def _digests_under_blobs(self) -> list[str]:
-        """Every ``v2/blobs/<alg>/<fanout>/<hex>/data`` key of the metadata store."""
-        prefix = layout.blobs_prefix()
-        found = []
-        for alg in await self.meta.list_children(prefix):
-            for fanout in await self.meta.list_children(f"{prefix}{alg}/"):
-                for hexpart in await self.meta.list_children(f"{prefix}{alg}/{fanout}/"):
-                    digest = f"{alg}:{hexpart}"
-                    if is_digest(digest) and layout.blob_data_key(digest).startswith(
-                        f"{prefix}{alg}/{fanout}/"
-                    ):
-                        found.append(digest)
-        return found
 
 
 async def collect_forever(

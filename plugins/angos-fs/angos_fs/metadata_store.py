@@ -215,10 +215,15 @@ class _Listings:
 
     SETTLED_NS = 50_000_000
     MAX_ENTRIES = 256
+    #: Names held across all entries (some 7 MB): bounded in names, not only in
+    #: directories, so that a walk of every ``v2/blobs/<alg>/<xx>/`` fan-out (the garbage
+    #: collector's) does not keep the whole store's names. A bigger listing is not kept.
+    MAX_NAMES = 100_000
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._entries: OrderedDict[str, tuple[tuple[int, int, int], list[str]]] = OrderedDict()
+        self._names = 0
 
     def page(self, path: str, start_after: str | None, limit: int | None) -> Children:
         return _page(self.names(path), start_after, limit)
@@ -235,12 +240,16 @@ class _Listings:
                 self._entries.move_to_end(path)
                 return hit[1]
         names = _children(path)
-        if time.time_ns() - st.st_mtime_ns > self.SETTLED_NS:
+        if time.time_ns() - st.st_mtime_ns > self.SETTLED_NS and len(names) <= self.MAX_NAMES:
             with self._mutex:
+                old = self._entries.pop(path, None)
+                if old is not None:
+                    self._names -= len(old[1])
                 self._entries[path] = (stamp, names)
-                self._entries.move_to_end(path)
-                while len(self._entries) > self.MAX_ENTRIES:
-                    self._entries.popitem(last=False)
+                self._names += len(names)
+                while len(self._entries) > self.MAX_ENTRIES or self._names > self.MAX_NAMES:
+                    _, (_, dropped) = self._entries.popitem(last=False)
+                    self._names -= len(dropped)
         return names
 
 
