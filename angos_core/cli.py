@@ -89,6 +89,7 @@ async def _gc(config: AngosConfig, args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             delete_untagged=args.delete_untagged,
             min_age_secs=args.min_age_secs,
+            progress=sys.stderr,
         )
         result = await collector.run()
     finally:

@@ -39,12 +39,14 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import IO
 
 from angos_core import layout
 from angos_core.config import GcScheduleConfig
 from angos_core.errors import AngosError, LockUnavailable
 from angos_core.oci.digest import is_digest
 from angos_core.oci.manifest import Manifest, parse_stored
+from angos_core.progress import Progress
 from angos_core.protocols import Lease
 from angos_core.registry import Registry
 from angos_core.registry.gc_spill import SHARDS, Spill, SpillDirectory
@@ -61,6 +63,9 @@ log = logging.getLogger("angos.gc")
 #: so memory does not grow with the store (gc_spill.py).
 PARSED_CACHE = 256
 WALKED_CACHE = 16_384
+
+#: Without a terminal, ``angos gc`` logs a progress line this often.
+PROGRESS_LOG_SECS = 10.0
 
 #: Held for a whole run: two collectors at once would rotate each other's marks.
 COLLECTOR_LOCK_KEY = "gc:collector"
@@ -117,6 +122,7 @@ class GarbageCollector:
         out: Callable[[str], None] = print,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         checkpoint: Callable[[str, str], Awaitable[None]] | None = None,
+        progress: IO[str] | None = None,
     ) -> None:
         self.registry = registry
         self.meta = registry.stores.meta
@@ -133,6 +139,9 @@ class GarbageCollector:
         #: manifests are listed, "marked", "doomed" with a digest about to go):
         #: where a test holds the collector to interleave a writer.
         self._checkpoint = checkpoint or _no_checkpoint
+        #: A bar if ``progress`` is a terminal (``angos gc`` passes stderr), else a log
+        #: line now and then: also in the scheduled collector, whose long runs say so.
+        self._progress_stream = progress
 
     # ------------------------------------------------------------------ reading
 
@@ -233,6 +242,13 @@ class GarbageCollector:
             ) from None
 
     async def _run(self, lease: Lease) -> GcResult:
+        progress = Progress("gc", self._progress_stream, log, interval=PROGRESS_LOG_SECS)
+        try:
+            return await self._phases(lease, progress)
+        finally:
+            progress.close()
+
+    async def _phases(self, lease: Lease, progress: Progress) -> GcResult:
         result = GcResult()
         # A writer's "recent" mark protects for the minimum age, as a young blob's data does.
         self._recent_since = self.now() - self.min_age
@@ -242,25 +258,32 @@ class GarbageCollector:
         # sweeping, and the catalog does not list them.
         repositories = await self.registry.catalog.stored_repositories()
         result.repositories = len(repositories)
+        total = len(repositories)
         if self.delete_untagged:
-            for name in repositories:
+            progress.phase("untagged manifests", total=total, unit="repo")
+            for done, name in enumerate(repositories, 1):
                 revisions = await self.registry.links.digests_under(layout.revisions_prefix(name))
                 untagged = await self._untagged(name, revisions)
                 await self._checkpoint("untagged", name)
                 for digest in untagged:
                     await self._delete_untagged(name, digest, result)
+                progress.update(
+                    1, f"{done}/{total} repositories, {result.manifests_deleted} deleted"
+                )
         spills = SpillDirectory()
         try:
             # Roots listed after the untagged deletions; the whole mark (every body parsed)
             # completes before anything is deleted.
             marks = spills.spill("marks")
-            for name in repositories:
+            progress.phase("mark", total=total, unit="repo")
+            for done, name in enumerate(repositories, 1):
                 roots = layout.revisions_prefix(name)
                 for digest in await self.registry.links.digests_under(roots):
                     await self._mark(name, digest, marks)
+                progress.update(1, f"{done}/{total} repositories walked")
             await self._checkpoint("marked", "")
             lease.check()
-            await self._sweep(repositories, marks, spills, result)
+            await self._sweep(repositories, marks, spills, result, progress)
         finally:
             spills.close()
         return result
@@ -310,17 +333,30 @@ class GarbageCollector:
             await refs.clear_tombstone(digest)
 
     async def _sweep(
-        self, repositories: list[str], marks: Spill, spills: SpillDirectory, result: GcResult
+        self,
+        repositories: list[str],
+        marks: Spill,
+        spills: SpillDirectory,
+        result: GcResult,
+        progress: Progress,
     ) -> None:
         """List every blob and layer link into shards, then sweep shard by shard: only one
         shard's marks, blobs and links are in memory at a time (gc_spill.py)."""
+        progress.phase("listing blobs", unit="blob")
         blobs = spills.spill("blobs")
+        listed = 0
         async for digest in self.blobs.list_digests():
             blobs.add(digest)
+            listed += 1
+            progress.update(1, f"{listed} blobs listed")
+        progress.phase("listing layer links", total=len(repositories), unit="repo")
         links = spills.spill("links")
-        for name in repositories:
+        for done, name in enumerate(repositories, 1):
             for digest in await self.registry.links.digests_under(layout.layers_prefix(name)):
                 links.add(digest, name)
+            progress.update(1, f"{done}/{len(repositories)} repositories listed")
+        progress.phase("sweep", total=SHARDS, unit="shard")
+        swept = 0
         algorithms = await self.meta.list_children(layout.blobs_prefix())
         cutoff = self.now() - self.min_age
         for shard in range(SHARDS):
@@ -333,6 +369,7 @@ class GarbageCollector:
             marked = manifests | referenced
             del manifests, referenced
             seen = {digest for digest, _ in blobs.shard(shard)}
+            swept += len(seen)
             deleted = await self._sweep_blobs(seen, marked, cutoff, result)
             await self._sweep_bodies(algorithms, f"{shard:02x}", seen | marked, result)
             for digest, name in links.shard(shard):
@@ -344,6 +381,11 @@ class GarbageCollector:
                 if await self._unlink_layer(name, digest, digest in deleted):
                     self._report(f"layer link {name}/{digest}")
                     result.layer_links_deleted += 1
+            progress.update(
+                1,
+                f"{shard + 1}/{SHARDS} shards, {swept}/{listed} blobs swept, "
+                f"{result.blobs_deleted} deleted",
+            )
 
     async def _sweep_blobs(
         self, seen: set[str], marked: set[str], cutoff: datetime, result: GcResult

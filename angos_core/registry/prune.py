@@ -32,19 +32,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
-
-from tqdm import tqdm
 
 from angos_core import layout
 from angos_core.config import PruneScheduleConfig
 from angos_core.errors import AngosError, LockUnavailable, ManifestUnknown
 from angos_core.oci.manifest import Manifest, parse_stored
 from angos_core.policy.retention import Image, Rankings, RetentionRules, Rule, judge
+from angos_core.progress import Progress
 from angos_core.registry import Registry
 from angos_core.registry.gc import COLLECTOR_LOCK_KEY, DEFAULT_MIN_AGE_SECS
 
@@ -127,32 +125,6 @@ class PruneResult:
         }
 
 
-class _Progress:
-    """A tqdm bar over the repositories on a terminal, else a log line now and then."""
-
-    def __init__(self, stream: IO[str] | None, total: int) -> None:
-        self.bar: tqdm[Any] | None = None
-        self.total = total
-        self.done = 0
-        self.last_log = time.monotonic()
-        if stream is not None and stream.isatty():
-            self.bar = tqdm(total=total, desc="prune", unit="repo", file=stream, leave=False)
-
-    def advance(self, name: str) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update(1)
-            return
-        now = time.monotonic()
-        if now - self.last_log >= PROGRESS_LOG_SECS:
-            self.last_log = now
-            log.info("prune: %d/%d repositories (at %s)", self.done, self.total, name)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 class _Unreadable(Exception):
     pass
 
@@ -190,15 +162,16 @@ class Pruner:
                 result = PruneResult()
                 repositories = await self.registry.catalog.repositories()
                 result.repositories = len(repositories)
-                progress = _Progress(self.progress_stream, len(repositories))
+                progress = Progress("prune", self.progress_stream, log, interval=PROGRESS_LOG_SECS)
+                progress.phase("repositories", total=len(repositories), unit="repo")
                 try:
-                    for name in repositories:
+                    for done, name in enumerate(repositories, 1):
                         lease.check()
                         rules = self.rules.rules_for(name)
                         if rules:
                             result.judged += 1
                             await self._repository(name, rules, result)
-                        progress.advance(name)
+                        progress.update(1, f"{done}/{len(repositories)} repositories (at {name})")
                 finally:
                     progress.close()
                 return result

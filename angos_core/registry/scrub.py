@@ -37,13 +37,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import IO, Any
 
-from tqdm import tqdm
-
 from angos_core import layout
 from angos_core.errors import BlobNotFound, BlobUnknown
 from angos_core.oci import mediatypes as mt
 from angos_core.oci.digest import digest_bytes
 from angos_core.oci.manifest import parse_stored
+from angos_core.progress import Progress
 from angos_core.registry import Registry, hashing
 from angos_core.registry.links import manifest_lock_key, tag_lock_key
 
@@ -189,52 +188,8 @@ class Pacer:
             await asyncio.sleep(ahead)
 
 
-class Progress:
-    """A tqdm bar on a terminal, else a log line every ``PROGRESS_LOG_SECS``."""
-
-    def __init__(self, stream: IO[str] | None) -> None:
-        self.stream = stream
-        self.bar: tqdm[Any] | None = None
-        self.last_log = time.monotonic()
-        self.blobs = 0
-        self.nbytes = 0
-        if stream is not None and stream.isatty():
-            self.bar = tqdm(
-                desc="scrub: hashing blobs", unit="B", unit_scale=True, file=stream, leave=False
-            )
-
-    def advance(self, nbytes: int, blob_done: bool) -> None:
-        self.nbytes += nbytes
-        self.blobs += blob_done
-        if self.bar is not None:
-            self.bar.update(nbytes)
-            if blob_done:
-                self.bar.set_postfix(blobs=self.blobs, refresh=False)
-            return
-        now = time.monotonic()
-        if blob_done and now - self.last_log >= PROGRESS_LOG_SECS:
-            self.last_log = now
-            log.info("scrub: %d blobs (%d bytes) hashed so far", self.blobs, self.nbytes)
-
-    def step(self, text: str) -> None:
-        """A step of a phase without bytes: the bar's postfix, or a log line now and then."""
-        if self.bar is not None:
-            self.bar.set_postfix_str(text)
-            return
-        now = time.monotonic()
-        if now - self.last_log >= PROGRESS_LOG_SECS:
-            self.last_log = now
-            log.info("scrub: %s", text)
-
-    def phase(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.set_description(f"scrub: {text}")
-        else:
-            log.info("scrub: %s", text)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def _hashed_so_far(report: ScrubReport) -> str:
+    return f"{report.blobs_checked} blobs ({report.bytes_checked} bytes) hashed so far"
 
 
 @dataclass
@@ -283,13 +238,13 @@ class Scrubber:
                 await hashing.update(hasher, chunk)
                 await pacer.consumed(len(chunk))
                 if progress is not None:
-                    progress.advance(len(chunk), False)
+                    progress.update(len(chunk))
         except (BlobNotFound, BlobUnknown):
             return None
         return f"{algorithm}:{hasher.hexdigest()}" == digest
 
     async def _scan_blobs(self, report: ScrubReport, progress: Progress) -> None:
-        progress.phase("hashing blobs")
+        progress.phase("hashing blobs", unit="B", unit_scale=True)
         pacer = Pacer(self.rate_limit)
         async for digest in self.blobs.list_digests():
             before = pacer.total
@@ -298,7 +253,12 @@ class Scrubber:
                 continue
             report.blobs_checked += 1
             report.bytes_checked += pacer.total - before
-            progress.advance(0, True)
+            progress.update(
+                0,
+                lambda: (
+                    f"{report.blobs_checked} blobs ({report.bytes_checked} bytes) hashed so far"
+                ),
+            )
             if not ok:
                 self._corrupt[digest] = _Corrupt(await self.blobs.modified_at(digest))
 
@@ -408,15 +368,15 @@ class Scrubber:
     async def scan(self) -> ScrubReport:
         report = ScrubReport(repair=self.repair_mode, dry_run=self.dry_run)
         started = time.monotonic()
-        progress = Progress(self.progress_stream)
+        progress = Progress("scrub", self.progress_stream, log, interval=PROGRESS_LOG_SECS)
         try:
             await self._scan_blobs(report, progress)
-            progress.phase("checking repositories")
             repositories = await self.registry.catalog.repositories()
             report.repositories = len(repositories)
+            progress.phase("checking repositories", total=len(repositories), unit="repo")
             for i, name in enumerate(repositories, 1):
                 await self._scan_repository(name, report)
-                progress.step(f"{i}/{len(repositories)} repositories checked")
+                progress.update(1, f"{i}/{len(repositories)} repositories checked")
             self._blob_findings(report)
             await self._settle_half_written(report.findings)
         finally:
