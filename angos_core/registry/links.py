@@ -21,8 +21,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 
 from angos_core import layout
-from angos_core.errors import DigestInvalid
-from angos_core.oci.digest import is_digest, parse_digest
+from angos_core.oci.digest import is_digest
 from angos_core.registry.wrappers import WrappedCache, WrappedMetadataStore
 
 #: Seconds a cached link lookup lives: the bound on staleness if an invalidation is lost
@@ -56,11 +55,7 @@ def parse_link(data: bytes | None) -> str | None:
     if data is None:
         return None
     value = data.decode("utf-8", "replace").strip()
-    try:
-        parse_digest(value)
-    except DigestInvalid:
-        return None
-    return value
+    return value if is_digest(value) else None
 
 
 class Links:
