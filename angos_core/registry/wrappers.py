@@ -230,7 +230,6 @@ class WrappedMetadataStore(_Wrapped):
             limit=limit,
         )
 
-
     @property
     def batched_get(self) -> bool:
         """Whether the store reads many keys in one call (:class:`MetadataGetMany`)."""

@@ -47,7 +47,9 @@ async def _tagged(api: Api, count: int) -> list[str]:
     _, body = await api.push_image("lib/app", "t000")
     tags = [f"t{i:03d}" for i in range(count)]
     for i in range(1, count, 20):
-        resp = await asyncio.gather(*(api.put_manifest("lib/app", t, body) for t in tags[i : i + 20]))
+        resp = await asyncio.gather(
+            *(api.put_manifest("lib/app", t, body) for t in tags[i : i + 20])
+        )
         assert [r.status for r in resp] == [201] * len(resp)
     return tags
 
