@@ -30,6 +30,7 @@ from angos_core.protocols import (
     Children,
     Lease,
     LockProvider,
+    MetadataGetMany,
     MetadataStore,
     UploadRef,
 )
@@ -228,6 +229,19 @@ class WrappedMetadataStore(_Wrapped):
             start_after=start_after,
             limit=limit,
         )
+
+    @property
+    def batched_get(self) -> bool:
+        """Whether the store reads many keys in one call (:class:`MetadataGetMany`)."""
+        return isinstance(self.inner, MetadataGetMany)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """:meth:`MetadataGetMany.get_many`; only for a store whose :attr:`batched_get` is
+        true."""
+        inner = self.inner
+        if not isinstance(inner, MetadataGetMany):
+            raise BackendError(self.name, "get_many: this metadata store has no batched read")
+        return await self._call("get_many", inner.get_many, keys)
 
 
 class _LocalLocks:

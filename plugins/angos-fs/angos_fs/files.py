@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -62,6 +63,10 @@ def unavailable(exc: OSError, action: str) -> BackendUnavailable:
     return BackendUnavailable(BACKEND, f"{action}: {reason}", log_detail=where)
 
 
+#: A key every part of which is a plain name: not empty, no leading ".", no "/", "\\" or NUL.
+_SAFE_KEY = re.compile(r"[^/\\\x00.][^/\\\x00]*(?:/[^/\\\x00.][^/\\\x00]*)*")
+
+
 class KeyPaths:
     """Keys (relative, ``/``-separated, from ``angos_core.layout``) as paths under a root.
 
@@ -73,6 +78,10 @@ class KeyPaths:
         self.root = os.path.abspath(root_dir)
 
     def path(self, key: str) -> str:
+        # The hot path (the tag list maps a page of keys at once): one match, and the key
+        # is already its own relative path once every part is known to be a plain name.
+        if _SAFE_KEY.fullmatch(key):
+            return f"{self.root}/{key}" if self.root != "/" else f"/{key}"
         return os.path.join(self.root, *self._parts(key, allow_empty=False))
 
     def dir_path(self, prefix: str) -> str:
