@@ -210,8 +210,15 @@ async def has_blobs(dst: Stores, count: int) -> bool:
     return await blob_count(dst) >= count
 
 
-async def has_repositories(dst: Stores, count: int) -> bool:
-    return len(await walk.repositories(dst.meta)) >= count
+async def has_tags(dst: Stores, count: int) -> bool:
+    """At least ``count`` tags at the destination (a copy runs repositories side by side,
+    their tags last: a kill once enough repositories exist may come before any tag)."""
+    total = 0
+    for name in await walk.repositories(dst.meta):
+        total += len(await walk.tags(dst.meta, name))
+        if total >= count:
+            return True
+    return False
 
 
 async def assert_blobs_whole(stores: Stores) -> None:
