@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -71,6 +71,18 @@ def cached_namespaces(config: AngosConfig, upstreams: Upstreams) -> dict[str, Ca
         namespace: CachedNamespace(namespace, clients, config.repositories[namespace].tag_ttl_secs)
         for namespace, clients in upstreams.clients.items()
     }
+
+
+@contextlib.asynccontextmanager
+async def _running(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """A background task for the life of a ``cleanup_ctx`` step, cancelled at its end."""
+    task = asyncio.create_task(work, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def make_app(
@@ -170,13 +182,8 @@ def make_app(
             yield
             return
         purger = app[REGISTRY].upload_purger(settings, observer=metrics)
-        task = asyncio.create_task(purger.run_forever(), name="angos-upload-purge")
-        try:
+        async with _running(purger.run_forever(), "angos-upload-purge"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     # What a reload may swap (angos_core.http.live); authenticators built, opened below.
     holder = app[LIVE] = Live(LiveSettings.build(config, metrics.observe_auth))
@@ -217,21 +224,11 @@ def make_app(
         if not (maintenance and settings.interval_secs > 0):
             yield
             return
-        task = asyncio.create_task(
-            collect_forever(
-                app[REGISTRY],
-                settings,
-                metrics.gc_finished,
-                paused=lambda: holder.current.read_only,
-            ),
-            name="angos-gc",
+        collecting = collect_forever(
+            app[REGISTRY], settings, metrics.gc_finished, paused=lambda: holder.current.read_only
         )
-        try:
+        async with _running(collecting, "angos-gc"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def scheduled_prune(app: web.Application) -> AsyncIterator[None]:
         # As gc: one worker, once the stores are open. A run overlapping a gc's waits for
@@ -240,31 +237,16 @@ def make_app(
         if not (maintenance and settings.interval_secs > 0):
             yield
             return
-        task = asyncio.create_task(
-            prune_forever(
-                app[REGISTRY],
-                config.retention,
-                settings,
-                paused=lambda: holder.current.read_only,
-            ),
-            name="angos-prune",
+        pruning = prune_forever(
+            app[REGISTRY], config.retention, settings, paused=lambda: holder.current.read_only
         )
-        try:
+        async with _running(pruning, "angos-prune"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def pull_times(app: web.Application) -> AsyncIterator[None]:
         # After ``backends``: the last pulls are written before the stores close.
-        task = asyncio.create_task(app[REGISTRY].times.flush_forever(), name="angos-pull-times")
-        try:
+        async with _running(app[REGISTRY].times.flush_forever(), "angos-pull-times"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     app.cleanup_ctx.append(backends)
     app.cleanup_ctx.append(pull_times)
