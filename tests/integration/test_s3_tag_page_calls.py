@@ -38,7 +38,8 @@ class ListCalls:
 
 
 async def seed(api: Api) -> ListCalls:
-    meta = api.registry.stores.meta.inner
+    # The S3 store under the wrappers: its client is where the list calls are counted.
+    meta: Any = api.registry.stores.meta.inner
     gate = asyncio.Semaphore(32)
 
     async def put(tag: str) -> None:
