@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from angos_core.http import make_app_from_toml
 from angos_core.oci import mediatypes as mt
+from angos_core.testing.api import without_gc_bookkeeping
 from tests.support.api import Api, descriptor, digest_of
 from tests.support.moto_server import S3Bucket, s3_client
 
@@ -217,6 +218,7 @@ async def test_the_same_keys_on_both(tmp_path: Path, s3_bucket: S3Bucket) -> Non
         .get("Contents", [])
     }
     files = set(tree_digest(root))
-    assert keys == files
+    # Less the writers' reference marks: each push names its own (a random token).
+    assert without_gc_bookkeeping(keys) == without_gc_bookkeeping(files)
     assert any(k.startswith("v2/blobs/sha256/") and k.endswith("/data") for k in keys)
     assert any("/_manifests/tags/1/current/link" in k for k in keys)
