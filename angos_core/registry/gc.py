@@ -43,7 +43,7 @@ from typing import IO
 
 from angos_core import layout
 from angos_core.config import GcScheduleConfig
-from angos_core.errors import AngosError, LockUnavailable
+from angos_core.errors import AngosError, LockUnavailable, ManifestUnknown
 from angos_core.oci.digest import is_digest
 from angos_core.oci.manifest import Manifest, parse_stored
 from angos_core.progress import Progress
@@ -301,12 +301,22 @@ class GarbageCollector:
                 await refs.rotate(digest, self._recent_since)
 
     async def _delete_untagged(self, name: str, digest: str, result: GcResult) -> None:
+        skipped = False
+
         async def delete() -> None:
-            await self.registry.manifests.delete(name, digest)
+            nonlocal skipped
+            # A client may delete it, or tag it, between the listing and here: the one is
+            # done already, the other keeps it (its tags are checked under their locks).
+            try:
+                skipped = not await self.registry.manifests.delete(
+                    name, digest, only_untagged=True
+                )
+            except ManifestUnknown:
+                skipped = True
 
         # Pushed, or referenced as an index child or a subject, within the minimum age or
         # during this run: it may be a push in progress, kept.
-        if await self._doom(digest, delete):
+        if await self._doom(digest, delete) and not skipped:
             self._report(f"manifest {name}@{digest}")
             result.manifests_deleted += 1
         else:
