@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 from bench.datagen import BLOCK, BlobStream
-from tests.support.tools import require_tool
+from tests.support.bench import run_bench
 
-REPO = Path(__file__).resolve().parents[2]
 ROWS = ["1", "2", "3", "3b", "4", "5", "6a", "6", "7"]
 
 
@@ -33,30 +29,7 @@ def test_blob_stream_is_repeatable_and_ranges_reassemble() -> None:
 
 
 def test_quick_run_against_angos_produces_a_complete_table(tmp_path: Path) -> None:
-    require_tool("wrk", "install it with: apt-get install wrk")
-    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--registries",
-            "angos",
-            "--workdir",
-            str(tmp_path),
-            "--json",
-            str(out_json),
-            "--markdown",
-            str(out_md),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(out_json.read_text())
+    report, table = run_bench("bench", tmp_path, "--quick", "--registries", "angos")
     rows = {r["key"]: r for r in report["rows"]}
     assert list(rows) == ROWS
     for key, row in rows.items():
@@ -67,11 +40,8 @@ def test_quick_run_against_angos_produces_a_complete_table(tmp_path: Path) -> No
     assert report["refs"]["loopback_mb_s"] > 0 and report["refs"]["sha256_mb_s"] > 0
     assert all(v > 0 for v in report["refs"]["sendfile_n_mb_s_at_row3"])  # one per round
 
-    table = out_md.read_text()
     assert "| # | workload | unit | Angos | Distribution 2.8 |" in table
     for key in ROWS:
         assert f"\n| {key} | " in table
     assert "loopback TCP" in table and "sha256" in table
     assert "% of sendfile beside it" in table
-    # The stores and logs live under --workdir and are gone after the run.
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("angos-bench-")]

@@ -1,0 +1,43 @@
+"""Running a bench/ harness end to end from a test: as a user runs it, in a subprocess,
+its stores under the test's temporary directory, its JSON and Markdown read back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.support.tools import require_tool
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_bench(module: str, tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
+    """``python -m <module> <args> --workdir --json --markdown``: its report and table.
+    Fails the test on a non-zero exit, and if a store is left behind under ``--workdir``."""
+    require_tool("wrk", "install it with: apt-get install wrk")
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            "--workdir",
+            str(tmp_path),
+            "--json",
+            str(out_json),
+            "--markdown",
+            str(out_md),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The stores and logs live under --workdir and are gone after the run.
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("angos-bench-")]
+    return json.loads(out_json.read_text()), out_md.read_text()
