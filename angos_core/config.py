@@ -30,9 +30,10 @@ from angos_core.errors import ConfigError, ConfigErrors, PluginError
 from angos_core.hookspecs import CAP_DIRECT_PUT, CAP_SHARED, BackendSpec
 from angos_core.kinds import EXTENSION_KINDS, Entries, ExtensionKind, Single, SubTable
 from angos_core.plugins import BackendCatalogue, Kind
-from angos_core.policy.engine import PolicyEngine, check_namespaces, repository_key
+from angos_core.policy.engine import PolicyEngine, check_namespaces
 from angos_core.policy.immutable import TagImmutability
 from angos_core.policy.retention import RetentionRules
+from angos_core.policy.sections import repository_key
 from angos_core.protocols import BlobPut
 
 T = TypeVar("T")

@@ -31,6 +31,7 @@ from angos_core.policy.actions import (
     PolicyRequest,
     token_permits,
 )
+from angos_core.policy.sections import compile_sections, repository_key
 
 if TYPE_CHECKING:
     from angos_core.config import AccessPolicyConfig, AngosConfig, RepositoryConfig
@@ -55,10 +56,6 @@ class Decision:
     #: answered as Distribution does, 401 with the challenge naming the scope it needs
     #: (``error="insufficient_scope"``), so the client fetches a token for it.
     insufficient_scope: bool = False
-
-
-def repository_key(namespace: str) -> str:
-    return f'repository."{namespace}"'
 
 
 covers = namespace_covers
@@ -198,24 +195,9 @@ class PolicyEngine:
         repositories: Mapping[str, RepositoryConfig],
     ) -> PolicyEngine:
         """Compile every rule; every problem is one :class:`ConfigError` naming its key."""
-        errors: list[ConfigError] = []
-        global_policy = None
-        if global_config is not None:
-            try:
-                global_policy = Policy.compile(global_config, "global.access_policy")
-            except ConfigError as exc:
-                errors.extend(exc.errors)
-        compiled: dict[str, Policy] = {}
-        for namespace, repository in repositories.items():
-            if repository.access_policy is None:
-                continue
-            try:
-                compiled[namespace] = Policy.compile(
-                    repository.access_policy, f"{repository_key(namespace)}.access_policy"
-                )
-            except ConfigError as exc:
-                errors.extend(exc.errors)
-        ConfigErrors.raise_if_any(errors)
+        global_policy, compiled = compile_sections(
+            "access_policy", global_config, repositories, Policy.compile
+        )
         return cls(global_policy, compiled)
 
     @classmethod

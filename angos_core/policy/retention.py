@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from angos_core.errors import ConfigError, ConfigErrors
 from angos_core.oci.names import namespace_covers
 from angos_core.policy import cel
+from angos_core.policy.sections import compile_sections
 
 if TYPE_CHECKING:
     from angos_core.config import RepositoryConfig, RetentionPolicyConfig
@@ -130,23 +131,9 @@ class RetentionRules:
         repositories: Mapping[str, RepositoryConfig],
     ) -> RetentionRules:
         """Every rule compiled; every problem is one :class:`ConfigError` naming its key."""
-        errors: list[ConfigError] = []
-        global_policy = None
-        if global_config is not None:
-            try:
-                global_policy = RetentionPolicy.compile(global_config, "global.retention_policy")
-            except ConfigError as exc:
-                errors.extend(exc.errors)
-        namespaces: dict[str, RetentionPolicy] = {}
-        for namespace, repository in repositories.items():
-            if repository.retention_policy is None:
-                continue
-            key = f'repository."{namespace}".retention_policy'
-            try:
-                namespaces[namespace] = RetentionPolicy.compile(repository.retention_policy, key)
-            except ConfigError as exc:
-                errors.extend(exc.errors)
-        ConfigErrors.raise_if_any(errors)
+        global_policy, namespaces = compile_sections(
+            "retention_policy", global_config, repositories, RetentionPolicy.compile
+        )
         return cls(global_policy, namespaces)
 
     @property

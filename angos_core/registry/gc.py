@@ -308,9 +308,7 @@ class GarbageCollector:
             # A client may delete it, or tag it, between the listing and here: the one is
             # done already, the other keeps it (its tags are checked under their locks).
             try:
-                skipped = not await self.registry.manifests.delete(
-                    name, digest, only_untagged=True
-                )
+                skipped = not await self.registry.manifests.delete(name, digest, only_untagged=True)
             except ManifestUnknown:
                 skipped = True
 
