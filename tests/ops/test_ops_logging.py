@@ -242,6 +242,25 @@ def test_setup_logging_json_to_stderr(capsys: pytest.CaptureFixture[str]) -> Non
     assert entry["pid"] == os.getpid()
 
 
+def test_logging_follows_stderr_when_it_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set up while stderr was one stream (a test's capture, since closed), records go to
+    the stderr of the moment, not to the closed stream ("Logging error" on every line)."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        monkeypatch.setattr("sys.stderr", first)
+        setup_logging(LogConfig(level="info"))
+        logging.getLogger("angos.t").info("one")
+        first.close()
+        monkeypatch.setattr("sys.stderr", second)
+        logging.getLogger("angos.t").info("two")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    assert second.getvalue().endswith("INFO angos.t: two\n")
+
+
 # --------------------------------------------------------------------------- a real server
 
 
