@@ -15,7 +15,11 @@ Result rule of :meth:`Authenticator.authenticate`:
   authenticator's kind and invalid (a wrong password, an expired or badly signed token): 401
   at once, no other authenticator is asked;
 - raise :class:`~angos_core.errors.IdentityProviderUnavailable`: the authenticator cannot
-  decide (its issuer or file cannot be read): 503, never a pass.
+  decide (its issuer or file cannot be read): 503, never a pass;
+- :data:`ANONYMOUS`: the credentials are this authenticator's kind, valid, and stand for
+  nobody (an anonymous token from the registry's token service, minted for a caller with
+  no credentials): the request is anonymous, exactly as one with no Authorization header,
+  and the credentials do not count as a failure; later authenticators are not asked.
 
 Messages of both errors reach the client: they never contain the credential itself.
 """
@@ -72,6 +76,12 @@ class Identity:
     claims: Mapping[str, Any] = field(default_factory=dict)
     certificate: Certificate | None = None
     access: tuple[Access, ...] | None = None
+
+
+#: What an authenticator returns for valid credentials that stand for nobody (result rule
+#: above). Compared by identity (``is``), never used as a caller: the chain turns it into
+#: an anonymous request.
+ANONYMOUS = Identity(id="", username="", provider="", method="anonymous")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ tokens, Basic), file order among equals. The first :class:`Identity` decides;
 ``AuthenticationFailed`` ends the chain (401); ``IdentityProviderUnavailable`` ends it too
 (503: a provider that cannot decide never lets a request through as anyone, nor as
 anonymous); ``None`` asks the next. No credentials at all: anonymous, no authenticator is
-asked. Credentials no authenticator recognizes: anonymous too, but they count as a failure
+asked; :data:`~angos_core.identity.ANONYMOUS` (an anonymous token): anonymous as well,
+not a failure. Credentials no authenticator recognizes: anonymous too, but they count as a failure
 for the failure limit (guessing usernames is guessing).
 """
 
@@ -22,7 +23,7 @@ from angos_core.auth.directory import MintedFor, identity_exists
 from angos_core.auth.failure_limit import FailureLimiter
 from angos_core.auth.issuer import TokenIssuer
 from angos_core.errors import AuthenticationFailed, IdentityProviderUnavailable, TooManyRequests
-from angos_core.identity import Authenticator, Credentials, Identity
+from angos_core.identity import ANONYMOUS, Authenticator, Credentials, Identity
 from angos_core.protocols import Cache
 
 log = logging.getLogger("angos.auth")
@@ -30,7 +31,7 @@ log = logging.getLogger("angos.auth")
 #: ``observe(method, result)``: one authentication attempt. ``method`` is the credential
 #: presented (``basic``, ``bearer``, ``mtls``); ``result`` one of :data:`RESULTS`.
 AttemptObserver = Callable[[str, str], None]
-RESULTS = ("success", "failure", "unrecognized", "unavailable", "limited")
+RESULTS = ("success", "anonymous", "failure", "unrecognized", "unavailable", "limited")
 
 
 @runtime_checkable
@@ -146,6 +147,9 @@ class AuthChain:
             except IdentityProviderUnavailable:
                 self._count(method, "unavailable")
                 raise
+            if identity is ANONYMOUS:
+                self._count(method, "anonymous")
+                return None
             if identity is not None:
                 self.limiter.succeeded(key)
                 self._count(method, "success")

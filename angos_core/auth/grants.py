@@ -10,9 +10,24 @@ engine's question, asked once, against its table
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from angos_core.auth.scope import ALL
+from angos_core.auth.scope import ALL, DELETE, PULL, PUSH
 from angos_core.identity import Access, Identity
+from angos_core.policy.actions import (
+    DELETE_MANIFEST,
+    GET_MANIFEST,
+    LIST_CATALOG,
+    PUT_MANIFEST,
+    PolicyRequest,
+)
+
+if TYPE_CHECKING:
+    from angos_core.policy import PolicyEngine
+
+#: The request a token action is asked as when deciding what a caller with no credentials
+#: is granted: the one it most stands for (a docker pull's first request, a push's last).
+ANONYMOUS_PROBES = {PULL: GET_MANIFEST, PUSH: PUT_MANIFEST, DELETE: DELETE_MANIFEST}
 
 
 def token_grants(identity: Identity, requested: Iterable[Access]) -> tuple[Access, ...]:
@@ -20,6 +35,34 @@ def token_grants(identity: Identity, requested: Iterable[Access]) -> tuple[Acces
     to ``identity.access`` when the identity is itself limited; one entry per resource,
     in the order first asked; resources left with no action are left out."""
     return narrow(requested, identity.access)
+
+
+def anonymous_grants(
+    policy: PolicyEngine, client_ip: str, requested: Iterable[Access]
+) -> tuple[Access, ...]:
+    """What a token for a caller with no credentials grants: ``requested`` (merged) if the
+    access policy allows an anonymous caller from ``client_ip`` every action of it, each
+    asked as :data:`ANONYMOUS_PROBES` says; else nothing, and the caller is asked to log in
+    (a docker push without login then fails at once, "authentication required", rather
+    than being retried on a token that cannot push). Nothing without an access policy
+    either: authentication is on, so an anonymous caller may do nothing. A request made
+    with the token is decided as an anonymous one (``identity.ANONYMOUS``)."""
+    if not policy.configured:
+        return ()
+    wanted = narrow(requested, None)
+    for access in wanted:
+        if access.type == "registry" and access.name == "catalog":
+            probes = [PolicyRequest(LIST_CATALOG)]
+        elif access.type == "repository":
+            actions = set(ANONYMOUS_PROBES) if ALL in access.actions else set(access.actions)
+            if not actions <= set(ANONYMOUS_PROBES):
+                return ()
+            probes = [PolicyRequest(ANONYMOUS_PROBES[a], access.name) for a in sorted(actions)]
+        else:
+            return ()
+        if not all(policy.decide(None, client_ip, probe).allowed for probe in probes):
+            return ()
+    return wanted
 
 
 def narrow(requested: Iterable[Access], limit: Iterable[Access] | None) -> tuple[Access, ...]:

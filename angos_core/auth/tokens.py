@@ -40,7 +40,9 @@ class TokenMinter(TokenIssuer, Protocol):
     ) -> IssuedToken:
         """A token for ``identity`` granting exactly ``access`` (core decided it: see
         :func:`angos_core.auth.grants.token_grants`); with ``refresh`` also a refresh
-        token standing for ``identity``."""
+        token standing for ``identity``. ``identity`` may be
+        :data:`~angos_core.identity.ANONYMOUS` (a caller with no credentials, never with
+        ``refresh``): the token's ``authenticate`` must answer ``ANONYMOUS`` again."""
 
     def redeem(self, refresh_token: str) -> Identity:
         """The identity a refresh token stands for. Raises ``AuthenticationFailed``."""

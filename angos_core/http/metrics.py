@@ -191,8 +191,8 @@ class Metrics:
         self.auth_attempts = Counter(
             "angos_auth_attempts",
             "Authentication attempts (requests presenting credentials), by credential method "
-            "(basic, bearer, mtls) and result (success, failure, unrecognized, unavailable, "
-            "limited).",
+            "(basic, bearer, mtls) and result (success, anonymous, failure, unrecognized, "
+            "unavailable, limited).",
             ("method", "result"),
             registry=r,
         )

@@ -4,8 +4,9 @@ registry's token service) is configured.
 - ``GET /token?service=...&scope=...`` (``scope`` may repeat and hold several scopes
   separated by spaces; ``offline_token=true`` asks for a refresh token): the Docker token
   spec. The caller is whoever the chain accepted for the request (Basic, OIDC, mTLS, a
-  token); an anonymous request gets 401 with a *Basic* challenge, never a token, so the
-  client sends its credentials.
+  token). A request with no credentials gets an anonymous token for what the access policy
+  lets anyone do of the requested scopes (a public repository's pull), or, where that is
+  nothing, 401 with a *Basic* challenge, so the client sends its credentials.
 - ``POST /token`` (``application/x-www-form-urlencoded``): the OAuth2 flavour Distribution
   specifies, which containerd and Docker 29 try first: ``grant_type=password`` (``username``
   and ``password`` go through the chain as Basic would) and ``grant_type=refresh_token``;
@@ -24,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from angos_core.auth.grants import token_grants
+from angos_core.auth.grants import anonymous_grants, token_grants
 from angos_core.auth.issuer import BASIC_CHALLENGE
 from angos_core.auth.scope import format_scopes, parse_scope
 from angos_core.auth.tokens import TOKEN_PATH, IssuedToken, TokenMinter
@@ -32,7 +33,7 @@ from angos_core.errors import AuthenticationFailed, IdentityProviderUnavailable
 from angos_core.http.auth import allow_anonymous, challenge_with_basic, identity_of
 from angos_core.http.errors import error_response
 from angos_core.http.live import live
-from angos_core.identity import Access, Credentials, Identity
+from angos_core.identity import ANONYMOUS, Access, Credentials, Identity
 
 #: Scopes one request may ask for: each is parsed and granted, so bound the work.
 MAX_SCOPES = 64
@@ -137,7 +138,12 @@ async def get_token(request: web.Request) -> web.Response:
         return error_response(400, "UNSUPPORTED", exc.message, {"error": exc.error})
     identity = identity_of(request)
     if identity is None:
-        return _basic_challenge("authentication required to get a token")
+        # What the policy lets anyone do is granted anonymously (docker, not logged in,
+        # pulls a public repository); for anything else the client is asked to log in.
+        granted = anonymous_grants(live(request).policy, request.remote or "", requested)
+        if not granted:
+            return _basic_challenge("authentication required to get a token")
+        return _json(_token_body(minter.issue(ANONYMOUS, granted), granted))
     refresh = query.get("offline_token", "").lower() == "true"
     return _mint(minter, identity, requested, refresh)
 

@@ -81,19 +81,18 @@ def login(docker: DockerEngine, host: str, user: str, password: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-#: A second server on the same store, for anonymous pulls: docker sends credentials only
-#: when ``GET /v2/`` challenged it, and with a Basic challenge there it refuses to make an
-#: anonymous request at all ("no basic auth credentials"); so a registry docker pulls from
-#: anonymously answers ``GET /v2/`` to anyone, and then docker never logs in to it.
-PUBLIC_POLICY = """
-[global.access_policy]
-default = "deny"
-rules = [
-  "request.action in ['healthz', 'readyz', 'get-api-version']",
-  '''has(request.namespace) && request.namespace.startsWith('public/') &&
-     request.action in ['get-manifest', 'get-blob', 'get-referrers', 'list-tags']''',
-]
+#: A second server on the same store, with the token service: docker, not logged in, is sent
+#: to ``/token`` by the Bearer challenge of ``GET /v2/`` and gets an anonymous token for what
+#: the policy lets anyone do (pull ``public/...``); logged in, it sends its password there.
+#: (With a Basic challenge docker refuses to make an anonymous request at all: "no basic auth
+#: credentials", the last cell below.)
+TOKEN_SERVICE = """
+[auth.token_service]
+secret_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 """
+TOKEN_POLICY = POLICY.replace(
+    "rules = [\n", "rules = [\n  \"request.action == 'get-token'\",\n", 1
+).replace("immutable_tags = true", "immutable_tags = false", 1)
 
 
 def test_docker_cells(
@@ -106,24 +105,36 @@ def test_docker_cells(
     public, team = f"{host}/public/base:1", f"{host}/team/app:1"
     image(docker, tmp_path, public, b"a public image\n")
     docker.run("tag", public, team)
-    mirror = angos_server_factory(fs_config(tmp_path / "registry-data") + PUBLIC_POLICY)
-    anonymous_public = f"{mirror.host}/public/base:1"
-    anonymous_team = f"{mirror.host}/team/app:1"
+    tokens = angos_server_factory(
+        fs_config(tmp_path / "registry-data")
+        + f'[auth.identity.admin]\nusername = "admin"\npassword = "{cheap_argon2(ADMIN_PW)}"\n'
+        + TOKEN_SERVICE
+        + TOKEN_POLICY
+    )
+    anonymous_public = f"{tokens.host}/public/base:1"
+    anonymous_team = f"{tokens.host}/team/app:1"
+    new_public = f"{tokens.host}/public/new:1"
     try:
         login(docker, host, "admin", ADMIN_PW)
         docker.run("push", public)
         docker.run("push", team)
         docker.run("logout", host)
 
-        # Anonymous: pulls the public namespace, nothing else, and pushes nothing.
+        # Anonymous, through the token service: pulls the public namespace, nothing else,
+        # and pushes nothing.
         docker.run("pull", anonymous_public)
         refused = docker.run("pull", anonymous_team, check=False)
         assert refused.returncode != 0
-        assert "denied" in refused.stderr, refused.stderr
-        docker.run("tag", public, f"{mirror.host}/public/new:1")
-        pushed = docker.run("push", f"{mirror.host}/public/new:1", check=False)
+        assert "authentication required" in refused.stderr, refused.stderr
+        docker.run("tag", public, new_public)
+        pushed = docker.run("push", new_public, check=False)
         assert pushed.returncode != 0
-        assert pushed.stderr.strip() == "denied", pushed.stderr  # the 403's DENIED code
+        assert "authentication required" in pushed.stderr, pushed.stderr
+        # Logged in to the same server, the admin pushes.
+        login(docker, tokens.host, "admin", ADMIN_PW)
+        docker.run("push", new_public)
+        docker.run("logout", tokens.host)
+        assert '"GET /token?' in tokens.stderr_text()
 
         # The read-only user pulls, and its push is refused with the policy's 403.
         login(docker, host, "reader", READER_PW)
@@ -141,9 +152,9 @@ def test_docker_cells(
         assert "no basic auth credentials" in anonymous.stderr, anonymous.stderr
     finally:
         docker.run("logout", host, check=False)
+        docker.run("logout", tokens.host, check=False)
         docker.run(
-            "image", "rm", "-f", public, team, anonymous_public, f"{mirror.host}/public/new:1",
-            check=False,
+            "image", "rm", "-f", public, team, anonymous_public, new_public, check=False
         )  # fmt: skip
 
 

@@ -39,7 +39,7 @@ from angos_core.auth.directory import IdentityExists
 from angos_core.auth.issuer import bearer_challenge
 from angos_core.auth.tokens import TOKEN_PATH, IssuedToken
 from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
-from angos_core.identity import ORDER_REGISTRY_TOKEN, Access, Credentials, Identity
+from angos_core.identity import ANONYMOUS, ORDER_REGISTRY_TOKEN, Access, Credentials, Identity
 
 SECTION = "auth.token_service"
 ALGORITHM = "HS256"
@@ -243,7 +243,7 @@ class TokenService:
             {"access": format_access(access)},
         )
         refresh_token = None
-        if refresh and self.refresh_ttl_secs:
+        if refresh and self.refresh_ttl_secs and identity is not ANONYMOUS:
             extra = {} if identity.access is None else {"limit": format_access(identity.access)}
             refresh_token = self._sign(REFRESH_TYPE, identity, now, self.refresh_ttl_secs, extra)
         return IssuedToken(token, self.ttl_secs, now, refresh_token)
@@ -376,6 +376,10 @@ class TokenService:
     ) -> Identity:
         minted_for = payload.get("angos")
         minted_for = minted_for if isinstance(minted_for, dict) else {}
+        if payload["sub"] == ANONYMOUS.id and minted_for.get("method") == ANONYMOUS.method:
+            # Minted for a caller with no credentials: the request stays anonymous (its
+            # access claim grants nothing the policy does not give anonymous callers).
+            return ANONYMOUS
         username = minted_for.get("username")
         claims = minted_for.get("claims")
         return Identity(
