@@ -8,8 +8,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from angos_core.auth.grants import anonymous_grants
 from angos_core.config import AngosConfig, parse_config
-from angos_core.identity import Identity
+from angos_core.identity import Access, Identity
 from angos_core.plugins import load_catalogue
 from angos_core.policy import PolicyRequest
 
@@ -32,7 +33,7 @@ def allowed(config: AngosConfig, who: Identity | None, action: str, repository: 
 
 
 def test_the_steps_load_and_decide_as_described() -> None:
-    public, ci, read_only, webhook = configs()
+    public, public_tokens, ci, read_only, webhook = configs()
     admin = Identity("admin", "admin", "identity", "basic")
     reader = Identity("reader", "reader", "identity", "basic")
     claims = {"repository": "acme/app", "ref": "refs/heads/main"}
@@ -42,6 +43,15 @@ def test_the_steps_load_and_decide_as_described() -> None:
     assert not allowed(public, None, "put-manifest", "public/base")
     assert not allowed(public, None, "get-manifest", "team/app")
     assert allowed(public, admin, "put-manifest", "team/app")
+    # With the token service: an anonymous token for a public pull, nothing more.
+    pull_public = [Access("repository", "public/base", frozenset({"pull"}))]
+    assert anonymous_grants(public_tokens.policy, "10.0.0.1", pull_public) == tuple(pull_public)
+    for scope in (
+        Access("repository", "public/base", frozenset({"pull", "push"})),
+        Access("repository", "team/app", frozenset({"pull"})),
+        Access("registry", "catalog", frozenset({"*"})),
+    ):
+        assert anonymous_grants(public_tokens.policy, "10.0.0.1", [scope]) == ()
     assert allowed(ci, main, "put-manifest", "ci/app")
     assert not allowed(ci, main, "delete-manifest", "ci/app")
     assert not allowed(ci, fork, "put-manifest", "ci/app")
