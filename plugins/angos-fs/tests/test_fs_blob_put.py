@@ -1,36 +1,15 @@
-"""The fs blob store passes the direct-put contract, and a refused put leaves no file."""
+"""A refused direct put leaves no file (the contract itself: test_fs_contracts.py)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from angos_fs import FsBlobStore, FsConfig
 
 from angos_core.errors import BlobDigestMismatch
-from angos_core.protocols import BlobStore
-from angos_core.testing import BlobPutContract
 from angos_core.testing.blob_store import digest_of, stream
-
-
-class TestFsBlobPut(BlobPutContract):
-    @pytest.fixture
-    async def blob_store(self, tmp_path: Path) -> AsyncIterator[BlobStore]:
-        store = FsBlobStore(FsConfig(root_dir=str(tmp_path / "data")))
-        await store.open()
-        yield store
-        await store.aclose()
-
-
-class TestFsBlobPutSynced(BlobPutContract):
-    @pytest.fixture
-    async def blob_store(self, tmp_path: Path) -> AsyncIterator[BlobStore]:
-        store = FsBlobStore(FsConfig(root_dir=str(tmp_path / "data"), sync_to_disk=True))
-        await store.open()
-        yield store
-        await store.aclose()
 
 
 async def test_a_refused_put_leaves_no_file_behind(tmp_path: Path) -> None:

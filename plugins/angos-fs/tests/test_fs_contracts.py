@@ -1,4 +1,5 @@
-"""The fs stores pass the shipped contracts, with and without ``sync_to_disk``."""
+"""The fs stores pass the shipped contracts (the blob store also the direct-put one), with
+and without ``sync_to_disk``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 from angos_fs import FsBlobStore, FsConfig, FsMetadataStore
 
 from angos_core.protocols import BlobStore, MetadataStore
-from angos_core.testing import BlobStoreContract, MetadataStoreContract
+from angos_core.testing import BlobPutContract, BlobStoreContract, MetadataStoreContract
 
 
-class TestFsBlobStore(BlobStoreContract):
+class TestFsBlobStore(BlobStoreContract, BlobPutContract):
     @pytest.fixture
     async def blob_store(self, tmp_path: Path) -> AsyncIterator[BlobStore]:
         store = FsBlobStore(FsConfig(root_dir=str(tmp_path / "data")))
@@ -21,7 +22,7 @@ class TestFsBlobStore(BlobStoreContract):
         await store.aclose()
 
 
-class TestFsBlobStoreSynced(BlobStoreContract):
+class TestFsBlobStoreSynced(BlobStoreContract, BlobPutContract):
     @pytest.fixture
     async def blob_store(self, tmp_path: Path) -> AsyncIterator[BlobStore]:
         store = FsBlobStore(FsConfig(root_dir=str(tmp_path / "data"), sync_to_disk=True))

@@ -1,37 +1,19 @@
-"""The s3 blob store passes the direct-put contract against moto (5 MiB parts, so the big
-blobs take the multipart path), and a small blob costs one request."""
+"""A small blob's direct put costs one request (the contract itself: test_s3_contracts.py)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from angos_s3 import S3BlobStore, S3Config
 
 from angos_core.config import parse_table
-from angos_core.protocols import BlobStore
-from angos_core.testing import BlobPutContract
 from angos_core.testing.blob_store import digest_of, stream
 from angos_core.testing.moto_server import S3Bucket
 
 
 def s3_config(bucket: S3Bucket, **extra: object) -> S3Config:
     return parse_table(S3Config, {**bucket.settings, **extra}, "blob_store.s3")
-
-
-class TestS3BlobPut(BlobPutContract):
-    @pytest.fixture
-    async def blob_store(self, s3_bucket: S3Bucket) -> AsyncIterator[BlobStore]:
-        store = S3BlobStore(s3_config(s3_bucket, multipart_part_size="5MiB"))
-        await store.open()
-        yield store
-        await store.aclose()
-
-    @pytest.fixture
-    def big_blob_size(self) -> int:
-        return 6 * 1024 * 1024 + 17
 
 
 async def test_a_small_blob_is_one_put_object_with_its_sha256(s3_bucket: S3Bucket) -> None:
