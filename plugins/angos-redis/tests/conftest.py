@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from angos_redis import RedisLockConfig, RedisLockProvider
+from angos_redis import RedisCache, RedisCacheConfig, RedisLockConfig, RedisLockProvider
 
 ProviderFactory = Callable[..., Awaitable[RedisLockProvider]]
+CacheFactory = Callable[..., Awaitable[RedisCache]]
 
 
 @pytest.fixture
@@ -25,3 +26,19 @@ async def make_provider(redis_url: str) -> AsyncIterator[ProviderFactory]:
     yield make
     for provider in made:
         await provider.aclose()
+
+
+@pytest.fixture
+async def make_cache(redis_url: str) -> AsyncIterator[CacheFactory]:
+    """Independent caches (own connections and near caches), like replicas on one Redis."""
+    made: list[RedisCache] = []
+
+    async def make(**settings: Any) -> RedisCache:
+        cache = RedisCache(RedisCacheConfig(url=redis_url, **settings))
+        await cache.open()
+        made.append(cache)
+        return cache
+
+    yield make
+    for cache in made:
+        await cache.aclose()

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
-from angos_redis import RedisCache, RedisCacheConfig
+from angos_redis import RedisCache
 
 from angos_core.errors import BackendUnavailable
 from angos_core.testing.redis_server import RedisServer
 
 CacheFactory = Callable[..., Awaitable[RedisCache]]
-
-
-@pytest.fixture
-async def make_cache(redis_url: str) -> AsyncIterator[CacheFactory]:
-    made: list[RedisCache] = []
-
-    async def make(**settings: Any) -> RedisCache:
-        cache = RedisCache(RedisCacheConfig(url=redis_url, **settings))
-        await cache.open()
-        made.append(cache)
-        return cache
-
-    yield make
-    for cache in made:
-        await cache.aclose()
 
 
 async def test_entries_live_under_the_prefix_with_a_ttl(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,21 +15,6 @@ from angos_core.config import parse_table
 from angos_core.testing.redis_server import RedisServer
 
 CacheFactory = Callable[..., Awaitable[RedisCache]]
-
-
-@pytest.fixture
-async def make_cache(redis_url: str) -> AsyncIterator[CacheFactory]:
-    made: list[RedisCache] = []
-
-    async def make(**settings: Any) -> RedisCache:
-        cache = RedisCache(RedisCacheConfig(url=redis_url, **settings))
-        await cache.open()
-        made.append(cache)
-        return cache
-
-    yield make
-    for cache in made:
-        await cache.aclose()
 
 
 @pytest.fixture
