@@ -21,13 +21,21 @@ two evaluations on different tasks or threads never see each other's).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from cel_expr_python import cel as _cel
+
+@functools.cache
+def _library() -> Any:
+    # Imported when a rule is first compiled: a registry with no policy or retention rule
+    # never pays its ~5 MiB.
+    from cel_expr_python import cel
+
+    return cel
 
 
 class CompileError(ValueError):
@@ -43,26 +51,25 @@ def _list_contains(values: Sequence[Any], item: Any) -> bool:
     return item in values
 
 
+@functools.cache
 def _environment() -> Any:
-    contains = _cel.FunctionDecl(
+    lib = _library()
+    contains = lib.FunctionDecl(
         "contains",
         [
-            _cel.Overload(
+            lib.Overload(
                 "angos_list_contains",
-                _cel.Type.BOOL,
-                [_cel.Type.List(_cel.Type.DYN), _cel.Type.DYN],
+                lib.Type.BOOL,
+                [lib.Type.List(lib.Type.DYN), lib.Type.DYN],
                 is_member=True,
                 impl=_list_contains,
             )
         ],
     )
-    return _cel.NewEnv(
-        variables={"identity": _cel.Type.DYN, "request": _cel.Type.DYN},
-        extensions=[_cel.CelExtension("angos", [contains])],
+    return lib.NewEnv(
+        variables={"identity": lib.Type.DYN, "request": lib.Type.DYN},
+        extensions=[lib.CelExtension("angos", [contains])],
     )
-
-
-_ENV = _environment()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,39 +110,40 @@ def _top(ranks: Callable[[RetentionScope], Mapping[str, int]]) -> Callable[[int]
 
 
 def _seconds(name: str, factor: int) -> Any:
-    return _cel.FunctionDecl(
+    lib = _library()
+    return lib.FunctionDecl(
         name,
         [
-            _cel.Overload(
+            lib.Overload(
                 f"angos_{name}",
-                _cel.Type.INT,
-                [_cel.Type.INT],
+                lib.Type.INT,
+                [lib.Type.INT],
                 impl=lambda n: n * factor,
             )
         ],
     )
 
 
+@functools.cache
 def _retention_environment() -> Any:
+    lib = _library()
+
     def decl(name: str, impl: Callable[[int], bool]) -> Any:
-        overload = _cel.Overload(f"angos_{name}", _cel.Type.BOOL, [_cel.Type.INT], impl=impl)
-        return _cel.FunctionDecl(name, [overload])
+        overload = lib.Overload(f"angos_{name}", lib.Type.BOOL, [lib.Type.INT], impl=impl)
+        return lib.FunctionDecl(name, [overload])
 
     functions = [
-        _cel.FunctionDecl("now", [_cel.Overload("angos_now", _cel.Type.INT, [], impl=_now)]),
+        lib.FunctionDecl("now", [lib.Overload("angos_now", lib.Type.INT, [], impl=_now)]),
         _seconds("days", 86400),
         _seconds("hours", 3600),
         _seconds("minutes", 60),
         decl("top_pushed", _top(lambda scope: scope.pushed_rank)),
         decl("top_pulled", _top(lambda scope: scope.pulled_rank)),
     ]
-    return _cel.NewEnv(
-        variables={"image": _cel.Type.DYN},
-        extensions=[_cel.CelExtension("angos_retention", functions)],
+    return lib.NewEnv(
+        variables={"image": lib.Type.DYN},
+        extensions=[lib.CelExtension("angos_retention", functions)],
     )
-
-
-_RETENTION_ENV = _retention_environment()
 
 
 def _first_line(message: str) -> str:
@@ -158,31 +166,31 @@ class Program:
         """As :meth:`evaluate` on variables :func:`activation` prepared once for several
         rules."""
         value = self._expression.eval(prepared)
-        if value.type() == _cel.Type.ERROR:
+        if value.type() == _library().Type.ERROR:
             raise EvaluationError(str(value.value()))
         return value.plain_value()
 
 
 def activation(variables: Mapping[str, Any]) -> Any:
     """The variables in the library's form, built once per request for every rule."""
-    return _ENV.Activation(variables)
+    return _environment().Activation(variables)
 
 
 def compile_rule(source: str) -> Program:
     try:
-        return Program(source, _ENV.compile(source))
+        return Program(source, _environment().compile(source))
     except RuntimeError as exc:
         raise CompileError(_first_line(str(exc))) from None
 
 
 def retention_activation(variables: Mapping[str, Any]) -> Any:
     """As :func:`activation`, for rules of :func:`compile_retention_rule`."""
-    return _RETENTION_ENV.Activation(variables)
+    return _retention_environment().Activation(variables)
 
 
 def compile_retention_rule(source: str) -> Program:
     """A retention rule, type-checked against ``image`` and the retention functions."""
     try:
-        return Program(source, _RETENTION_ENV.compile(source))
+        return Program(source, _retention_environment().compile(source))
     except RuntimeError as exc:
         raise CompileError(_first_line(str(exc))) from None

@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -32,83 +31,19 @@ from angos_auth_token.claims import (
     parse_access,
     peek,
 )
+from angos_auth_token.config import EXTERNAL_SECTION as SECTION
+from angos_auth_token.config import ExternalTokenConfig
 from angos_auth_token.keys import (
     TrustedKeys,
     UntrustedKey,
     load_certificate_bundle,
     load_jwks_file,
 )
-from angos_auth_token.service import check_realm
 from angos_core.auth.issuer import bearer_challenge
 from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
 from angos_core.identity import ORDER_EXTERNAL_TOKEN, Access, Credentials, Identity
 
 log = logging.getLogger("angos.auth.token")
-
-SECTION = "auth.token"
-#: Public-key algorithms only: an HMAC algorithm would verify with the public key as the
-#: secret (the classic confusion attack), and ``none`` verifies nothing.
-ASYMMETRIC = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
-
-
-@dataclass
-class ExternalTokenConfig:
-    """One ``[auth.token.<name>]`` entry."""
-
-    #: The token server's URL clients are sent to (the challenge's ``realm``).
-    realm: str
-    #: The service its tokens name as ``aud`` (the challenge's ``service``).
-    service: str
-    #: The ``iss`` of its tokens.
-    issuer: str
-    #: PEM certificates whose keys sign tokens, or which issue the ``x5c`` chains tokens
-    #: carry (Distribution's ``rootcertbundle``).
-    root_certificate_bundle: Path | None = None
-    #: A JSON Web Key Set file of signing keys (Distribution's ``jwks``).
-    jwks: Path | None = None
-    allowed_algorithms: list[str] = field(default_factory=lambda: ["RS256", "ES256"])
-    #: Seconds of clock difference tolerated on ``exp`` and ``nbf`` (Distribution: 60).
-    clock_skew_tolerance: int = 60
-
-    def __post_init__(self) -> None:
-        # Keys are checked here without knowing the entry's name: the message says which
-        # key; parse_table adds the entry's path in front of any ValueError.
-        errors: list[str] = []
-        try:
-            check_realm(self.realm, "realm")
-        except ConfigError as exc:
-            errors.append(str(exc))
-        if not self.service or not self.service.isprintable() or '"' in self.service:
-            errors.append(f"service: must be a non-empty printable name, got {self.service!r}")
-        if not self.issuer:
-            errors.append("issuer: must be the iss of the token server's tokens")
-        if self.root_certificate_bundle is None and self.jwks is None:
-            errors.append(
-                "set root_certificate_bundle (the PEM certificate of the token server's "
-                "signing key) or jwks (a JWKS file of its keys)"
-            )
-        refused = [a for a in self.allowed_algorithms if a not in ASYMMETRIC]
-        if refused or not self.allowed_algorithms:
-            errors.append(
-                f"allowed_algorithms: {refused or 'empty'}: choose among {', '.join(ASYMMETRIC)}"
-            )
-        if self.clock_skew_tolerance < 0:
-            errors.append(
-                f"clock_skew_tolerance: cannot be negative, got {self.clock_skew_tolerance}"
-            )
-        if errors:
-            raise ValueError("; ".join(errors))
 
 
 @dataclass

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from angos_auth_token.external import ExternalTokenConfig, ExternalTokens
-from angos_auth_token.service import TokenService, TokenServiceConfig
+from angos_auth_token.config import ExternalTokenConfig, TokenServiceConfig
 from angos_core import hookimpl
 from angos_core.hookspecs import AuthenticatorSpec
+
+if TYPE_CHECKING:
+    from angos_auth_token.external import ExternalTokens
+    from angos_auth_token.service import TokenService
 
 DISTRIBUTION = "angos-auth-token"
 
 
+# The factories import their modules when the config names them (PyJWT, cryptography).
+def _service(config: TokenServiceConfig) -> TokenService:
+    from angos_auth_token.service import TokenService
+
+    return TokenService(config)
+
+
 def _external(entries: Mapping[str, ExternalTokenConfig]) -> ExternalTokens:
+    from angos_auth_token.external import ExternalTokens
+
     return ExternalTokens(entries)
 
 
@@ -21,7 +34,7 @@ def angos_authenticators() -> list[AuthenticatorSpec]:
     return [
         AuthenticatorSpec(
             name="token_service",
-            factory=TokenService,
+            factory=_service,
             config_type=TokenServiceConfig,
             distribution=DISTRIBUTION,
             description="the registry's own token service: GET/POST /token, Bearer tokens",

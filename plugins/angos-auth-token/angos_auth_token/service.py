@@ -13,17 +13,13 @@ token issuers get to look at it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import jwt
 
@@ -35,25 +31,19 @@ from angos_auth_token.claims import (
     parse_access,
     peek,
 )
+from angos_auth_token.config import TokenServiceConfig, decode_secret
 from angos_core.auth.directory import IdentityExists
 from angos_core.auth.issuer import bearer_challenge
-from angos_core.auth.tokens import TOKEN_PATH, IssuedToken
-from angos_core.errors import AuthenticationFailed, ConfigError, ConfigErrors
+from angos_core.auth.tokens import IssuedToken
+from angos_core.errors import AuthenticationFailed
 from angos_core.identity import ANONYMOUS, ORDER_REGISTRY_TOKEN, Access, Credentials, Identity
 
-SECTION = "auth.token_service"
 ALGORITHM = "HS256"
 #: The ``typ`` of an access token and of a refresh token: never interchangeable.
 ACCESS_TYPE = "angos+jwt"
 REFRESH_TYPE = "angos-refresh+jwt"
 #: The ``iss`` of every token this service mints.
 ISSUER = "angos-token-service"
-#: Shortest key accepted, in decoded bytes: HS256's output size (RFC 7518 3.2). Tokens are
-#: handed to CI jobs and logged by careless tools; a short key is guessed offline.
-MIN_SECRET_BYTES = 32
-#: Longest access token lifetime: a token cannot be revoked before it expires.
-MAX_TTL_SECS = 86400
-MAX_REFRESH_TTL_SECS = 365 * 86400
 #: Clock skew tolerated between replicas (nbf, exp), as Distribution's ``Leeway``.
 LEEWAY_SECS = 60
 #: Verified access tokens remembered, and for how long at most (never past their ``exp``):
@@ -61,106 +51,6 @@ LEEWAY_SECS = 60
 #: cost more than serving a manifest (bench/auth: 0.4x anonymous without this).
 VERIFIED_CACHE_SIZE = 4096
 VERIFIED_CACHE_SECS = 60.0
-
-
-def decode_secret(value: str) -> bytes:
-    """The bytes of a base64 ``secret_key`` (standard or URL-safe alphabet)."""
-    text = "".join(value.split())
-    for altchars in (None, b"-_"):
-        try:
-            return base64.b64decode(text, altchars=altchars, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-    raise ValueError("not base64")
-
-
-def check_realm(realm: str, key: str) -> str:
-    """``realm`` if it is an absolute http(s) URL a client can fetch (no credentials, query
-    or fragment), else a ConfigError naming ``key``."""
-    parts = urlsplit(realm)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            key,
-            f"must be an absolute http or https URL such as https://registry.example.com"
-            f"{TOKEN_PATH}, got {realm!r}",
-        )
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ConfigError(
-            key, "must not hold credentials, a query or a fragment: every client receives it"
-        )
-    return realm
-
-
-@dataclass
-class TokenServiceConfig:
-    """``[auth.token_service]``."""
-
-    #: Base64 HMAC key, at least 32 bytes decoded (``openssl rand -base64 32``).
-    secret_key: str = field(repr=False)
-    #: The token endpoint's URL as clients reach it; empty: ``<scheme>://<host>/token`` of
-    #: each request (a registry reachable under several names).
-    realm: str = ""
-    #: The service tokens are issued for (their ``aud``; the challenge's ``service``).
-    service: str = "angos"
-    #: Access token lifetime.
-    ttl_secs: int = 300
-    #: Refresh token lifetime (``access_type=offline``, ``docker login``); 0: none issued.
-    refresh_ttl_secs: int = 30 * 86400
-
-    def __post_init__(self) -> None:
-        errors: list[ConfigError] = []
-        try:
-            key = decode_secret(self.secret_key)
-        except ValueError:
-            errors.append(
-                ConfigError(
-                    f"{SECTION}.secret_key",
-                    "is not base64; make one with: openssl rand -base64 32",
-                )
-            )
-        else:
-            if len(key) < MIN_SECRET_BYTES:
-                errors.append(
-                    ConfigError(
-                        f"{SECTION}.secret_key",
-                        f"decodes to {len(key)} bytes, at least {MIN_SECRET_BYTES} are needed; "
-                        "make one with: openssl rand -base64 32",
-                    )
-                )
-        if self.realm:
-            try:
-                check_realm(self.realm, f"{SECTION}.realm")
-                if not urlsplit(self.realm).path.endswith(TOKEN_PATH):
-                    raise ConfigError(
-                        f"{SECTION}.realm",
-                        f"its path must end with {TOKEN_PATH} (where Angos serves tokens; a "
-                        f"prefix a proxy strips may come before), got {self.realm!r}",
-                    )
-            except ConfigError as exc:
-                errors.append(exc)
-        if not self.service or not self.service.isprintable() or '"' in self.service:
-            errors.append(
-                ConfigError(
-                    f"{SECTION}.service",
-                    f"must be a non-empty printable name without quotes, got {self.service!r}",
-                )
-            )
-        if not 1 <= self.ttl_secs <= MAX_TTL_SECS:
-            errors.append(
-                ConfigError(
-                    f"{SECTION}.ttl_secs",
-                    f"must be between 1 and {MAX_TTL_SECS} seconds, got {self.ttl_secs}",
-                )
-            )
-        if not 0 <= self.refresh_ttl_secs <= MAX_REFRESH_TTL_SECS:
-            errors.append(
-                ConfigError(
-                    f"{SECTION}.refresh_ttl_secs",
-                    f"must be between 0 (no refresh tokens) and {MAX_REFRESH_TTL_SECS} "
-                    f"seconds, got {self.refresh_ttl_secs}",
-                )
-            )
-        ConfigErrors.raise_if_any(errors)
 
 
 def _json_safe(claims: Any) -> dict[str, Any]:

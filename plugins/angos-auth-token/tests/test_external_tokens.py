@@ -11,7 +11,8 @@ from typing import Any
 
 import jwt
 import pytest
-from angos_auth_token.external import ExternalTokenConfig, ExternalTokens
+from angos_auth_token.config import ExternalTokenConfig
+from angos_auth_token.external import ExternalTokens
 from angos_auth_token.keys import libtrust_key_id, rfc7638_thumbprint
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization

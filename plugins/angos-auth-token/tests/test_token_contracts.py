@@ -10,9 +10,10 @@ from pathlib import Path
 
 import jwt
 import pytest
-from angos_auth_token.external import ExternalTokenConfig, ExternalTokens
+from angos_auth_token.config import ExternalTokenConfig, TokenServiceConfig
+from angos_auth_token.external import ExternalTokens
 from angos_auth_token.keys import libtrust_key_id
-from angos_auth_token.service import TokenService, TokenServiceConfig
+from angos_auth_token.service import TokenService
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa

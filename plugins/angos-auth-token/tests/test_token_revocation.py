@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from angos_auth_token.service import TokenService, TokenServiceConfig
+from angos_auth_token.config import TokenServiceConfig
+from angos_auth_token.service import TokenService
 
 from angos_core.errors import AuthenticationFailed
 from angos_core.identity import Access, Credentials, Identity

@@ -9,13 +9,8 @@ import json
 import jwt
 import pytest
 from angos_auth_token.claims import AccessClaimInvalid, format_access, parse_access
-from angos_auth_token.service import (
-    ACCESS_TYPE,
-    ISSUER,
-    REFRESH_TYPE,
-    TokenService,
-    TokenServiceConfig,
-)
+from angos_auth_token.config import TokenServiceConfig
+from angos_auth_token.service import ACCESS_TYPE, ISSUER, REFRESH_TYPE, TokenService
 
 from angos_core.errors import AuthenticationFailed, ConfigError
 from angos_core.identity import Access, Credentials, Identity

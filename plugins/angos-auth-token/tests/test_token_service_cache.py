@@ -11,12 +11,8 @@ import jwt
 import pytest
 from angos_auth_token import service as service_module
 from angos_auth_token.claims import peek
-from angos_auth_token.service import (
-    VERIFIED_CACHE_SECS,
-    VERIFIED_CACHE_SIZE,
-    TokenService,
-    TokenServiceConfig,
-)
+from angos_auth_token.config import TokenServiceConfig
+from angos_auth_token.service import VERIFIED_CACHE_SECS, VERIFIED_CACHE_SIZE, TokenService
 
 from angos_core.errors import AuthenticationFailed
 from angos_core.identity import Access, Credentials, Identity
