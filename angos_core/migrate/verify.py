@@ -22,6 +22,7 @@ from angos_core.migrate.copy import DEFAULT_JOBS, bounded
 from angos_core.migrate.live import Tombstones
 from angos_core.migrate.progress import Progress
 from angos_core.protocols import BlobStore, MetadataStore
+from angos_core.registry.times import parse_time
 
 
 class Verifier:
@@ -95,13 +96,18 @@ class Verifier:
             _repository_keys(self.src_meta, name), _repository_keys(self.dst_meta, name)
         )
         for key in sorted(src.keys() | dst.keys()):
-            self.checked += 1
             await self._compare(key, src.get(key), dst.get(key))
 
     async def _compare(self, key: str, kind: str | None, other_kind: str | None) -> None:
         kind = kind or other_kind or "object"
         source, destination = await asyncio.gather(self.src_meta.get(key), self.dst_meta.get(key))
+        if kind == "retention_time" and source is None and destination is None:
+            return  # a manifest without records (pushed before Angos kept them): none to check
+        self.checked += 1
         if source == destination:
+            return
+        if kind == "retention_time":
+            await self._compare_time(key, source, destination)
             return
         if self.live and (
             source is None
@@ -116,6 +122,25 @@ class Verifier:
         else:
             self.differences.append(f"{kind} {key}: different bytes")
 
+    async def _compare_time(
+        self, key: str, source: bytes | None, destination: bytes | None
+    ) -> None:
+        """A retention record: the destination's must be there (from the source's) and, for
+        a push time, not older. A record only at the destination, a later time there, or
+        an older pull time (a pull the source served after the last pass) is no loss."""
+        theirs, ours = parse_time(source), parse_time(destination)
+        if theirs is None:
+            return
+        if ours is None:
+            if self.live and await self._tombstones.has(key):
+                return
+            self.differences.append(f"retention_time {key}: missing at the destination")
+        elif ours < theirs and f"/{layout.PUSHED}/" in key:
+            self.differences.append(
+                f"retention_time {key}: {destination.decode(errors='replace')} at the "
+                f"destination, {source.decode(errors='replace')} at the source"
+            )
+
 
 async def _repository_keys(meta: MetadataStore, name: str) -> dict[str, str]:
     """Every metadata key of repository ``name`` (manifest bodies included), by kind."""
@@ -125,6 +150,8 @@ async def _repository_keys(meta: MetadataStore, name: str) -> dict[str, str]:
     for digest in await walk.linked_digests(meta, layout.revisions_prefix(name)):
         keys[layout.revision_link_key(name, digest)] = "revision_link"
         keys[layout.blob_data_key(digest)] = "manifest"
+        for time_kind in (layout.PUSHED, layout.PULLED):
+            keys[layout.manifest_time_key(name, time_kind, digest)] = "retention_time"
     for subject in await walk.referrer_subjects(meta, name):
         for digest in await walk.linked_digests(meta, layout.referrers_prefix(name, subject)):
             keys[layout.referrer_link_key(name, subject, digest)] = "referrer_link"
