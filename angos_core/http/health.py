@@ -97,7 +97,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     registry = app.get(REGISTRY)
     if registry is None:
         return web.json_response({"status": "starting", "backends": {}}, status=503)
-    checked = {
+    checked: dict[str, tuple[str, Any]] = {
         name: (kind.readiness, backend)
         for name, (kind, backend) in registry.backends().items()
         if kind.readiness is not None

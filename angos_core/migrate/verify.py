@@ -129,13 +129,13 @@ class Verifier:
         a push time, not older. A record only at the destination, a later time there, or
         an older pull time (a pull the source served after the last pass) is no loss."""
         theirs, ours = parse_time(source), parse_time(destination)
-        if theirs is None:
+        if source is None or theirs is None:
             return
         if ours is None:
             if self.live and await self._tombstones.has(key):
                 return
             self.differences.append(f"retention_time {key}: missing at the destination")
-        elif ours < theirs and f"/{layout.PUSHED}/" in key:
+        elif destination is not None and ours < theirs and f"/{layout.PUSHED}/" in key:
             self.differences.append(
                 f"retention_time {key}: {destination.decode(errors='replace')} at the "
                 f"destination, {source.decode(errors='replace')} at the source"

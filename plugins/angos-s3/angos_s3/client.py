@@ -131,9 +131,9 @@ def _cache_endpoints(client: Any) -> None:
     parameters :func:`_unused_endpoint_params` names, so a result keyed without them is
     the same result. Skipped if botocore's internals are not as expected."""
     unused = _unused_endpoint_params()
-    provider = getattr(getattr(client, "_ruleset_resolver", None), "_provider", None)
+    provider: Any = getattr(getattr(client, "_ruleset_resolver", None), "_provider", None)
     resolve = getattr(provider, "resolve_endpoint", None)
-    if not unused or resolve is None:
+    if not unused or provider is None or resolve is None:
         return
     cache: dict[tuple[tuple[str, Any], ...], Any] = {}
 
