@@ -101,8 +101,6 @@ class Verifier:
     async def _compare(self, key: str, kind: str | None, other_kind: str | None) -> None:
         kind = kind or other_kind or "object"
         source, destination = await asyncio.gather(self.src_meta.get(key), self.dst_meta.get(key))
-        if kind == "retention_time" and source is None and destination is None:
-            return  # a manifest without records (pushed before Angos kept them): none to check
         self.checked += 1
         if source == destination:
             return
@@ -147,11 +145,18 @@ async def _repository_keys(meta: MetadataStore, name: str) -> dict[str, str]:
     keys: dict[str, str] = {}
     for digest in await walk.linked_digests(meta, layout.layers_prefix(name)):
         keys[layout.layer_link_key(name, digest)] = "layer_link"
-    for digest in await walk.linked_digests(meta, layout.revisions_prefix(name)):
+    revisions = await walk.linked_digests(meta, layout.revisions_prefix(name))
+    for digest in revisions:
         keys[layout.revision_link_key(name, digest)] = "revision_link"
         keys[layout.blob_data_key(digest)] = "manifest"
-        for time_kind in (layout.PUSHED, layout.PULLED):
-            keys[layout.manifest_time_key(name, time_kind, digest)] = "retention_time"
+    # The retention records of those manifests (one listing per kind, not a read per
+    # manifest; a record left by a deleted manifest is not registry data).
+    manifests = set(revisions)
+    for time_kind in (layout.PUSHED, layout.PULLED):
+        prefix = f"{layout.RETENTION_PREFIX}{name}/{time_kind}/"
+        for digest in await _records(meta, prefix):
+            if digest in manifests:
+                keys[layout.manifest_time_key(name, time_kind, digest)] = "retention_time"
     for subject in await walk.referrer_subjects(meta, name):
         for digest in await walk.linked_digests(meta, layout.referrers_prefix(name, subject)):
             keys[layout.referrer_link_key(name, subject, digest)] = "referrer_link"
@@ -160,3 +165,12 @@ async def _repository_keys(meta: MetadataStore, name: str) -> dict[str, str]:
             keys[layout.tag_index_key(name, tag, digest)] = "tag_index"
         keys[layout.tag_current_key(name, tag)] = "tag"
     return keys
+
+
+async def _records(meta: MetadataStore, prefix: str) -> list[str]:
+    """The digests of the ``<prefix><alg>/<hex>`` records."""
+    digests: list[str] = []
+    async for alg in walk.children(meta, prefix):
+        async for hexpart in walk.children(meta, f"{prefix}{alg}/"):
+            digests.append(f"{alg}:{hexpart}")
+    return digests
