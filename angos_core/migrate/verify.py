@@ -123,9 +123,8 @@ class Verifier:
     async def _compare_time(
         self, key: str, source: bytes | None, destination: bytes | None
     ) -> None:
-        """A retention record: the destination's must be there (from the source's) and, for
-        a push time, not older. A record only at the destination, a later time there, or
-        an older pull time (a pull the source served after the last pass) is no loss."""
+        """A push record: the destination's must be there (from the source's) and not
+        older. One only at the destination, or a later time there, is no loss."""
         theirs, ours = parse_time(source), parse_time(destination)
         if source is None or theirs is None:
             return
@@ -133,7 +132,7 @@ class Verifier:
             if self.live and await self._tombstones.has(key):
                 return
             self.differences.append(f"retention_time {key}: missing at the destination")
-        elif destination is not None and ours < theirs and f"/{layout.PUSHED}/" in key:
+        elif destination is not None and ours < theirs:
             self.differences.append(
                 f"retention_time {key}: {destination.decode(errors='replace')} at the "
                 f"destination, {source.decode(errors='replace')} at the source"
@@ -149,14 +148,15 @@ async def _repository_keys(meta: MetadataStore, name: str) -> dict[str, str]:
     for digest in revisions:
         keys[layout.revision_link_key(name, digest)] = "revision_link"
         keys[layout.blob_data_key(digest)] = "manifest"
-    # The retention records of those manifests (one listing per kind, not a read per
-    # manifest; a record left by a deleted manifest is not registry data).
+    # The push records of those manifests (one listing, not a read per manifest; a record
+    # left by a deleted manifest is not registry data). Not the pull records: the old
+    # registry keeps serving pulls after the last pass (a read-only cut-over does), and
+    # the new one records its own, so a pull time missing or older there is no loss.
     manifests = set(revisions)
-    for time_kind in (layout.PUSHED, layout.PULLED):
-        prefix = f"{layout.RETENTION_PREFIX}{name}/{time_kind}/"
-        for digest in await _records(meta, prefix):
-            if digest in manifests:
-                keys[layout.manifest_time_key(name, time_kind, digest)] = "retention_time"
+    prefix = f"{layout.RETENTION_PREFIX}{name}/{layout.PUSHED}/"
+    for digest in await _records(meta, prefix):
+        if digest in manifests:
+            keys[layout.manifest_time_key(name, layout.PUSHED, digest)] = "retention_time"
     for subject in await walk.referrer_subjects(meta, name):
         for digest in await walk.linked_digests(meta, layout.referrers_prefix(name, subject)):
             keys[layout.referrer_link_key(name, subject, digest)] = "referrer_link"

@@ -223,7 +223,8 @@ async def test_verify_reports_every_difference(tmp_path: Path) -> None:
 
 async def test_retention_times_are_copied_and_verified(tmp_path: Path) -> None:
     """The push and pull records ``angos prune`` reads (v2/_retention/) move with their
-    manifests; the later time wins, and --verify reports one missing or an older push."""
+    manifests; the later time wins, and --verify reports a push time missing or older (not
+    a pull time: the old registry serves pulls after the last pass)."""
     source, target = fs_toml(tmp_path / "old"), fs_toml(tmp_path / "new")
     async with serve_config(source, root=tmp_path / "old") as api:
         digest, _ = await api.push_image("lib/app", "v1", layer=b"timed")
@@ -251,8 +252,10 @@ async def test_retention_times_are_copied_and_verified(tmp_path: Path) -> None:
         assert await dst.meta.get(pushed) == await src.meta.get(pushed)
         assert await dst.meta.get(pulled) == b"2099-01-01T00:00:00+00:00"
         await dst.meta.delete(pulled)
+        assert await verifier(src, dst).run() == []
+        await dst.meta.delete(pushed)
         assert await verifier(src, dst).run() == [
-            f"retention_time {pulled}: missing at the destination"
+            f"retention_time {pushed}: missing at the destination"
         ]
 
 
