@@ -13,8 +13,9 @@ Nothing is ever half-visible at the destination, whenever the process dies:
   session is committed only after that check);
 * metadata is written in dependency order: a layer link after its blob; a revision link
   after its manifest body and, before that, everything the manifest references (blobs
-  with their layer links, an index's child manifests); a tag index entry and a referrer
-  link after their revision; a tag's ``current`` link last. So a tag resolves at the
+  with their layer links, an index's child manifests); the manifest's retention records
+  (push and pull times), a tag index entry and a referrer link after their revision; a
+  tag's ``current`` link last. So a tag resolves at the
   destination only once the whole image behind it is there.
 
 Sessions this module opens live in the repository :data:`SESSION_REPOSITORY`; a run
