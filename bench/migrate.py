@@ -4,9 +4,11 @@ One run of each, on the same generated registry (about 2,000 blobs of random byt
 small images, their manifests, layer/revision/tag links, written straight into the fs
 layout), to two fresh buckets of one moto server (bounded concurrency: its memory stays
 flat). Prints one markdown table: wall seconds, MB/s of blob bytes, peak RSS of each tool
-(``ru_maxrss`` of its process from ``wait4``), and the ratio sync/migrate (above 1 means
-``angos migrate`` is faster). Each side is checked afterwards: ``aws s3 sync`` must have
-put every file, ``angos migrate --verify`` must be clean.
+(``ru_maxrss`` of its process from ``wait4``), the CPU seconds of each tool and of the moto
+server while it ran (these move far less with the machine's other load than wall time),
+and the ratio sync/migrate (above 1 means ``angos migrate`` is faster). Each side is
+checked afterwards: ``aws s3 sync`` must have put every file, ``angos migrate --verify``
+must be clean.
 
 ``aws`` comes from awscli on PyPI (``pip install -e '.[bench]'``, or its own venv: it pins
 botocore exactly, which may clash with aiobotocore's range; ``--aws PATH`` names it).
@@ -111,19 +113,32 @@ class Run:
     peak_rss_kib: int
     returncode: int
     output: str
+    #: CPU seconds (user + system) of the tool's process, and of the moto server meanwhile.
+    cpu: float = 0.0
+    server_cpu: float = 0.0
 
 
-def timed(argv: list[str], env: dict[str, str]) -> Run:
-    """Run ``argv``; wall time and the peak RSS of that process (``wait4``)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(argv: list[str], env: dict[str, str], server: int | None = None) -> Run:
+    """Run ``argv``; wall time, the peak RSS and CPU time of that process (``wait4``), and
+    the CPU time the process ``server`` spent meanwhile."""
     with tempfile.TemporaryFile() as out:
+        server_before = cpu_seconds(server) if server else 0.0
         started = time.monotonic()
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.monotonic() - started
+        server_cpu = cpu_seconds(server) - server_before if server else 0.0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         output = out.read().decode(errors="replace")
-    return Run(seconds, int(usage.ru_maxrss), proc.returncode, output)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(seconds, int(usage.ru_maxrss), proc.returncode, output, cpu, server_cpu)
 
 
 def bucket_objects(endpoint: str, bucket: str) -> int:
@@ -196,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--only-show-errors",
             ],
             env,
+            moto.pid,
         )
         synced = bucket_objects(endpoint, sync_bucket)
         delete_bucket(endpoint, sync_bucket)  # moto keeps objects in memory: free it first
@@ -214,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             "--to",
             str(new),
         ]
-        migrate = timed([*angos, "--jobs", str(args.jobs), "--passes", "1", "--json"], env)
+        migrate = timed(
+            [*angos, "--jobs", str(args.jobs), "--passes", "1", "--json"], env, moto.pid
+        )
         verify = timed([*angos, "--verify", "--jobs", str(args.jobs)], env)
         delete_bucket(endpoint, angos_bucket)
     finally:
@@ -240,18 +258,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{tree.files} files; load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} "
         f"on {os.cpu_count()} CPUs\n"
     )
-    print("| tool | seconds | MB/s | peak RSS MiB |")
-    print("|---|---|---|---|")
+    print("| tool | seconds | MB/s | peak RSS MiB | CPU s | moto CPU s |")
+    print("|---|---|---|---|---|---|")
     print(
         f"| aws s3 sync | {sync.seconds:.1f} | {mb / sync.seconds:.1f} | "
-        f"{sync.peak_rss_kib / 1024:.0f} |"
+        f"{sync.peak_rss_kib / 1024:.0f} | {sync.cpu:.1f} | {sync.server_cpu:.1f} |"
     )
     print(
         f"| angos migrate --jobs {args.jobs} | {migrate.seconds:.1f} | "
-        f"{mb / migrate.seconds:.1f} | {migrate.peak_rss_kib / 1024:.0f} |"
+        f"{mb / migrate.seconds:.1f} | {migrate.peak_rss_kib / 1024:.0f} | "
+        f"{migrate.cpu:.1f} | {migrate.server_cpu:.1f} |"
     )
+    both = (sync.cpu + sync.server_cpu) / (migrate.cpu + migrate.server_cpu)
     print(
         f"\nratio (sync seconds / migrate seconds): {sync.seconds / migrate.seconds:.2f}x; "
+        f"CPU of tool and server (sync / migrate): {both:.2f}x; "
         f"verify took {verify.seconds:.1f}s"
     )
     for problem in problems:

@@ -11,6 +11,11 @@ each kind counting as its declaration's ``readiness`` says (:mod:`angos_core.kin
 * ``GET /readyz?write=1``: can it also accept pushes and deletes? 200 only if the ``read``
   kinds are writable and the ``write`` kinds (the lock provider) answer.
 
+In a live migration (``[migration] from``) the old blob and metadata stores are checked
+too, as ``migration.blob_store`` and ``migration.metadata_store``: reads of what is not
+copied yet go through to them, so both answers need them readable (never writable: writes
+go to the new stores only).
+
 An ``advisory`` kind (the cache: core treats a cache failure as a miss) fails neither. The
 body lists every checked backend's read and write state. Both answer 503 once a graceful
 shutdown has begun, so load balancers stop sending traffic.
@@ -36,6 +41,9 @@ HEALTH_TIMEOUT: web.AppKey[float] = web.AppKey("angos_health_timeout", float)
 #: The readiness values each answer needs (``ExtensionKind.readiness``).
 NEEDED_FOR_READ = ("read",)
 NEEDED_FOR_WRITE = ("read", "write")
+#: A live migration's old stores (``migration.blob_store``, ``migration.metadata_store``):
+#: needed readable for both answers, never writable.
+READ_ONLY_NEEDED = "read-through"
 
 _TRUE = ("1", "true", "yes")
 _FALSE = ("", "0", "false", "no")
@@ -89,16 +97,22 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     registry = app.get(REGISTRY)
     if registry is None:
         return web.json_response({"status": "starting", "backends": {}}, status=503)
-    checked = {
+    checked: dict[str, tuple[str, Any]] = {
         name: (kind.readiness, backend)
         for name, (kind, backend) in registry.backends().items()
         if kind.readiness is not None
     }
+    # A live migration's old stores: reads of what is not copied yet go through to them,
+    # so they count for reading; writes never go there, so read-only is enough.
+    for name, (_, backend) in registry.migration_backends().items():
+        checked[name] = (READ_ONLY_NEEDED, backend)
     timeout = app.get(HEALTH_TIMEOUT, 2.0)
     results = await asyncio.gather(*(_check(b, timeout) for _, b in checked.values()))
     backends = dict(zip(checked, results, strict=True))
     can_read = all(
-        backends[name]["read"] for name, (need, _) in checked.items() if need in NEEDED_FOR_READ
+        backends[name]["read"]
+        for name, (need, _) in checked.items()
+        if need in NEEDED_FOR_READ or need == READ_ONLY_NEEDED
     )
     can_write = can_read and all(
         backends[name]["write"] for name, (need, _) in checked.items() if need in NEEDED_FOR_WRITE

@@ -13,8 +13,9 @@ Nothing is ever half-visible at the destination, whenever the process dies:
   session is committed only after that check);
 * metadata is written in dependency order: a layer link after its blob; a revision link
   after its manifest body and, before that, everything the manifest references (blobs
-  with their layer links, an index's child manifests); a tag index entry and a referrer
-  link after their revision; a tag's ``current`` link last. So a tag resolves at the
+  with their layer links, an index's child manifests); the manifest's retention records
+  (push and pull times), a tag index entry and a referrer link after their revision; a
+  tag's ``current`` link last. So a tag resolves at the
   destination only once the whole image behind it is there.
 
 Sessions this module opens live in the repository :data:`SESSION_REPOSITORY`; a run
@@ -24,6 +25,8 @@ first aborts the ones a killed run left behind.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import time
 from collections.abc import (
     AsyncIterable,
@@ -39,10 +42,11 @@ from angos_core import layout
 from angos_core.migrate import walk
 from angos_core.migrate.progress import Progress
 from angos_core.migrate.report import PassReport
-from angos_core.migrate.transfer import SESSION_REPOSITORY, transfer_blob
+from angos_core.migrate.transfer import SESSION_REPOSITORY, store_blob, transfer_blob
 from angos_core.oci.manifest import parse_stored
 from angos_core.protocols import BlobStore, MetadataStore
 from angos_core.registry.links import parse_link
+from angos_core.registry.times import parse_time
 
 DEFAULT_JOBS = 8
 
@@ -116,6 +120,11 @@ class Migration:
         self._blobs: dict[str, asyncio.Future[bool]] = {}
         self._revisions: dict[tuple[str, str], asyncio.Future[bool]] = {}
         self._layers: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        #: Whether the destination's metadata store reads what its blob store writes (one
+        #: tree), probed once a pass when the first manifest body needs it.
+        self._probe: dict[None, asyncio.Future[bool]] = {}
+        #: The repositories the destination had no directory for when this pass began.
+        self._dst_new: set[str] = set()
 
     # ------------------------------------------------------------------ pass
 
@@ -125,6 +134,8 @@ class Migration:
         self._blobs.clear()
         self._revisions.clear()
         self._layers.clear()
+        self._probe.clear()
+        self._dst_new.clear()
         self._dst_listed.clear()
         self._dst_dirs.clear()
         started = time.monotonic()
@@ -205,6 +216,8 @@ class Migration:
         """Every link of repository ``name``, each after what it depends on."""
         meta = self.src_meta
         new = not await self._dst_has_directory(name)
+        if new:
+            self._dst_new.add(name)
         for prefix in (layout.layers_prefix(name), layout.revisions_prefix(name)):
             listed = [] if new else await walk.linked_digests(self.dst_meta, prefix)
             self._dst_listed[prefix] = set(listed)
@@ -285,17 +298,100 @@ class Migration:
             for child in manifest.manifests:
                 if await self.src_meta.get(layout.revision_link_key(name, child.digest)):
                     await self.ensure_revision(name, child.digest)
-        # Content-addressed: created if absent (one request), else compared.
-        if await self.dst_meta.create(body_key, body):
-            self.report.copied("manifest")
-        elif await self.dst_meta.get(body_key) == body:
-            self.report.skipped("manifest")
-        else:
-            self.report.failed("manifest", f"{digest}: different bytes at the destination")
+        if not await self._copy_body(digest, body_key, body):
             return False
         absent = self._absent(layout.revisions_prefix(name), digest)
         await self._sync_link("revision_link", key, content, absent=absent)
+        await self._copy_times(name, digest)
         return True
+
+    async def _copy_times(self, name: str, digest: str) -> None:
+        """The manifest's retention records (``v2/_retention/``: when it was last pushed and
+        last pulled, for ``angos prune``), after its revision link. Only what the source
+        has; the later time wins: a record the destination lacks is created, an older one
+        replaced, a newer one (a push or pull the destination saw since) kept. Without
+        :attr:`overwrite` (live) nothing is replaced: the new side records its own."""
+        for kind in (layout.PUSHED, layout.PULLED):
+            key = layout.manifest_time_key(name, kind, digest)
+            content = await self.src_meta.get(key)
+            when = parse_time(content)
+            if content is None or when is None:
+                continue
+            try:
+                await self._sync_time(key, content, when, first=name in self._dst_new)
+            except Exception as exc:
+                self.report.failed("retention_time", f"{key}: {type(exc).__name__}: {exc}")
+
+    async def _sync_time(self, key: str, content: bytes, when: int, *, first: bool) -> None:
+        # Into a repository the destination did not have: create at once (one request).
+        if first and await self.dst_meta.create(key, content):
+            self.report.copied("retention_time")
+            return
+        present = await self.dst_meta.get(key)
+        if present is None and await self.dst_meta.create(key, content):
+            self.report.copied("retention_time")
+            return
+        if present is None:
+            present = await self.dst_meta.get(key)
+        theirs = parse_time(present)
+        if not self.overwrite or (theirs is not None and theirs >= when):
+            self.report.skipped("retention_time")
+            return
+        await self.dst_meta.put(key, content)
+        self.report.copied("retention_time")
+
+    async def _copy_body(self, digest: str, key: str, body: bytes) -> bool:
+        """The manifest body at the destination (content-addressed: created if absent, else
+        compared). No request at all when the destination's metadata store reads its blob
+        store's keys (one tree: fs, or s3 on one bucket; :meth:`_meta_sees_blobs` finds
+        out), this pass found or put a blob of that digest there (verified to hash to it)
+        and ``body`` hashes to it too: then the key holds ``body`` already."""
+        if (
+            self._put_this_pass(digest)
+            and _hashes_to(body, digest)
+            and await _once(self._probe, None, self._probe_meta_sees_blobs)
+        ):
+            self.report.skipped("manifest")
+            return True
+        if await self.dst_meta.create(key, body):
+            self.report.copied("manifest")
+            return True
+        return self._same_body(digest, await self.dst_meta.get(key), body)
+
+    async def _probe_meta_sees_blobs(self) -> bool:
+        """Whether the destination's metadata store reads what its blob store writes: a
+        blob of random bytes (unlinked, deleted at once; gc removes it if a kill comes
+        between) is put into the blob store and looked up in the metadata store. Only a
+        store that shares the tree can know those bytes. Once a pass, 3 requests."""
+        data = b"angos migrate probe " + os.urandom(16).hex().encode()
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield data
+
+        try:
+            if await store_blob(self.dst_blobs, digest, len(data), stream) is not None:
+                return False
+            try:
+                return await self.dst_meta.get(layout.blob_data_key(digest)) == data
+            finally:
+                await self.dst_blobs.delete(digest)
+        except Exception:  # no shortcut: every body is created or compared
+            return False
+
+    def _same_body(self, digest: str, present: bytes | None, body: bytes) -> bool:
+        if present == body:
+            self.report.skipped("manifest")
+            return True
+        self.report.failed("manifest", f"{digest}: different bytes at the destination")
+        return False
+
+    def _put_this_pass(self, digest: str) -> bool:
+        """Whether this pass found blob ``digest`` at the destination or put it there."""
+        future = self._blobs.get(digest)
+        if future is None or not future.done() or future.cancelled() or future.exception():
+            return False
+        return future.result()
 
     async def _copy_referrer(self, name: str, subject: str, digest: str) -> None:
         key = layout.referrer_link_key(name, subject, digest)
@@ -371,6 +467,14 @@ class Migration:
 
 
 K = TypeVar("K")
+
+
+def _hashes_to(data: bytes, digest: str) -> bool:
+    algorithm, _, hexpart = digest.partition(":")
+    try:
+        return hashlib.new(algorithm, data).hexdigest() == hexpart
+    except ValueError:
+        return False
 
 
 async def _once_set(

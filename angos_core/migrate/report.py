@@ -6,7 +6,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: The kinds of object a migration copies, in the order it makes them visible.
-KINDS = ("blob", "manifest", "layer_link", "revision_link", "referrer_link", "tag_index", "tag")
+KINDS = (
+    "blob",
+    "manifest",
+    "layer_link",
+    "revision_link",
+    "retention_time",
+    "referrer_link",
+    "tag_index",
+    "tag",
+)
 
 
 @dataclass

@@ -32,10 +32,18 @@ async def transfer_blob(
     there, else why not. The destination verifies it in one ``put_blob`` when it has a
     direct put (one request on S3), else it goes through an upload session, hashed on the
     way and committed only if it matches. ``tap`` sees the bytes (progress)."""
+    return await store_blob(dst, digest, size, lambda: tap(src.read(digest)))
+
+
+async def store_blob(
+    dst: BlobStore, digest: str, size: int, stream: Callable[[], AsyncIterator[bytes]]
+) -> str | None:
+    """Blob ``digest`` of ``size`` bytes, the bytes ``stream()`` yields, into ``dst``,
+    verified as :func:`transfer_blob` says; None when it is there, else why not."""
     put = blob_put_of(dst)
     if put is not None:
         try:
-            await put.put_blob(digest, tap(src.read(digest)), size)
+            await put.put_blob(digest, stream(), size)
         except BlobDigestMismatch:
             return f"{digest}: the source's bytes do not hash to it ({size} bytes): not copied"
         return None
@@ -44,9 +52,9 @@ async def transfer_blob(
     committed = False
     try:
         await dst.upload_start(ref)
-        stream = HashingStream(tap(src.read(digest)), hashlib.new(algorithm))
-        written = await dst.upload_append(ref, 0, stream)
-        hasher = stream.hasher
+        hashing = HashingStream(stream(), hashlib.new(algorithm))
+        written = await dst.upload_append(ref, 0, hashing)
+        hasher = hashing.hasher
         computed = f"{algorithm}:{hasher.hexdigest()}" if hasher is not None else ""
         if computed != digest or written != size:
             return f"{digest}: the source's bytes hash to {computed} ({written} bytes): not copied"

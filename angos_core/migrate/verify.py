@@ -22,6 +22,7 @@ from angos_core.migrate.copy import DEFAULT_JOBS, bounded
 from angos_core.migrate.live import Tombstones
 from angos_core.migrate.progress import Progress
 from angos_core.protocols import BlobStore, MetadataStore
+from angos_core.registry.times import parse_time
 
 
 class Verifier:
@@ -95,13 +96,16 @@ class Verifier:
             _repository_keys(self.src_meta, name), _repository_keys(self.dst_meta, name)
         )
         for key in sorted(src.keys() | dst.keys()):
-            self.checked += 1
             await self._compare(key, src.get(key), dst.get(key))
 
     async def _compare(self, key: str, kind: str | None, other_kind: str | None) -> None:
         kind = kind or other_kind or "object"
         source, destination = await asyncio.gather(self.src_meta.get(key), self.dst_meta.get(key))
+        self.checked += 1
         if source == destination:
+            return
+        if kind == "retention_time":
+            await self._compare_time(key, source, destination)
             return
         if self.live and (
             source is None
@@ -116,15 +120,43 @@ class Verifier:
         else:
             self.differences.append(f"{kind} {key}: different bytes")
 
+    async def _compare_time(
+        self, key: str, source: bytes | None, destination: bytes | None
+    ) -> None:
+        """A push record: the destination's must be there (from the source's) and not
+        older. One only at the destination, or a later time there, is no loss."""
+        theirs, ours = parse_time(source), parse_time(destination)
+        if source is None or theirs is None:
+            return
+        if ours is None:
+            if self.live and await self._tombstones.has(key):
+                return
+            self.differences.append(f"retention_time {key}: missing at the destination")
+        elif destination is not None and ours < theirs:
+            self.differences.append(
+                f"retention_time {key}: {destination.decode(errors='replace')} at the "
+                f"destination, {source.decode(errors='replace')} at the source"
+            )
+
 
 async def _repository_keys(meta: MetadataStore, name: str) -> dict[str, str]:
     """Every metadata key of repository ``name`` (manifest bodies included), by kind."""
     keys: dict[str, str] = {}
     for digest in await walk.linked_digests(meta, layout.layers_prefix(name)):
         keys[layout.layer_link_key(name, digest)] = "layer_link"
-    for digest in await walk.linked_digests(meta, layout.revisions_prefix(name)):
+    revisions = await walk.linked_digests(meta, layout.revisions_prefix(name))
+    for digest in revisions:
         keys[layout.revision_link_key(name, digest)] = "revision_link"
         keys[layout.blob_data_key(digest)] = "manifest"
+    # The push records of those manifests (one listing, not a read per manifest; a record
+    # left by a deleted manifest is not registry data). Not the pull records: the old
+    # registry keeps serving pulls after the last pass (a read-only cut-over does), and
+    # the new one records its own, so a pull time missing or older there is no loss.
+    manifests = set(revisions)
+    prefix = f"{layout.RETENTION_PREFIX}{name}/{layout.PUSHED}/"
+    for digest in await _records(meta, prefix):
+        if digest in manifests:
+            keys[layout.manifest_time_key(name, layout.PUSHED, digest)] = "retention_time"
     for subject in await walk.referrer_subjects(meta, name):
         for digest in await walk.linked_digests(meta, layout.referrers_prefix(name, subject)):
             keys[layout.referrer_link_key(name, subject, digest)] = "referrer_link"
@@ -133,3 +165,12 @@ async def _repository_keys(meta: MetadataStore, name: str) -> dict[str, str]:
             keys[layout.tag_index_key(name, tag, digest)] = "tag_index"
         keys[layout.tag_current_key(name, tag)] = "tag"
     return keys
+
+
+async def _records(meta: MetadataStore, prefix: str) -> list[str]:
+    """The digests of the ``<prefix><alg>/<hex>`` records."""
+    digests: list[str] = []
+    async for alg in walk.children(meta, prefix):
+        async for hexpart in walk.children(meta, f"{prefix}{alg}/"):
+            digests.append(f"{alg}:{hexpart}")
+    return digests

@@ -71,6 +71,19 @@ class Registry:
         health checks (each backend has ``name`` and ``health()``)."""
         return dict(self.stores.by_kind)
 
+    def migration_backends(self) -> dict[str, tuple[ExtensionKind, Any]]:
+        """In a live migration (``[migration] from``), the old stores reads go through to,
+        by ``migration.<kind>``: the storage kinds ``/readyz`` checks for reads (the blob
+        and metadata stores); empty otherwise."""
+        old = self.stores.fallback
+        if old is None:
+            return {}
+        return {
+            f"migration.{name}": (kind, backend)
+            for name, (kind, backend) in old.by_kind.items()
+            if kind.readiness == "read"
+        }
+
     def upload_purger(
         self, settings: UploadPurgingConfig, *, observer: PurgeObserver | None = None
     ) -> UploadPurger:

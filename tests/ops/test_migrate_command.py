@@ -221,6 +221,44 @@ async def test_verify_reports_every_difference(tmp_path: Path) -> None:
         assert any(d.startswith(f"blob {layer}: the destination's bytes hash to") for d in deep)
 
 
+async def test_retention_times_are_copied_and_verified(tmp_path: Path) -> None:
+    """The push and pull records ``angos prune`` reads (v2/_retention/) move with their
+    manifests; the later time wins, and --verify reports a push time missing or older (not
+    a pull time: the old registry serves pulls after the last pass)."""
+    source, target = fs_toml(tmp_path / "old"), fs_toml(tmp_path / "new")
+    async with serve_config(source, root=tmp_path / "old") as api:
+        digest, _ = await api.push_image("lib/app", "v1", layer=b"timed")
+        assert (await api.get("/v2/lib/app/manifests/v1")).status == 200
+    pushed = layout.manifest_time_key("lib/app", layout.PUSHED, digest)
+    pulled = layout.manifest_time_key("lib/app", layout.PULLED, digest)
+    async with stores_of(source) as src, stores_of(target) as dst:
+        assert await src.meta.get(pushed) and await src.meta.get(pulled)  # flushed at shutdown
+        report = await migration(src, dst).run()
+        assert report.counts["retention_time"].copied == 2, report.failures
+        for key in (pushed, pulled):
+            assert await dst.meta.get(key) == await src.meta.get(key)
+        assert await verifier(src, dst).run() == []
+        # An older push time at the destination is reported, then replaced; a newer pull
+        # time there (a pull it served) is kept.
+        await dst.meta.put(pushed, b"2001-01-01T00:00:00+00:00")
+        await dst.meta.put(pulled, b"2099-01-01T00:00:00+00:00")
+        differences = await verifier(src, dst).run()
+        assert differences == [
+            f"retention_time {pushed}: 2001-01-01T00:00:00+00:00 at the destination, "
+            f"{(await src.meta.get(pushed) or b'').decode()} at the source"
+        ]
+        again = await migration(src, dst).run()
+        assert again.counts["retention_time"].copied == 1
+        assert await dst.meta.get(pushed) == await src.meta.get(pushed)
+        assert await dst.meta.get(pulled) == b"2099-01-01T00:00:00+00:00"
+        await dst.meta.delete(pulled)
+        assert await verifier(src, dst).run() == []
+        await dst.meta.delete(pushed)
+        assert await verifier(src, dst).run() == [
+            f"retention_time {pushed}: missing at the destination"
+        ]
+
+
 def test_progress_lines_when_not_a_terminal() -> None:
     out = io.StringIO()
     progress = Progress(out, bar=False, interval_secs=0)

@@ -4,6 +4,7 @@ while ``angos migrate`` copies, and what the new side writes meanwhile wins."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,34 @@ def test_config_errors(tmp_path: Path) -> None:
         config_from_toml(
             live_toml(tmp_path / "new", old) + "\n[maintenance.gc]\ninterval_secs = 60\n"
         )
+
+
+async def test_readyz_checks_the_old_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads go through to the old stores, so /readyz needs them readable (never writable:
+    writes go to the new stores only)."""
+    from tests.ops.test_readiness_write import fail_writes, readyz
+
+    old = tmp_path / "old"
+    old.mkdir()
+    old_config = tmp_path / "old.toml"
+    old_config.write_text(fs_toml(old))
+    new = tmp_path / "new"
+    async with serve_config(live_toml(new, old_config), root=new) as api:
+        status, body = await readyz(api, "?write=1")
+        assert status == 200, body
+        assert body["backends"]["migration.blob_store"]["ok"]
+        assert body["backends"]["migration.metadata_store"]["ok"]
+        # A read-only old store still serves the read-through, and pushes go to the new.
+        with fail_writes(old, monkeypatch, errno.EROFS):
+            status, body = await readyz(api, "?write=1")
+            assert status == 200, body
+            assert body["status"] == "degraded"
+            assert body["backends"]["migration.blob_store"]["read"]
+        # The old stores gone: not ready to serve at all.
+        old.rename(tmp_path / "elsewhere")
+        status, body = await readyz(api)
+        assert status == 503, body
+        assert body["read"] is False
+        assert "migration.metadata_store (fs)" in body["failing"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -104,6 +105,56 @@ def _session(access_key_id: str | None, secret_key: str | None, region: str) -> 
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _unused_endpoint_params() -> frozenset[str]:
+    """The parameters of botocore's S3 endpoint ruleset that no rule reads (``Key``,
+    ``Prefix`` and ``CopySource`` in the ones shipped so far), so the endpoint does not
+    depend on them; empty if the ruleset cannot be read."""
+    try:
+        from botocore.loaders import create_loader
+
+        ruleset = create_loader().load_service_model("s3", "endpoint-rule-set-1")
+        rules = json.dumps(ruleset["rules"])
+        return frozenset(
+            name for name in ruleset["parameters"] if f'{{"ref": "{name}"}}' not in rules
+        )
+    except Exception:  # a layout botocore no longer has: no cache
+        return frozenset()
+
+
+def _cache_endpoints(client: Any) -> None:
+    """Resolve each distinct endpoint once per client, not once per request.
+
+    botocore evaluates the S3 endpoint ruleset for every request (about a third of its
+    per-request CPU), and caches the result keyed on every parameter, the object key
+    included, so a copy of many objects never hits its cache. The ruleset reads none of the
+    parameters :func:`_unused_endpoint_params` names, so a result keyed without them is
+    the same result. Skipped if botocore's internals are not as expected."""
+    unused = _unused_endpoint_params()
+    provider: Any = getattr(getattr(client, "_ruleset_resolver", None), "_provider", None)
+    resolve = getattr(provider, "resolve_endpoint", None)
+    if not unused or provider is None or resolve is None:
+        return
+    cache: dict[tuple[tuple[str, Any], ...], Any] = {}
+
+    def resolve_endpoint(**params: Any) -> Any:
+        key = tuple(sorted((k, v) for k, v in params.items() if k not in unused))
+        try:
+            found = cache.get(key)
+        except TypeError:  # an unhashable parameter value: resolve it as botocore does
+            return resolve(**params)
+        if found is None:
+            if len(cache) >= _ENDPOINT_CACHE_SIZE:
+                cache.clear()
+            found = cache[key] = resolve(**params)
+        return found
+
+    provider.resolve_endpoint = resolve_endpoint
+
+
+_ENDPOINT_CACHE_SIZE = 64
+
+
 class S3Client:
     """A lazily opened aiobotocore S3 client bound to one bucket and key prefix."""
 
@@ -151,6 +202,7 @@ class S3Client:
                         )
                     )
                     self._stack = stack
+                    _cache_endpoints(self._client)
         return self._client
 
     async def aclose(self) -> None:

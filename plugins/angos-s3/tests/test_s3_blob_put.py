@@ -34,3 +34,22 @@ async def test_a_small_blob_is_one_put_object_with_its_sha256(s3_bucket: S3Bucke
         await store.aclose()
     assert [op for op, _ in calls] == ["put_object"]
     assert "ChecksumSHA256" in calls[0][1]
+    # S3 checks the SHA-256 end to end: no MD5 is computed for a second, weaker check.
+    assert "ContentMD5" not in calls[0][1]
+
+
+async def test_a_blob_above_the_in_memory_bound_spools_and_is_one_put_object(
+    s3_bucket: S3Bucket,
+) -> None:
+    from angos_s3.put import IN_MEMORY_MAX
+
+    store = S3BlobStore(s3_config(s3_bucket))
+    await store.open()
+    try:
+        data = os.urandom(IN_MEMORY_MAX + 1)
+        digest = digest_of(data)
+        assert await store.put_blob(digest, stream(data), len(data))
+        assert b"".join([c async for c in store.read(digest)]) == data
+        assert not await store.put_blob(digest, stream(data), len(data))  # already there
+    finally:
+        await store.aclose()
