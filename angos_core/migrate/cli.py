@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,15 @@ def add_migrate_command(sub: Any, load: Callable[[str | None], AngosConfig]) -> 
         help=f"copy passes at most (default {DEFAULT_PASSES}): each pass after the first "
         "catches up with pushes made meanwhile; stops early once a pass copies nothing",
     )
+    cmd.add_argument(
+        "--max-rate",
+        type=float,
+        default=0,
+        metavar="N",
+        help="at most N objects (blobs, links, tags, bodies) written to the destination a "
+        "second, across all jobs; spares a registry still serving from the source, or a "
+        "rate-limited bucket (default 0: no limit)",
+    )
     cmd.add_argument("--verify", action="store_true", help="compare both sides, copy nothing")
     cmd.add_argument(
         "--deep", action="store_true", help="with --verify: re-hash every destination blob"
@@ -57,6 +67,8 @@ def _main(args: argparse.Namespace, load: Callable[[str | None], AngosConfig]) -
         raise ConfigError("--jobs", f"must be at least 1, got {args.jobs}")
     if args.passes < 1:
         raise ConfigError("--passes", f"must be at least 1, got {args.passes}")
+    if args.max_rate < 0 or not math.isfinite(args.max_rate):
+        raise ConfigError("--max-rate", f"must be 0 (no limit) or more, got {args.max_rate:g}")
     if args.deep and not args.verify:
         raise ConfigError("--deep", "only applies with --verify")
     source, target = load(args.source), load(args.target)
@@ -88,7 +100,14 @@ async def _copy(
     # the copy never overwrites what it holds nor creates what it deleted.
     meta = CopyTarget(dst.meta) if live else dst.meta
     migration = Migration(
-        src.blobs, src.meta, dst.blobs, meta, jobs=args.jobs, progress=progress, overwrite=not live
+        src.blobs,
+        src.meta,
+        dst.blobs,
+        meta,
+        jobs=args.jobs,
+        progress=progress,
+        overwrite=not live,
+        max_rate=args.max_rate,
     )
     reports: list[PassReport] = []
     for number in range(1, args.passes + 1):

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 from angos_core import layout
 from angos_core.migrate import walk
+from angos_core.migrate.pace import Pace, paced_writes
 from angos_core.migrate.progress import Progress
 from angos_core.migrate.report import PassReport
 from angos_core.migrate.transfer import SESSION_REPOSITORY, store_blob, transfer_blob
@@ -99,9 +100,14 @@ class Migration:
         jobs: int = DEFAULT_JOBS,
         progress: Progress | None = None,
         overwrite: bool = True,
+        max_rate: float = 0,
     ) -> None:
+        #: ``max_rate`` objects written to the destination a second at most (0: no limit):
+        #: each blob, and each metadata write (pace.py).
+        self._pace = Pace(max_rate) if max_rate else None
         self.src_blobs, self.src_meta = src_blobs, src_meta
-        self.dst_blobs, self.dst_meta = dst_blobs, dst_meta
+        self.dst_blobs = dst_blobs
+        self.dst_meta = paced_writes(dst_meta, self._pace) if self._pace else dst_meta
         self.jobs = jobs
         self.progress = progress or Progress(quiet=True)
         #: Whether a link the destination holds with other content is replaced (a tag moved
@@ -193,6 +199,8 @@ class Migration:
             )
             return False
         try:
+            if self._pace is not None:
+                await self._pace.wait()
             failure = await transfer_blob(
                 self.src_blobs, self.dst_blobs, digest, size, self._counted
             )

@@ -181,12 +181,21 @@ async def blob_count(stores: Stores) -> int:
     return len([d async for d in stores.blobs.list_digests()])
 
 
+#: Objects a second the killed runs write: a seeded store takes a few seconds to copy.
+KILL_PACE = 40
+
+
 async def kill_mid_copy(
     source: Path, target: Path, ready: Callable[[Stores], Awaitable[bool]], jobs: int = 1
 ) -> None:
-    """Run ``angos migrate --jobs <jobs>`` and SIGKILL it as soon as ``ready(destination)``."""
+    """Run ``angos migrate --jobs <jobs>`` and SIGKILL it as soon as ``ready(destination)``.
+
+    Paced (``--max-rate``) so that the copy lasts seconds, not the fraction of one a small
+    store takes on a quiet machine: the kill lands mid-copy, wherever the poll falls."""
     proc = await asyncio.create_subprocess_exec(
-        *migrate_argv(source, target, "--jobs", str(jobs), "--passes", "1"),
+        *migrate_argv(
+            source, target, "--jobs", str(jobs), "--passes", "1", "--max-rate", str(KILL_PACE)
+        ),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -194,7 +203,8 @@ async def kill_mid_copy(
         async with open_stores(target) as dst:
             while proc.returncode is None:
                 if await ready(dst):
-                    proc.send_signal(signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):  # it may just have ended
+                        proc.send_signal(signal.SIGKILL)
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), 0.2)

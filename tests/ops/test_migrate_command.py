@@ -6,9 +6,11 @@ The online runs with pushes and a SIGKILL are in tests/integration/test_migrate_
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from angos_core import layout
 from angos_core.cli import main
 from angos_core.http.app import config_from_toml
 from angos_core.migrate import SESSION_REPOSITORY, Migration, Progress, Verifier
+from angos_core.migrate.pace import Pace
 from angos_core.registry import Stores
 from tests.integration.migrate_support import push_extras, push_images, snapshot
 from tests.support.api import serve_config
@@ -277,6 +280,8 @@ def test_progress_lines_when_not_a_terminal() -> None:
         (["--jobs", "0"], "--jobs: must be at least 1, got 0"),
         (["--passes", "0"], "--passes: must be at least 1, got 0"),
         (["--deep"], "--deep: only applies with --verify"),
+        (["--max-rate", "-1"], "--max-rate: must be 0 (no limit) or more, got -1"),
+        (["--max-rate", "nan"], "--max-rate: must be 0 (no limit) or more, got nan"),
     ],
 )
 def test_usage_errors(
@@ -293,7 +298,6 @@ def test_cli_copies_then_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[
     old.write_text(fs_toml(tmp_path / "old"))
     new.write_text(fs_toml(tmp_path / "new"))
     assert main(["migrate", "--from", str(old), "--to", str(new), "--verify"]) == 0  # both empty
-    import asyncio
 
     async def push() -> None:
         async with serve_config(old.read_text(), root=tmp_path / "old") as api:
@@ -308,3 +312,37 @@ def test_cli_copies_then_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[
     # The catch-up pass finds nothing new, so there is no third.
     assert "pass 2: blob 0 copied" in out and "pass 3" not in out
     assert main(["migrate", "--from", str(old), "--to", str(new), "--verify", "--deep"]) == 0
+
+
+async def test_a_pace_spaces_writes_across_jobs_without_saving_up_a_burst() -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+
+    pace = Pace(4, clock=lambda: now[0], sleep=sleep)  # 0.25 s apart
+    await asyncio.gather(*(pace.wait() for _ in range(4)))  # four jobs at once
+    assert slept == [0.25, 0.5, 0.75]  # the first goes at once
+    now[0] += 10  # idle for a while: no four-at-once burst afterwards
+    slept.clear()
+    await pace.wait()
+    await pace.wait()
+    assert slept == [0.25]
+    with pytest.raises(ValueError):
+        Pace(0)
+
+
+async def test_max_rate_paces_a_real_copy(tmp_path: Path) -> None:
+    source = fs_toml(tmp_path / "old")
+    async with serve_config(source, root=tmp_path / "old") as api:
+        await push_images(api, "lib", 3)
+    async with stores_of(source) as src, stores_of(fs_toml(tmp_path / "new")) as dst:
+        started = time.monotonic()
+        report = await migration(src, dst, jobs=8, max_rate=50).run()
+        elapsed = time.monotonic() - started
+    assert report.total_failed == 0, report.failures
+    written = report.total_copied
+    assert written >= 20  # blobs, bodies, layer links, revisions, tags
+    # ``written`` writes 1/50 s apart (the first at once), whatever 8 jobs would do.
+    assert elapsed >= (written - 1) / 50
