@@ -14,12 +14,15 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from angos_core.errors import BackendError
-from angos_core.protocols import Children
+from angos_core.protocols import BlockingLister, Children
 from angos_fs import files
 from angos_fs.files import BACKEND, FsBackend, unavailable
+
+T = TypeVar("T")
 
 # Filesystems without hard links (some FUSE and SMB mounts) answer link() with these.
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
@@ -160,6 +163,29 @@ class FsMetadataStore(FsBackend):
             return await files.run(_uncached_page, path, start_after, limit)
         except OSError as exc:
             raise unavailable(exc, f"cannot list {prefix}") from exc
+
+    async def run_listing(self, fn: Callable[[BlockingLister], T]) -> T:
+        # MetadataBlockingList: a stretch of the catalog walk in one hop to the I/O pool.
+        failed: list[tuple[str, OSError]] = []
+        paths = self.paths
+        cached = self.config.cache_listings
+
+        def list_children(prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+            path = paths.dir_path(prefix)
+            try:
+                if cached:
+                    return _LISTINGS.page(path, start_after, limit).names
+                return _uncached_page(path, start_after, limit).names
+            except OSError as exc:
+                failed.append((prefix, exc))
+                raise
+
+        try:
+            return await files.run(fn, list_children)
+        except OSError as exc:
+            if failed and failed[-1][1] is exc:
+                raise unavailable(exc, f"cannot list {failed[-1][0]}") from exc
+            raise
 
 
 # ---------------------------------------------------------------------- pool functions
