@@ -326,7 +326,8 @@ def _page(names: list[str], start_after: str | None, limit: int | None) -> Child
 def _children(path: str) -> list[str]:
     # Code-point order of str is the byte order of its UTF-8 encoding.
     try:
-        with os.scandir(path) as it:
-            return sorted(e.name for e in it if not e.name.startswith("."))
+        names = [name for name in os.listdir(path) if name[0] != "."]
     except (FileNotFoundError, NotADirectoryError):
         return []
+    names.sort()
+    return names
