@@ -192,11 +192,27 @@ class FsMetadataStore(FsBackend):
 
 
 def _read(path: str) -> bytes | None:
+    # os.open and os.read, not open(): no file object, no fstat and seek, about half the
+    # time for a small file (a page of tags reads 1,000 links).
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
+    try:
+        data = os.read(fd, _READ_SIZE)
+        if not data:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, _READ_SIZE):
+            chunks.append(chunk)
+    except IsADirectoryError:
+        return None
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_READ_SIZE = 1 << 16
 
 
 def _read_all(paths: list[str]) -> list[bytes | None]:
