@@ -274,6 +274,11 @@ class _Listings:
     #: directories, so that a walk of every ``v2/blobs/<alg>/<xx>/`` fan-out (the garbage
     #: collector's) does not keep the whole store's names. A bigger listing is not kept.
     MAX_NAMES = 100_000
+    #: A smaller listing is not kept: it costs little more to scan again than to check,
+    #: and keeping every repository directory a catalog walk visits (three names each)
+    #: would push out the big listings the cache is for (the repositories root, a
+    #: namespace, a tags directory) every ``MAX_ENTRIES`` directories.
+    MIN_NAMES = 32
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
@@ -295,7 +300,10 @@ class _Listings:
                 self._entries.move_to_end(path)
                 return hit[1]
         names = _children(path)
-        if time.time_ns() - st.st_mtime_ns > self.SETTLED_NS and len(names) <= self.MAX_NAMES:
+        if (
+            self.MIN_NAMES <= len(names) <= self.MAX_NAMES
+            and time.time_ns() - st.st_mtime_ns > self.SETTLED_NS
+        ):
             with self._mutex:
                 old = self._entries.pop(path, None)
                 if old is not None:
