@@ -13,11 +13,13 @@ The shared contract suites in :mod:`angos_core.testing` pin every edge case belo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +292,36 @@ class MetadataGetMany(Protocol):
         """
 
 
+#: The blocking form of :meth:`MetadataStore.list_children`: ``(prefix, start_after, limit)``
+#: to the same names, for use inside :meth:`MetadataBlockingList.run_listing` only.
+BlockingLister = Callable[[str, "str | None", "int | None"], list[str]]
+
+
+@runtime_checkable
+class MetadataBlockingList(Protocol):
+    """Optional, beside :class:`MetadataStore`: many listings in one hop to the I/O pool.
+
+    For a store whose listing is a local blocking call (``fs``). The catalog walks the
+    repository tree one directory after another, each listing depending on the one
+    before; awaited one by one, every directory costs a thread-pool hop and an event-loop
+    turn, several times what listing it costs. With this, core runs a stretch of the walk
+    (a few hundred listings) in the store's pool as one call. A store without it (S3,
+    sqlite) is walked with awaited ``list_children`` calls, as before, with the same
+    results. Core detects it by the method (``isinstance``), no capability to declare.
+    """
+
+    async def run_listing(self, fn: Callable[[BlockingLister], _T]) -> _T:
+        """Call ``fn(list_children)`` in the store's I/O pool and return what it returns.
+
+        ``list_children(prefix, start_after, limit)`` answers exactly what
+        :meth:`MetadataStore.list_children` would (same names, same order, an absent
+        directory empty), blocking. A listing failure raises from ``run_listing`` as
+        ``list_children`` would (``BackendUnavailable``); anything ``fn`` raises itself
+        propagates unchanged. ``fn`` is core's: it does no I/O of its own and holds the pool
+        for a bounded number of listings.
+        """
+
+
 @runtime_checkable
 class LockProvider(Protocol):
     """Mutual exclusion on named keys, across every process sharing the provider."""
@@ -343,10 +375,12 @@ class Cache(Protocol):
 
 __all__ = [
     "BlobStore",
+    "BlockingLister",
     "Cache",
     "Children",
     "Lease",
     "LockProvider",
+    "MetadataBlockingList",
     "MetadataStore",
     "UploadRef",
 ]

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.scale [--repos 1000,10000,100000] [--tags 10000,50000]
                                     [--wrk-seconds 10] [--only catalog,tags,cache]
+                                    [--before /work/main/.venv/bin/angos]
 
 Every row runs Angos and Distribution (Debian's ``docker-registry``, its default config:
 :mod:`bench.servers`) as separate processes on **the same store**: a tree of plain
@@ -53,14 +54,21 @@ async def _timed(run: Callable[[], Awaitable[object]], rounds: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+#: ``--before``: another Angos install (``angos`` executable) run beside this one on every
+#: catalog and tag row, labelled "... before" (e.g. main's ``.venv/bin/angos``).
+BEFORE: list[str] = []
+
+
 def _servers(store: Path, work: Path, angos_extra: dict[str, str]) -> list[Registry]:
-    """Registries serving ``store``: one Angos per extra config, then Distribution."""
+    """Registries serving ``store``: one Angos per extra config (and per ``--before``
+    install), then Distribution."""
     made: list[Registry] = []
     for label, extra in angos_extra.items():
-        wd = work / label
-        wd.mkdir()
-        (wd / "store").symlink_to(store)
-        made.append(Angos(label, wd, extra_toml=extra))
+        for suffix, executable in [("", ""), *((" before", exe) for exe in BEFORE)]:
+            wd = work / f"{label}{suffix}"
+            wd.mkdir()
+            (wd / "store").symlink_to(store)
+            made.append(Angos(f"{label}{suffix}", wd, extra_toml=extra, executable=executable))
     wd = work / "distribution"
     (wd / "store/docker").mkdir(parents=True)
     # Distribution's filesystem driver keeps the tree under <rootdirectory>/docker/registry.
@@ -227,7 +235,10 @@ async def main() -> None:
     parser.add_argument("--wrk-seconds", type=int, default=10)
     parser.add_argument("--only", default="catalog,tags,cache")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--before", default=None, help="another install's angos executable")
     args = parser.parse_args()
+    if args.before:
+        BEFORE.append(args.before)
     TOOLS.update(
         ensure_tools({"docker-registry": "docker-registry", "wrk": "wrk", "redis-server": "redis"})
     )

@@ -26,10 +26,12 @@ from angos_core.errors import AngosError, BackendError, BackendUnavailable, Lock
 from angos_core.protocols import (
     BlobPut,
     BlobStore,
+    BlockingLister,
     Cache,
     Children,
     Lease,
     LockProvider,
+    MetadataBlockingList,
     MetadataGetMany,
     MetadataStore,
     UploadRef,
@@ -242,6 +244,19 @@ class WrappedMetadataStore(_Wrapped):
         if not isinstance(inner, MetadataGetMany):
             raise BackendError(self.name, "get_many: this metadata store has no batched read")
         return await self._call("get_many", inner.get_many, keys)
+
+    @property
+    def blocking_listing(self) -> bool:
+        """Whether the store runs many listings in one call (:class:`MetadataBlockingList`)."""
+        return isinstance(self.inner, MetadataBlockingList)
+
+    async def run_listing(self, fn: Callable[[BlockingLister], T]) -> T:
+        """:meth:`MetadataBlockingList.run_listing`; only for a store whose
+        :attr:`blocking_listing` is true."""
+        inner = self.inner
+        if not isinstance(inner, MetadataBlockingList):
+            raise BackendError(self.name, "run_listing: this metadata store lists by awaiting")
+        return await self._call("run_listing", inner.run_listing, fn)
 
 
 class _LocalLocks:

@@ -1,4 +1,5 @@
-"""The contract of ``MetadataStore.list_children_page``: a page and whether more follow.
+"""The contract of ``MetadataStore.list_children_page``: a page and whether more follow;
+and, for a store with it, of ``MetadataBlockingList.run_listing``.
 
 Part of :class:`~angos_core.testing.MetadataStoreContract` (which inherits these tests), so
 every metadata store passes them with the rest of its contract.
@@ -6,8 +7,10 @@ every metadata store passes them with the rest of its contract.
 
 from __future__ import annotations
 
+import pytest
+
 from angos_core import layout
-from angos_core.protocols import Children, MetadataStore
+from angos_core.protocols import BlockingLister, Children, MetadataBlockingList, MetadataStore
 
 BASE = "v2/repositories/contract/pages/"
 
@@ -98,3 +101,37 @@ class ListPageContract:
                 children = await metadata_store.list_children(BASE, start_after=after, limit=limit)
                 page = await metadata_store.list_children_page(BASE, start_after=after, limit=limit)
                 assert page.names == children, (after, limit)
+
+    async def test_blocking_listing_agrees_with_list_children(
+        self, metadata_store: MetadataStore
+    ) -> None:
+        # Only for a store with MetadataBlockingList (fs): the catalog walk's listings, run
+        # in the store's pool, must answer what list_children answers.
+        if not isinstance(metadata_store, MetadataBlockingList):
+            pytest.skip("the store has no run_listing")
+        for name in ("x", "x-1", "x.2", "y", "z"):
+            await metadata_store.put(f"{BASE}{name}/k", b"")
+        asked = [
+            (prefix, after, limit)
+            for prefix in (BASE, f"{BASE}x/", f"{BASE}absent/")
+            for after in (None, "x", "x-1", "y", "zz")
+            for limit in (None, 0, 1, 2, 5)
+        ]
+        expected = [
+            await metadata_store.list_children(p, start_after=a, limit=n) for p, a, n in asked
+        ]
+
+        def walk(list_children: BlockingLister) -> list[list[str]]:
+            return [list_children(p, a, n) for p, a, n in asked]
+
+        assert await metadata_store.run_listing(walk) == expected
+
+        class Mine(Exception):
+            pass
+
+        def fails(list_children: BlockingLister) -> None:
+            list_children(BASE, None, 1)
+            raise Mine
+
+        with pytest.raises(Mine):
+            await metadata_store.run_listing(fails)

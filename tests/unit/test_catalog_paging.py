@@ -1,16 +1,20 @@
 """Catalog pages walk the repository tree in order from ``last`` and stop after ``n``.
 
 Checked against the plain implementation (walk everything, sort, slice) on trees whose
-names make tree order and name order disagree ("a/b" vs "a-c": ``-`` sorts below ``/``).
+names make tree order and name order disagree ("a/b" vs "a-c": ``-`` sorts below ``/``),
+with the listings answered both ways: in the fs store's pool (``run_listing``) and awaited
+one by one (every store without it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from angos_fs.config import FsConfig
 from angos_fs.metadata_store import FsMetadataStore
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +22,7 @@ from hypothesis import strategies as st
 
 from angos_core import layout
 from angos_core.oci.names import NAME_RE
-from angos_core.protocols import MetadataStore
+from angos_core.protocols import BlockingLister, MetadataStore
 from angos_core.registry.catalog import CatalogService
 from angos_core.registry.links import Links
 from angos_core.registry.stores import Stores
@@ -68,12 +72,24 @@ async def fill(meta: MetadataStore, tree: list[tuple[str, str]]) -> None:
     await meta.put(f"{layout.REPOSITORIES}stray", b"")
 
 
-async def check(tree: list[tuple[str, str]], n: int, last: str | None, cached: bool) -> None:
+class Awaiting:
+    """A store that lists only by awaiting ``list_children`` (no ``run_listing``)."""
+
+    def __init__(self, inner: MetadataStore) -> None:
+        self.inner = inner
+
+    async def list_children(self, prefix: str, **kw: Any) -> list[str]:
+        return await self.inner.list_children(prefix, **kw)
+
+
+async def check(
+    tree: list[tuple[str, str]], n: int, last: str | None, cached: bool, blocking: bool
+) -> None:
     with tempfile.TemporaryDirectory() as root:
         meta = FsMetadataStore(FsConfig(root_dir=root, cache_listings=cached))
         await meta.open()
         await fill(meta, tree)
-        catalog = service(meta)
+        catalog = service(meta if blocking else cast(MetadataStore, Awaiting(meta)))
         expected = await sort_everything(meta)
         assert await catalog.repositories() == expected
 
@@ -94,35 +110,55 @@ async def check(tree: list[tuple[str, str]], n: int, last: str | None, cached: b
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tree=TREES, n=st.integers(min_value=1, max_value=4), last=MARKERS, cached=st.booleans())
+@given(
+    tree=TREES,
+    n=st.integers(min_value=1, max_value=4),
+    last=MARKERS,
+    cached=st.booleans(),
+    blocking=st.booleans(),
+)
 def test_catalog_pages_match_sorting_everything(
-    tree: list[tuple[str, str]], n: int, last: str | None, cached: bool
+    tree: list[tuple[str, str]], n: int, last: str | None, cached: bool, blocking: bool
 ) -> None:
-    asyncio.run(check(tree, n, last, cached))
+    asyncio.run(check(tree, n, last, cached, blocking))
 
 
-class CountingStore:
-    """Counts list calls, to show a page costs what the page holds."""
+class CountingStore(Awaiting):
+    """Counts list calls, awaited or in the pool, to show a page costs what it holds."""
 
-    def __init__(self, inner: MetadataStore) -> None:
-        self.inner = inner
+    def __init__(self, inner: FsMetadataStore, blocking: bool) -> None:
+        super().__init__(inner)
+        self.fs = inner
         self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        self.hops = 0
+        if blocking:
+            self.run_listing = self._run_listing
 
     async def list_children(self, prefix: str, **kw: Any) -> list[str]:
         self.calls += 1
         return await self.inner.list_children(prefix, **kw)
 
+    async def _run_listing(self, fn: Callable[[BlockingLister], Any]) -> Any:
+        self.hops += 1
 
-async def test_catalog_page_lists_only_what_it_returns(tmp_path: Any) -> None:
+        def run(list_children: BlockingLister) -> Any:
+            def counted(prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+                self.calls += 1
+                return list_children(prefix, start_after, limit)
+
+            return fn(counted)
+
+        return await self.fs.run_listing(run)
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["in-pool", "awaited"])
+async def test_catalog_page_lists_only_what_it_returns(tmp_path: Any, blocking: bool) -> None:
     meta = FsMetadataStore(FsConfig(root_dir=str(tmp_path)))
     await meta.open()
     names = [f"repo{i:04d}" for i in range(500)] + [f"ns/sub{i:03d}" for i in range(100)]
     for name in names:
         await meta.put(f"{layout.repository_prefix(name)}_manifests/x", b"")
-    counting = CountingStore(meta)
+    counting = CountingStore(meta, blocking)
     catalog = service(cast(MetadataStore, counting))
 
     page, more = await catalog.catalog(10, "repo0100")
@@ -139,3 +175,9 @@ async def test_catalog_page_lists_only_what_it_returns(tmp_path: Any) -> None:
     )
     # The root, ns, the marker's directory, then one per name.
     assert counting.calls == 3 + 6
+    # In the pool, a page is one hop; the whole walk of 600 repositories (some 600
+    # listings) a few.
+    assert counting.hops == (2 if blocking else 0)
+    counting.hops = 0
+    assert await catalog.repositories() == sorted(names)
+    assert counting.hops == (3 if blocking else 0)

@@ -88,6 +88,9 @@ class KeyPaths:
         """The directory a ``/``-ended prefix names (the root for ``""``)."""
         if prefix and not prefix.endswith("/"):
             raise BackendError(BACKEND, f"a prefix must end with '/': {prefix!r}")
+        if prefix and _SAFE_KEY.fullmatch(prefix, 0, len(prefix) - 1):
+            # The hot path of the catalog walk (a listing per directory): as ``path``.
+            return f"{self.root}/{prefix[:-1]}" if self.root != "/" else f"/{prefix[:-1]}"
         return os.path.join(self.root, *self._parts(prefix[:-1], allow_empty=True))
 
     @staticmethod
