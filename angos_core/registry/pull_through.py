@@ -6,8 +6,9 @@ decides: hit or miss, when a cached tag is re-validated (a HEAD after ``tag_ttl_
 never for an immutable tag or a digest), what is served when every upstream fails (what is
 cached, a stale tag logged once), and that one process fetches a missing blob once
 however many clients want it (a *flight*: the first request streams it from the upstream
-while it is stored, the others wait for it to be stored; replicas take turns through the
-lock ``pull:<digest>``). Everything it stores goes through the same writers as a push:
+while it is stored, and so do the requests that come before its first chunk went out; later
+ones wait for it to be stored; replicas take turns through the lock ``pull:<digest>``).
+Everything it stores goes through the same writers as a push:
 :meth:`ManifestService.store_fetched`, and an upload session committed under
 :meth:`References.referencing`, so the garbage collector never deletes a blob being cached.
 """
@@ -49,6 +50,8 @@ T = TypeVar("T")
 PullObserver = Callable[[str, str, int], None]
 #: Chunks a flight holds for its first client before the fetch waits for it.
 STREAM_QUEUE_CHUNKS = 8
+#: Chunks read from the upstream that the store's writer may lag behind the client by.
+STORE_QUEUE_CHUNKS = 16
 #: How long a replica waits for another replica's fetch of a blob before it gives up (503).
 REPLICA_WAIT_SECS = 300.0
 _REPLICA_POLL_SECS = 0.2
@@ -80,10 +83,11 @@ class BlobStream:
     size: int | None
     chunks: AsyncIterator[bytes]
     _flight: _Flight
+    _queue: asyncio.Queue[object]
 
     def close(self) -> None:
         """The client is gone (or done): the fetch goes on without queueing for it."""
-        self._flight.stop_listening()
+        self._flight.unsubscribe(self._queue)
 
 
 _END = object()
@@ -99,21 +103,32 @@ class _Flight:
     opened: asyncio.Future[int | Literal["stored"] | None]
     #: Resolves once the blob is stored (or raises why not).
     done: asyncio.Future[None]
-    queue: asyncio.Queue[object] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=STREAM_QUEUE_CHUNKS)
-    )
-    #: False once the first client has gone (or never came): chunks are no longer queued.
-    listening: bool = True
+    #: The queues of the clients streaming the fetch: the first request's, and those of
+    #: requests that came before its first chunk went out (they get every chunk too).
+    listeners: list[asyncio.Queue[object]] = field(default_factory=list)
+    #: Whether a chunk went out: a request coming later waits for the store instead.
+    published: bool = False
+
+    def subscribe(self) -> asyncio.Queue[object] | None:
+        """A queue of every chunk of the fetch, or None if it is too late for one."""
+        if self.published:
+            return None
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=STREAM_QUEUE_CHUNKS)
+        self.listeners.append(queue)
+        return queue
 
     async def publish(self, item: object) -> None:
-        if self.listening:
-            await self.queue.put(item)
+        # The fetch goes at the pace of its slowest client (and of the store's writer).
+        self.published = True
+        for queue in list(self.listeners):
+            await queue.put(item)
 
-    def stop_listening(self) -> None:
-        self.listening = False
-        # Unblock a fetch waiting on a full queue: it goes on without us.
-        while not self.queue.empty():
-            self.queue.get_nowait()
+    def unsubscribe(self, queue: asyncio.Queue[object]) -> None:
+        if queue in self.listeners:
+            self.listeners.remove(queue)
+        # Unblock a fetch waiting on this full queue: it goes on without it.
+        while not queue.empty():
+            queue.get_nowait()
 
 
 class PullThrough:
@@ -279,8 +294,19 @@ class PullThrough:
             return found
         flight = self._flights.get(digest)
         if flight is not None:
-            # Another request of this process fetches it: wait until it is stored, then
-            # serve it from the store, a hit (the fetch counted its one miss).
+            # Another request of this process fetches it (the fetch counts its one miss):
+            # streamed with it if no chunk went out yet, else served once stored; a hit.
+            queue = flight.subscribe()
+            if queue is not None:
+                try:
+                    opened = await asyncio.shield(flight.opened)
+                except BaseException:
+                    flight.unsubscribe(queue)
+                    raise
+                if opened != "stored":
+                    self._observe("hit", ns.label, 1)
+                    return BlobStream(digest, opened, self._listen(flight, queue), flight, queue)
+                flight.unsubscribe(queue)
             await asyncio.shield(flight.done)
             found = await self._after_flight(name, digest)
             self._observe("hit", ns.label, 1)
@@ -291,22 +317,24 @@ class PullThrough:
             asyncio.get_running_loop().create_future(),
         )
         self._flights[digest] = flight
+        queue = flight.subscribe()
+        assert queue is not None
         task = asyncio.create_task(self._fly(ns, name, flight), name=f"angos-pull-{digest}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
             opened = await asyncio.shield(flight.opened)
         except BaseException:
-            flight.stop_listening()
+            flight.unsubscribe(queue)
             raise
         if opened == "stored":
             # A replica (or a fetch before the lock) stored it: served from the store.
-            flight.stop_listening()
+            flight.unsubscribe(queue)
             await asyncio.shield(flight.done)
             found = await self._after_flight(name, digest)
             self._observe("hit", ns.label, 1)
             return found
-        return BlobStream(digest, opened, self._listen(flight), flight)
+        return BlobStream(digest, opened, self._listen(flight, queue), flight, queue)
 
     async def head_blob(self, ns: CachedNamespace, name: str, digest: str) -> BlobInfo:
         """A ``HEAD``: the stored blob, else the upstream's size (nothing is fetched)."""
@@ -342,10 +370,10 @@ class PullThrough:
             await self.links.put_layer(name, digest)
         return BlobInfo(digest, size)
 
-    async def _listen(self, flight: _Flight) -> AsyncIterator[bytes]:
+    async def _listen(self, flight: _Flight, queue: asyncio.Queue[object]) -> AsyncIterator[bytes]:
         try:
             while True:
-                item = await flight.queue.get()
+                item = await queue.get()
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
@@ -353,7 +381,7 @@ class PullThrough:
                 assert isinstance(item, bytes)
                 yield item
         finally:
-            flight.stop_listening()
+            flight.unsubscribe(queue)
 
     async def _fly(self, ns: CachedNamespace, name: str, flight: _Flight) -> None:
         try:
@@ -438,26 +466,37 @@ class PullThrough:
             upload = UploadRef(name, new_upload_id())
             await self.stores.blobs.upload_start(upload)
             hasher = hashlib.new(algorithm)
-            held: list[bytes] = []
-            received = 0
+            # The tee: this loop reads the upstream and hands each chunk to the client and
+            # to the store's writer, a task of its own fed through a queue, so that a slow
+            # write does not hold back the client (nor the client the write) by more than
+            # the queue; chunk k is hashed in a thread while it is written.
+            to_store: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=STORE_QUEUE_CHUNKS)
 
-            async def tee() -> AsyncIterator[bytes]:
-                nonlocal received
+            async def for_store() -> AsyncIterator[bytes]:
+                while (item := await to_store.get()) is not None:
+                    yield item
+
+            store = asyncio.create_task(
+                self.stores.blobs.upload_append(upload, 0, HashingStream(for_store(), hasher)),
+                name=f"angos-pull-store-{digest}",
+            )
+            flight.opened.set_result(upstream.size)
+            received = 0
+            held: bytes | None = None
+            try:
                 async for chunk in upstream.chunks:
                     if not chunk:
                         continue
                     received += len(chunk)
                     self._observe("bytes", client.url, len(chunk))
                     # One chunk behind: the last reaches the client only once verified.
-                    if held:
-                        await flight.publish(held.pop())
-                    held.append(chunk)
-                    yield chunk
-
-            flight.opened.set_result(upstream.size)
-            try:
-                # Hashed as an upload is: chunk k in a thread while chunk k is stored.
-                await self.stores.blobs.upload_append(upload, 0, HashingStream(tee(), hasher))
+                    if held is not None:
+                        await flight.publish(held)
+                    held = chunk
+                    await _feed(to_store, chunk, store)
+                    del chunk
+                await _feed(to_store, None, store)
+                await store
                 if hasher.hexdigest() != expected_hex or (
                     upstream.size is not None and received != upstream.size
                 ):
@@ -471,8 +510,36 @@ class PullThrough:
                     await self.stores.blobs.upload_commit(upload, digest)
                     await self.links.put_layer(name, digest)
             except BaseException:
+                if not store.done():
+                    store.cancel()
+                # The writer stops (its writes in flight done) before the upload goes.
+                await asyncio.gather(store, return_exceptions=True)
                 await self.stores.blobs.upload_abort(upload)
                 raise
-            for chunk in held:
-                await flight.publish(chunk)
+            if held is not None:
+                await flight.publish(held)
             await flight.publish(_END)
+
+
+async def _feed(
+    queue: asyncio.Queue[bytes | None], item: bytes | None, store: asyncio.Task[int]
+) -> None:
+    """Queue ``item`` for the store's writer; raise its error if it failed (rather than wait
+    on a queue nobody reads any more)."""
+    if store.done():
+        store.result()
+        raise UpstreamUnavailable("the store's writer ended early")  # pragma: no cover
+    try:
+        queue.put_nowait(item)
+        return
+    except asyncio.QueueFull:
+        pass
+    put = asyncio.ensure_future(queue.put(item))
+    try:
+        await asyncio.wait((put, store), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not put.done():
+            put.cancel()
+    if not put.done() or put.cancelled():
+        store.result()
+        raise UpstreamUnavailable("the store's writer ended early")  # pragma: no cover
