@@ -281,35 +281,35 @@ class FsBlobStore(FsBackend):
             # and at most two batches are in memory.
             pending: Future[Any] | None = None
             pending_len = 0
-            # A batch is the chunks as they came, written with one writev: no copy.
-            parts: list[bytes] = []
-            parts_len = 0
+            buf = bytearray()
             try:
                 async for chunk in chunks:
                     if not chunk:
                         continue
-                    parts.append(chunk)
-                    parts_len += len(chunk)
-                    del chunk
-                    if parts_len < WRITE_BATCH and len(parts) < files.WRITEV_PARTS:
-                        continue
-                    batch, batch_len = parts, parts_len
-                    parts, parts_len = [], 0
+                    # A chunk of a batch's size is written as it came: no copy of its bytes.
+                    batch: bytes | bytearray
+                    if not buf and len(chunk) >= WRITE_BATCH:
+                        batch = chunk
+                    else:
+                        buf += chunk
+                        if len(buf) < WRITE_BATCH:
+                            continue
+                        batch, buf = buf, bytearray()
                     if pending is not None:
                         await asyncio.wrap_future(pending)
                         size += pending_len
-                    pending, pending_len = fd.start(files.writev_all, batch), batch_len
+                    pending, pending_len = fd.start(files.write_all, batch), len(batch)
                     # The write holds the bytes until it is done; this frame does not while
                     # it waits for the next chunk.
-                    del batch
+                    del chunk, batch
             finally:
                 # Keep what arrived even if the stream broke: the size says where to resume.
                 if pending is not None:
                     await asyncio.wrap_future(pending)
                     size += pending_len
-                if parts:
-                    await fd.run(files.writev_all, parts)
-                    size += parts_len
+                if buf:
+                    await fd.run(files.write_all, buf)
+                    size += len(buf)
             if self.sync:
                 await fd.run(os.fsync)
         except OSError as exc:

@@ -278,25 +278,6 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[n:]
 
 
-#: The most buffers one ``writev`` gets (POSIX allows at least 16; Linux 1024).
-WRITEV_PARTS = min(os.sysconf("SC_IOV_MAX"), 512)
-
-
-def writev_all(fd: int, parts: list[bytes]) -> None:
-    """Write ``parts`` in order, each as it is (``os.writev``), however short the writes."""
-    views = [memoryview(p) for p in parts if p]
-    first = 0
-    while first < len(views):
-        n = os.writev(fd, views[first : first + WRITEV_PARTS])
-        if n == 0:
-            raise OSError(errno.EIO, "writev wrote nothing")
-        while n and n >= len(views[first]):
-            n -= len(views[first])
-            first += 1
-        if n:
-            views[first] = views[first][n:]
-
-
 def check_writable(root: str) -> None:
     probe = os.path.join(root, temp_name())
     try:
