@@ -33,11 +33,8 @@ RETRY_AFTER_CAP_SECS = 10.0
 #: Connecting, and each read of a response, may take this long.
 CONNECT_TIMEOUT_SECS = 10.0
 READ_TIMEOUT_SECS = 60.0
-#: The most blob bytes one read of the upstream's socket takes (asyncio reads 256 KiB):
-#: fewer, larger chunks through the tee, each handed on as it came, never joined.
+#: Blob bytes read from the upstream per chunk.
 CHUNK_BYTES = 1024 * 1024
-#: What the response buffers before it stops reading the socket (aiohttp: 512 KiB).
-READ_BUFFER_BYTES = 4 * 1024 * 1024
 _MANIFEST_ACCEPT = ", ".join(sorted(mt.KNOWN_MANIFESTS))
 
 
@@ -110,11 +107,8 @@ class UpstreamClient:
             yield UpstreamBlob(resp.content_length, self._chunks(resp))
 
     async def _chunks(self, resp: ClientResponse) -> AsyncIterator[bytes]:
-        widen_reads(resp, CHUNK_BYTES)
         try:
-            # One socket read's bytes at a time, as they arrived: ``iter_chunked`` and
-            # ``iter_any`` join what is buffered into a copy.
-            async for chunk, _ in resp.content.iter_chunks():
+            async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamFailed(f"upstream {self.url} broke off a blob: {_why(exc)}") from None
@@ -237,8 +231,6 @@ class Upstreams:
             ),
             # Decompression would change the bytes a digest names.
             auto_decompress=False,
-            # aiohttp's buffer is this over two; it pauses the socket when it is full.
-            read_bufsize=READ_BUFFER_BYTES // 2,
         )
         self.clients = {
             ns: tuple(UpstreamClient(c, self._session) for c in configs)
@@ -249,18 +241,6 @@ class Upstreams:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def widen_reads(resp: ClientResponse, size: int) -> None:
-    """Let each read of ``resp``'s socket take up to ``size`` bytes. asyncio's selector
-    transport reads its attribute ``max_size`` (256 KiB) per ``recv`` and nothing public
-    sets it; a large body then arrives in a quarter of the chunks, each a new ``bytes``
-    handed on whole. Best effort: a transport without the attribute is left alone."""
-    connection = resp.connection
-    transport = connection.transport if connection is not None else None
-    current = getattr(transport, "max_size", None)
-    if isinstance(current, int) and current < size:
-        transport.max_size = size  # type: ignore[union-attr]
 
 
 def _accept() -> dict[str, str]:
