@@ -50,8 +50,6 @@ T = TypeVar("T")
 PullObserver = Callable[[str, str, int], None]
 #: Chunks a flight holds for its first client before the fetch waits for it.
 STREAM_QUEUE_CHUNKS = 8
-#: Chunks read from the upstream that the store's writer may lag behind the client by.
-STORE_QUEUE_CHUNKS = 16
 #: How long a replica waits for another replica's fetch of a blob before it gives up (503).
 REPLICA_WAIT_SECS = 300.0
 _REPLICA_POLL_SECS = 0.2
@@ -466,37 +464,26 @@ class PullThrough:
             upload = UploadRef(name, new_upload_id())
             await self.stores.blobs.upload_start(upload)
             hasher = hashlib.new(algorithm)
-            # The tee: this loop reads the upstream and hands each chunk to the client and
-            # to the store's writer, a task of its own fed through a queue, so that a slow
-            # write does not hold back the client (nor the client the write) by more than
-            # the queue; chunk k is hashed in a thread while it is written.
-            to_store: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=STORE_QUEUE_CHUNKS)
-
-            async def for_store() -> AsyncIterator[bytes]:
-                while (item := await to_store.get()) is not None:
-                    yield item
-
-            store = asyncio.create_task(
-                self.stores.blobs.upload_append(upload, 0, HashingStream(for_store(), hasher)),
-                name=f"angos-pull-store-{digest}",
-            )
-            flight.opened.set_result(upstream.size)
+            held: list[bytes] = []
             received = 0
-            held: bytes | None = None
-            try:
+
+            async def tee() -> AsyncIterator[bytes]:
+                nonlocal received
                 async for chunk in upstream.chunks:
                     if not chunk:
                         continue
                     received += len(chunk)
                     self._observe("bytes", client.url, len(chunk))
                     # One chunk behind: the last reaches the client only once verified.
-                    if held is not None:
-                        await flight.publish(held)
-                    held = chunk
-                    await _feed(to_store, chunk, store)
-                    del chunk
-                await _feed(to_store, None, store)
-                await store
+                    if held:
+                        await flight.publish(held.pop())
+                    held.append(chunk)
+                    yield chunk
+
+            flight.opened.set_result(upstream.size)
+            try:
+                # Hashed as an upload is: chunk k in a thread while chunk k is stored.
+                await self.stores.blobs.upload_append(upload, 0, HashingStream(tee(), hasher))
                 if hasher.hexdigest() != expected_hex or (
                     upstream.size is not None and received != upstream.size
                 ):
@@ -510,36 +497,8 @@ class PullThrough:
                     await self.stores.blobs.upload_commit(upload, digest)
                     await self.links.put_layer(name, digest)
             except BaseException:
-                if not store.done():
-                    store.cancel()
-                # The writer stops (its writes in flight done) before the upload goes.
-                await asyncio.gather(store, return_exceptions=True)
                 await self.stores.blobs.upload_abort(upload)
                 raise
-            if held is not None:
-                await flight.publish(held)
+            for chunk in held:
+                await flight.publish(chunk)
             await flight.publish(_END)
-
-
-async def _feed(
-    queue: asyncio.Queue[bytes | None], item: bytes | None, store: asyncio.Task[int]
-) -> None:
-    """Queue ``item`` for the store's writer; raise its error if it failed (rather than wait
-    on a queue nobody reads any more)."""
-    if store.done():
-        store.result()
-        raise UpstreamUnavailable("the store's writer ended early")  # pragma: no cover
-    try:
-        queue.put_nowait(item)
-        return
-    except asyncio.QueueFull:
-        pass
-    put = asyncio.ensure_future(queue.put(item))
-    try:
-        await asyncio.wait((put, store), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not put.done():
-            put.cancel()
-    if not put.done() or put.cancelled():
-        store.result()
-        raise UpstreamUnavailable("the store's writer ended early")  # pragma: no cover
