@@ -6,8 +6,9 @@ decides: hit or miss, when a cached tag is re-validated (a HEAD after ``tag_ttl_
 never for an immutable tag or a digest), what is served when every upstream fails (what is
 cached, a stale tag logged once), and that one process fetches a missing blob once
 however many clients want it (a *flight*: the first request streams it from the upstream
-while it is stored, the others wait for it to be stored; replicas take turns through the
-lock ``pull:<digest>``). Everything it stores goes through the same writers as a push:
+while it is stored, and so do the requests that come before its first chunk went out; later
+ones wait for it to be stored; replicas take turns through the lock ``pull:<digest>``).
+Everything it stores goes through the same writers as a push:
 :meth:`ManifestService.store_fetched`, and an upload session committed under
 :meth:`References.referencing`, so the garbage collector never deletes a blob being cached.
 """
@@ -80,10 +81,11 @@ class BlobStream:
     size: int | None
     chunks: AsyncIterator[bytes]
     _flight: _Flight
+    _queue: asyncio.Queue[object]
 
     def close(self) -> None:
         """The client is gone (or done): the fetch goes on without queueing for it."""
-        self._flight.stop_listening()
+        self._flight.unsubscribe(self._queue)
 
 
 _END = object()
@@ -99,21 +101,32 @@ class _Flight:
     opened: asyncio.Future[int | Literal["stored"] | None]
     #: Resolves once the blob is stored (or raises why not).
     done: asyncio.Future[None]
-    queue: asyncio.Queue[object] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=STREAM_QUEUE_CHUNKS)
-    )
-    #: False once the first client has gone (or never came): chunks are no longer queued.
-    listening: bool = True
+    #: The queues of the clients streaming the fetch: the first request's, and those of
+    #: requests that came before its first chunk went out (they get every chunk too).
+    listeners: list[asyncio.Queue[object]] = field(default_factory=list)
+    #: Whether a chunk went out: a request coming later waits for the store instead.
+    published: bool = False
+
+    def subscribe(self) -> asyncio.Queue[object] | None:
+        """A queue of every chunk of the fetch, or None if it is too late for one."""
+        if self.published:
+            return None
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=STREAM_QUEUE_CHUNKS)
+        self.listeners.append(queue)
+        return queue
 
     async def publish(self, item: object) -> None:
-        if self.listening:
-            await self.queue.put(item)
+        # The fetch goes at the pace of its slowest client (and of the store's writer).
+        self.published = True
+        for queue in list(self.listeners):
+            await queue.put(item)
 
-    def stop_listening(self) -> None:
-        self.listening = False
-        # Unblock a fetch waiting on a full queue: it goes on without us.
-        while not self.queue.empty():
-            self.queue.get_nowait()
+    def unsubscribe(self, queue: asyncio.Queue[object]) -> None:
+        if queue in self.listeners:
+            self.listeners.remove(queue)
+        # Unblock a fetch waiting on this full queue: it goes on without it.
+        while not queue.empty():
+            queue.get_nowait()
 
 
 class PullThrough:
@@ -279,8 +292,19 @@ class PullThrough:
             return found
         flight = self._flights.get(digest)
         if flight is not None:
-            # Another request of this process fetches it: wait until it is stored, then
-            # serve it from the store, a hit (the fetch counted its one miss).
+            # Another request of this process fetches it (the fetch counts its one miss):
+            # streamed with it if no chunk went out yet, else served once stored; a hit.
+            queue = flight.subscribe()
+            if queue is not None:
+                try:
+                    opened = await asyncio.shield(flight.opened)
+                except BaseException:
+                    flight.unsubscribe(queue)
+                    raise
+                if opened != "stored":
+                    self._observe("hit", ns.label, 1)
+                    return BlobStream(digest, opened, self._listen(flight, queue), flight, queue)
+                flight.unsubscribe(queue)
             await asyncio.shield(flight.done)
             found = await self._after_flight(name, digest)
             self._observe("hit", ns.label, 1)
@@ -291,22 +315,24 @@ class PullThrough:
             asyncio.get_running_loop().create_future(),
         )
         self._flights[digest] = flight
+        queue = flight.subscribe()
+        assert queue is not None
         task = asyncio.create_task(self._fly(ns, name, flight), name=f"angos-pull-{digest}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
             opened = await asyncio.shield(flight.opened)
         except BaseException:
-            flight.stop_listening()
+            flight.unsubscribe(queue)
             raise
         if opened == "stored":
             # A replica (or a fetch before the lock) stored it: served from the store.
-            flight.stop_listening()
+            flight.unsubscribe(queue)
             await asyncio.shield(flight.done)
             found = await self._after_flight(name, digest)
             self._observe("hit", ns.label, 1)
             return found
-        return BlobStream(digest, opened, self._listen(flight), flight)
+        return BlobStream(digest, opened, self._listen(flight, queue), flight, queue)
 
     async def head_blob(self, ns: CachedNamespace, name: str, digest: str) -> BlobInfo:
         """A ``HEAD``: the stored blob, else the upstream's size (nothing is fetched)."""
@@ -342,10 +368,10 @@ class PullThrough:
             await self.links.put_layer(name, digest)
         return BlobInfo(digest, size)
 
-    async def _listen(self, flight: _Flight) -> AsyncIterator[bytes]:
+    async def _listen(self, flight: _Flight, queue: asyncio.Queue[object]) -> AsyncIterator[bytes]:
         try:
             while True:
-                item = await flight.queue.get()
+                item = await queue.get()
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
@@ -353,7 +379,7 @@ class PullThrough:
                 assert isinstance(item, bytes)
                 yield item
         finally:
-            flight.stop_listening()
+            flight.unsubscribe(queue)
 
     async def _fly(self, ns: CachedNamespace, name: str, flight: _Flight) -> None:
         try:

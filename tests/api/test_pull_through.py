@@ -163,7 +163,7 @@ async def test_concurrent_cold_pulls_of_one_blob_make_one_upstream_fetch(tmp_pat
         assert proxy.blob_gets(digest) == 1
         metrics = await (await cache.get("/metrics")).text()
         assert f'angos_pull_through_misses_total{{upstream="{proxy.url}"}} 1.0' in metrics
-        # The seven others were served from the store, after the one fetch.
+        # The seven others are hits: streamed with the fetch, or served once it was stored.
         assert f'angos_pull_through_hits_total{{upstream="{proxy.url}"}} 7.0' in metrics
         line = f'angos_pull_through_upstream_bytes_total{{upstream="{proxy.url}"}} '
         (value,) = [m.removeprefix(line) for m in metrics.splitlines() if m.startswith(line)]
@@ -190,6 +190,32 @@ async def test_broken_transfer_stores_nothing_and_a_retry_succeeds(tmp_path: Pat
         assert resp.status == 200
         assert await resp.read() == blob
         assert proxy.blob_gets(digest) == 2
+
+
+async def test_broken_transfer_fails_every_client_of_the_flight(tmp_path: Path) -> None:
+    blob = os.urandom(3 * 1024 * 1024)
+    digest = digest_of(blob)
+    async with upstream(tmp_path) as (up, proxy), cache_of(tmp_path, proxy) as cache:
+        await up.push_blob(NAME, blob)
+        proxy.faults.cut_blob_after = 1024 * 1024
+
+        async def pull() -> str:
+            resp = await cache.get(f"/v2/{NS}/{NAME}/blobs/{digest}")
+            if resp.status != 200:
+                return str(resp.status)
+            try:
+                await resp.read()
+            except aiohttp.ClientPayloadError:
+                return "cut"
+            return "whole"
+
+        # Those streaming the one fetch are cut off; none gets a whole (wrong) blob.
+        results = await asyncio.gather(*(pull() for _ in range(4)))
+        assert "whole" not in results and set(results) <= {"cut", "503"}, results
+        assert proxy.blob_gets(digest) == 1
+        hexpart = digest.split(":")[1]
+        stored = cache.files()
+        assert not any(hexpart in key and "/_gc/" not in key for key in stored), stored
 
 
 async def test_upstream_down_serves_the_cache_and_names_the_upstream(
