@@ -46,7 +46,7 @@ def add_migrate_command(sub: Any, load: Callable[[str | None], AngosConfig]) -> 
         "catches up with pushes made meanwhile; stops early once a pass copies nothing",
     )
     cmd.add_argument(
-        "--max-rate",
+        "--max-writes-per-sec",
         type=float,
         default=0,
         metavar="N",
@@ -67,8 +67,10 @@ def _main(args: argparse.Namespace, load: Callable[[str | None], AngosConfig]) -
         raise ConfigError("--jobs", f"must be at least 1, got {args.jobs}")
     if args.passes < 1:
         raise ConfigError("--passes", f"must be at least 1, got {args.passes}")
-    if args.max_rate < 0 or not math.isfinite(args.max_rate):
-        raise ConfigError("--max-rate", f"must be 0 (no limit) or more, got {args.max_rate:g}")
+    if args.max_writes_per_sec < 0 or not math.isfinite(args.max_writes_per_sec):
+        raise ConfigError(
+            "--max-writes-per-sec", f"must be 0 (no limit) or more, got {args.max_writes_per_sec:g}"
+        )
     if args.deep and not args.verify:
         raise ConfigError("--deep", "only applies with --verify")
     source, target = load(args.source), load(args.target)
@@ -107,7 +109,7 @@ async def _copy(
         jobs=args.jobs,
         progress=progress,
         overwrite=not live,
-        max_rate=args.max_rate,
+        max_writes_per_sec=args.max_writes_per_sec,
     )
     reports: list[PassReport] = []
     for number in range(1, args.passes + 1):

@@ -100,11 +100,11 @@ class Migration:
         jobs: int = DEFAULT_JOBS,
         progress: Progress | None = None,
         overwrite: bool = True,
-        max_rate: float = 0,
+        max_writes_per_sec: float = 0,
     ) -> None:
-        #: ``max_rate`` objects written to the destination a second at most (0: no limit):
+        #: ``max_writes_per_sec`` objects written to the destination a second at most (0: no limit):
         #: each blob, and each metadata write (pace.py).
-        self._pace = Pace(max_rate) if max_rate else None
+        self._pace = Pace(max_writes_per_sec) if max_writes_per_sec else None
         self.src_blobs, self.src_meta = src_blobs, src_meta
         self.dst_blobs = dst_blobs
         self.dst_meta = paced_writes(dst_meta, self._pace) if self._pace else dst_meta

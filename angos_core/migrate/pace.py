@@ -1,6 +1,7 @@
-"""``angos migrate --max-rate``: at most so many objects written to the destination a
-second, across every job, so that an online migration spares the registry still serving
-from the source, or a bucket with a request-rate limit (rclone's ``--tpslimit``)."""
+"""``angos migrate --max-writes-per-sec``: at most so many objects written to the
+destination a second, across every job, so that an online migration spares the registry
+still serving from the source, or a bucket with a request-rate limit (rclone's
+``--tpslimit``)."""
 
 from __future__ import annotations
 

@@ -190,11 +190,19 @@ async def kill_mid_copy(
 ) -> None:
     """Run ``angos migrate --jobs <jobs>`` and SIGKILL it as soon as ``ready(destination)``.
 
-    Paced (``--max-rate``) so that the copy lasts seconds, not the fraction of one a small
-    store takes on a quiet machine: the kill lands mid-copy, wherever the poll falls."""
+    Paced (``--max-writes-per-sec``) so that the copy lasts seconds, not the fraction of one
+    a small store takes on a quiet machine: the kill lands mid-copy, wherever the poll
+    falls."""
     proc = await asyncio.create_subprocess_exec(
         *migrate_argv(
-            source, target, "--jobs", str(jobs), "--passes", "1", "--max-rate", str(KILL_PACE)
+            source,
+            target,
+            "--jobs",
+            str(jobs),
+            "--passes",
+            "1",
+            "--max-writes-per-sec",
+            str(KILL_PACE),
         ),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,

@@ -280,8 +280,14 @@ def test_progress_lines_when_not_a_terminal() -> None:
         (["--jobs", "0"], "--jobs: must be at least 1, got 0"),
         (["--passes", "0"], "--passes: must be at least 1, got 0"),
         (["--deep"], "--deep: only applies with --verify"),
-        (["--max-rate", "-1"], "--max-rate: must be 0 (no limit) or more, got -1"),
-        (["--max-rate", "nan"], "--max-rate: must be 0 (no limit) or more, got nan"),
+        (
+            ["--max-writes-per-sec", "-1"],
+            "--max-writes-per-sec: must be 0 (no limit) or more, got -1",
+        ),
+        (
+            ["--max-writes-per-sec", "nan"],
+            "--max-writes-per-sec: must be 0 (no limit) or more, got nan",
+        ),
     ],
 )
 def test_usage_errors(
@@ -333,13 +339,13 @@ async def test_a_pace_spaces_writes_across_jobs_without_saving_up_a_burst() -> N
         Pace(0)
 
 
-async def test_max_rate_paces_a_real_copy(tmp_path: Path) -> None:
+async def test_max_writes_per_sec_paces_a_real_copy(tmp_path: Path) -> None:
     source = fs_toml(tmp_path / "old")
     async with serve_config(source, root=tmp_path / "old") as api:
         await push_images(api, "lib", 3)
     async with stores_of(source) as src, stores_of(fs_toml(tmp_path / "new")) as dst:
         started = time.monotonic()
-        report = await migration(src, dst, jobs=8, max_rate=50).run()
+        report = await migration(src, dst, jobs=8, max_writes_per_sec=50).run()
         elapsed = time.monotonic() - started
     assert report.total_failed == 0, report.failures
     written = report.total_copied
