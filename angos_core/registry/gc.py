@@ -19,10 +19,11 @@ incomplete mark.
 
 Sweep: every blob of the blob store that is not marked and whose data is older than
 ``min_age_secs``, and every unmarked manifest body of the metadata store, is deleted under
-its key if no writer marked it (its tombstone up meanwhile, for lockless ``HEAD``s); then
-the layer links to deleted or missing blobs, each under its key and only if the bytes are
-still gone, in every repository with anything stored: also one whose last manifest was
-deleted, which the catalog no longer lists.
+its key if no writer marked it (its tombstone up meanwhile, for lockless ``HEAD``s), a
+deleted blob's layer links with it (under the same tombstone); then the layer links to
+blobs missing already, one deletion per digest and only if the bytes are still gone: in
+every repository with anything stored, also one whose last manifest was deleted, which
+the catalog no longer lists.
 
 Memory: the marks, the blob listing and the layer links are spilled to per-shard temporary
 files (:mod:`angos_core.registry.gc_spill`) and the sweep runs shard by shard, so a run
