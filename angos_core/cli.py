@@ -24,6 +24,7 @@ from angos_core.logs import setup_logging
 from angos_core.migrate.cli import add_migrate_command
 from angos_core.plugins import install_hint, load_catalogue
 from angos_core.registry import Registry, Stores
+from angos_core.registry.gc import DEFAULT_CONCURRENCY as DEFAULT_GC_CONCURRENCY
 from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
 from angos_core.registry.prune import Pruner
 from angos_core.registry.scrub import Scrubber
@@ -90,6 +91,7 @@ async def _gc(config: AngosConfig, args: argparse.Namespace) -> int:
             delete_untagged=args.delete_untagged,
             min_age_secs=args.min_age_secs,
             progress=sys.stderr,
+            concurrency=args.jobs,
         )
         result = await collector.run()
     finally:
@@ -102,6 +104,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if args.min_age_secs < 0:
         raise ConfigError("--min-age-secs", f"must be at least 0, got {args.min_age_secs}")
+    if args.jobs < 1:
+        raise ConfigError("--jobs", f"must be at least 1, got {args.jobs}")
     setup_logging(config.log)
     return asyncio.run(_gc(config, args))
 
@@ -359,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MIN_AGE_SECS,
         help=f"keep unreferenced blobs written less than this long ago "
         f"(default {DEFAULT_MIN_AGE_SECS})",
+    )
+    gc.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=DEFAULT_GC_CONCURRENCY,
+        help=f"repositories or objects to work on at once (default {DEFAULT_GC_CONCURRENCY})",
     )
     gc.set_defaults(func=cmd_gc)
 

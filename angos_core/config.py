@@ -476,8 +476,16 @@ class GcScheduleConfig:
     delete_untagged: bool = False
     #: Only log what would be deleted.
     dry_run: bool = False
+    #: As ``angos gc --jobs``: repositories or objects a run works on at once.
+    concurrency: int = 16
 
     def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError(
+                "maintenance.gc.concurrency",
+                f"must be at least 1, got {self.concurrency}: how many objects a collection "
+                "deletes at once, e.g. 16",
+            )
         if not self.interval_secs >= 0:  # also refuses NaN
             raise ConfigError(
                 "maintenance.gc.interval_secs",

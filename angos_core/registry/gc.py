@@ -19,14 +19,21 @@ incomplete mark.
 
 Sweep: every blob of the blob store that is not marked and whose data is older than
 ``min_age_secs``, and every unmarked manifest body of the metadata store, is deleted under
-its key if no writer marked it (its tombstone up meanwhile, for lockless ``HEAD``s); then
-the layer links to deleted or missing blobs, each under its key and only if the bytes are
-still gone, in every repository with anything stored: also one whose last manifest was
-deleted, which the catalog no longer lists.
+its key if no writer marked it (its tombstone up meanwhile, for lockless ``HEAD``s), a
+deleted blob's layer links with it (under the same tombstone); then the layer links to
+blobs missing already, one deletion per digest and only if the bytes are still gone: in
+every repository with anything stored, also one whose last manifest was deleted, which
+the catalog no longer lists.
 
 Memory: the marks, the blob listing and the layer links are spilled to per-shard temporary
 files (:mod:`angos_core.registry.gc_spill`) and the sweep runs shard by shard, so a run
 holds one shard's digests, not the store's.
+
+Concurrency: the phases work on up to ``concurrency`` repositories or objects at once (the
+store calls overlap instead of waiting one after another). What the safety argument orders
+stays in order for each object: tombstone up, marks read, delete, tombstone down; and no two
+deletions of one digest overlap (:meth:`GarbageCollector._exclusive`). A blob's layer links
+go inside its own deletion, under the same tombstone and mark check.
 """
 
 from __future__ import annotations
@@ -36,10 +43,10 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO
+from typing import IO, TypeVar
 
 from angos_core import layout
 from angos_core.config import GcScheduleConfig
@@ -54,6 +61,14 @@ from angos_core.registry.gc_spill import SHARDS, Spill, SpillDirectory
 #: By default a blob written in the last hour is kept: it may belong to a push whose
 #: manifest has not arrived yet.
 DEFAULT_MIN_AGE_SECS = 3600
+#: Repositories or objects a run works on at once (``angos gc --jobs``,
+#: ``[maintenance.gc] concurrency``): enough to keep the fs store's 16 I/O threads busy,
+#: or as many S3 requests in flight.
+DEFAULT_CONCURRENCY = 16
+#: Marked or tombstoned digests read from the listing at a time at the start of a run.
+_PREPARE_BATCH = 1000
+
+T = TypeVar("T")
 
 
 log = logging.getLogger("angos.gc")
@@ -123,8 +138,14 @@ class GarbageCollector:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         checkpoint: Callable[[str, str], Awaitable[None]] | None = None,
         progress: IO[str] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.registry = registry
+        self.concurrency = concurrency
+        #: Digests being deleted now, each with the event set when its deletion ends.
+        self._dooming: dict[str, asyncio.Event] = {}
         self.meta = registry.stores.meta
         self.blobs = registry.stores.blobs
         self.dry_run = dry_run
@@ -142,6 +163,56 @@ class GarbageCollector:
         #: A bar if ``progress`` is a terminal (``angos gc`` passes stderr), else a log
         #: line now and then: also in the scheduled collector, whose long runs say so.
         self._progress_stream = progress
+
+    # ------------------------------------------------------------------ concurrency
+
+    async def _each(self, items: Iterable[T], action: Callable[[T], Awaitable[None]]) -> None:
+        """``action`` for every item, at most ``concurrency`` at once; the first failure
+        cancels the rest and is raised as it is."""
+        iterator = iter(items)
+        if self.concurrency == 1:
+            for item in iterator:
+                await action(item)
+            return
+
+        async def worker() -> None:
+            # One iterator shared by the workers: each takes the next item when free.
+            for item in iterator:
+                await action(item)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self.concurrency):
+                    group.create_task(worker())
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+
+    async def _each_streamed(
+        self, items: AsyncIterator[T], action: Callable[[T], Awaitable[None]]
+    ) -> None:
+        """As :meth:`_each` over a stream, a batch at a time (memory stays bounded)."""
+        batch: list[T] = []
+        async for item in items:
+            batch.append(item)
+            if len(batch) >= _PREPARE_BATCH:
+                await self._each(batch, action)
+                batch = []
+        await self._each(batch, action)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, digest: str) -> AsyncIterator[None]:
+        """One deletion of ``digest`` at a time in this run (two repositories may hold the
+        same untagged manifest): the first to end would take the tombstone down while the
+        other still deletes."""
+        while (busy := self._dooming.get(digest)) is not None:
+            await busy.wait()
+        done = asyncio.Event()
+        self._dooming[digest] = done
+        try:
+            yield
+        finally:
+            del self._dooming[digest]
+            done.set()
 
     # ------------------------------------------------------------------ reading
 
@@ -259,28 +330,41 @@ class GarbageCollector:
         repositories = await self.registry.catalog.stored_repositories()
         result.repositories = len(repositories)
         total = len(repositories)
+        done = 0
         if self.delete_untagged:
             progress.phase("untagged manifests", total=total, unit="repo")
-            for done, name in enumerate(repositories, 1):
+
+            async def untag(name: str) -> None:
+                nonlocal done
                 revisions = await self.registry.links.digests_under(layout.revisions_prefix(name))
                 untagged = await self._untagged(name, revisions)
                 await self._checkpoint("untagged", name)
                 for digest in untagged:
                     await self._delete_untagged(name, digest, result)
+                done += 1
                 progress.update(
                     1, f"{done}/{total} repositories, {result.manifests_deleted} deleted"
                 )
+
+            await self._each(repositories, untag)
         spills = SpillDirectory()
         try:
             # Roots listed after the untagged deletions; the whole mark (every body parsed)
             # completes before anything is deleted.
             marks = spills.spill("marks")
             progress.phase("mark", total=total, unit="repo")
-            for done, name in enumerate(repositories, 1):
+            done = 0
+
+            async def mark(name: str) -> None:
+                nonlocal done
                 roots = layout.revisions_prefix(name)
                 for digest in await self.registry.links.digests_under(roots):
                     await self._mark(name, digest, marks)
+                done += 1
                 progress.update(1, f"{done}/{total} repositories walked")
+
+            # Every repository's walk ends (or the first failure stops the run) here.
+            await self._each(repositories, mark)
             await self._checkpoint("marked", "")
             lease.check()
             await self._sweep(repositories, marks, spills, result, progress)
@@ -294,11 +378,13 @@ class GarbageCollector:
         reference was being made when this run began, or since."""
         refs = self.registry.references
         async with contextlib.aclosing(refs.tombstoned_digests()) as stale:
-            async for digest in stale:
-                await refs.clear_tombstone(digest)
+            await self._each_streamed(stale, refs.clear_tombstone)
+
+        async def rotate(digest: str) -> None:
+            await refs.rotate(digest, self._recent_since)
+
         async with contextlib.aclosing(refs.marked_digests()) as marked:
-            async for digest in marked:
-                await refs.rotate(digest, self._recent_since)
+            await self._each_streamed(marked, rotate)
 
     async def _delete_untagged(self, name: str, digest: str, result: GcResult) -> None:
         skipped = False
@@ -330,15 +416,16 @@ class GarbageCollector:
         refs = self.registry.references
         if self.dry_run:
             return not await refs.is_marked(digest, self._recent_since, refs=False)
-        await refs.set_tombstone(digest)
-        try:
-            if await refs.is_marked(digest, self._recent_since):
-                return False
-            await self._checkpoint("doomed", digest)
-            await delete()
-            return True
-        finally:
-            await refs.clear_tombstone(digest)
+        async with self._exclusive(digest):
+            await refs.set_tombstone(digest)
+            try:
+                if await refs.is_marked(digest, self._recent_since):
+                    return False
+                await self._checkpoint("doomed", digest)
+                await delete()
+                return True
+            finally:
+                await refs.clear_tombstone(digest)
 
     async def _sweep(
         self,
@@ -359,10 +446,16 @@ class GarbageCollector:
             progress.update(1, f"{listed} blobs listed")
         progress.phase("listing layer links", total=len(repositories), unit="repo")
         links = spills.spill("links")
-        for done, name in enumerate(repositories, 1):
+        done = 0
+
+        async def list_links(name: str) -> None:
+            nonlocal done
             for digest in await self.registry.links.digests_under(layout.layers_prefix(name)):
                 links.add(digest, name)
+            done += 1
             progress.update(1, f"{done}/{len(repositories)} repositories listed")
+
+        await self._each(repositories, list_links)
         progress.phase("sweep", total=SHARDS, unit="shard")
         swept = 0
         algorithms = await self.meta.list_children(layout.blobs_prefix())
@@ -378,56 +471,73 @@ class GarbageCollector:
             del manifests, referenced
             seen = {digest for digest, _ in blobs.shard(shard)}
             swept += len(seen)
-            deleted = await self._sweep_blobs(seen, marked, cutoff, result)
-            await self._sweep_bodies(algorithms, f"{shard:02x}", seen | marked, result)
+            linked: dict[str, list[str]] = {}
             for digest, name in links.shard(shard):
-                # Links to blobs deleted now, and dangling ones (their blob gone before this
-                # run: deleted by a run that did not walk the repository). A blob committed
-                # after the listing is not in ``seen`` but stored: _unlink_layer keeps it.
-                if digest in marked or (digest in seen and digest not in deleted):
-                    continue
-                if await self._unlink_layer(name, digest, digest in deleted):
-                    self._report(f"layer link {name}/{digest}")
-                    result.layer_links_deleted += 1
+                if digest not in marked:
+                    linked.setdefault(digest, []).append(name)
+            bodies = await self._bodies(algorithms, f"{shard:02x}", seen | marked)
+            # One pool for the shard's three kinds of object: their digests are disjoint
+            # (a body the blob sweep saw is skipped; a dangling link's blob was not listed).
+            work: list[Callable[[], Awaitable[None]]] = []
+            for digest in sorted(seen - marked):
+                work.append(self._blob_work(digest, linked.get(digest, []), cutoff, result))
+            for digest in bodies:
+                work.append(self._body_work(digest, result))
+            for digest, names in sorted(linked.items()):
+                # Dangling links: their blob was gone before this run (deleted by a run that
+                # did not walk the repository). A blob committed after the listing is not in
+                # ``seen`` but stored: _unlink_dangling keeps its links.
+                if digest not in seen:
+                    work.append(self._dangling_work(digest, names, result))
+            del linked
+            await self._each(work, _call)
             progress.update(
                 1,
                 f"{shard + 1}/{SHARDS} shards, {swept}/{listed} blobs swept, "
                 f"{result.blobs_deleted} deleted",
             )
 
-    async def _sweep_blobs(
-        self, seen: set[str], marked: set[str], cutoff: datetime, result: GcResult
-    ) -> set[str]:
-        """Delete the unmarked blobs of one shard older than ``cutoff``; those deleted."""
-        deleted: set[str] = set()
-        for digest in sorted(seen - marked):
+    def _blob_work(
+        self, digest: str, names: list[str], cutoff: datetime, result: GcResult
+    ) -> Callable[[], Awaitable[None]]:
+        """Delete an unmarked blob older than ``cutoff``, and the layer links to it (``names``,
+        the repositories linking it) within the same deletion: the links go only once the
+        bytes are gone, under the blob's tombstone and its mark check."""
+
+        async def sweep() -> None:
             when = await self.blobs.modified_at(digest)
             if when is None:
-                continue
+                return
             if when > cutoff:
                 result.blobs_kept_young += 1
-                continue
+                return
             size = await self.blobs.stat(digest) or 0
+            unlinked: list[str] = []
 
-            async def delete_blob(digest: str = digest) -> None:
+            async def delete_blob() -> None:
                 await self.blobs.delete(digest)
+                for name in names:
+                    await self.registry.links.delete_layer(name, digest)
+                    unlinked.append(name)
 
             if not await self._doom(digest, delete_blob):
                 result.blobs_kept_marked += 1
-                continue
+                return
             self._report(f"blob {digest} ({size} bytes)")
-            deleted.add(digest)
             result.blobs_deleted += 1
             result.bytes_freed += size
-        return deleted
+            for name in names if self.dry_run else unlinked:
+                self._report(f"layer link {name}/{digest}")
+                result.layer_links_deleted += 1
 
-    async def _sweep_bodies(
-        self, algorithms: list[str], fanout: str, skip: set[str], result: GcResult
-    ) -> None:
+        return sweep
+
+    async def _bodies(self, algorithms: list[str], fanout: str, skip: set[str]) -> list[str]:
         """Manifest bodies of the metadata store under ``v2/blobs/<alg>/<fanout>/``. With fs
         for both stores they share the blob's key, so a body the blob sweep saw (deleted or
         kept young) is done already: it is in ``skip``, with the marked."""
         prefix = layout.blobs_prefix()
+        found: list[str] = []
         for alg in algorithms:
             for hexpart in await self.meta.list_children(f"{prefix}{alg}/{fanout}/"):
                 digest = f"{alg}:{hexpart}"
@@ -435,28 +545,55 @@ class GarbageCollector:
                     continue
                 if not layout.blob_data_key(digest).startswith(f"{prefix}{alg}/{fanout}/"):
                     continue
+                found.append(digest)
+        return found
 
-                async def delete_body(digest: str = digest) -> None:
-                    await self.meta.delete(layout.blob_data_key(digest))
+    def _body_work(self, digest: str, result: GcResult) -> Callable[[], Awaitable[None]]:
+        async def sweep() -> None:
+            async def delete_body() -> None:
+                await self.meta.delete(layout.blob_data_key(digest))
 
-                if not await self._doom(digest, delete_body):
-                    result.bodies_kept_marked += 1
-                    continue
-                self._report(f"manifest body {digest}")
-                result.bodies_deleted += 1
+            if not await self._doom(digest, delete_body):
+                result.bodies_kept_marked += 1
+                return
+            self._report(f"manifest body {digest}")
+            result.bodies_deleted += 1
 
-    async def _unlink_layer(self, name: str, digest: str, deleted_now: bool) -> bool:
-        """Drop a link to a deleted or missing blob, unless a writer references it again (an upload
-        brings the bytes back, a manifest push relies on the link)."""
+        return sweep
 
-        async def unlink() -> None:
-            if await self.blobs.stat(digest) is None:
-                await self.registry.links.delete_layer(name, digest)
+    def _dangling_work(
+        self, digest: str, names: list[str], result: GcResult
+    ) -> Callable[[], Awaitable[None]]:
+        """Drop the links to a missing blob, unless a writer references it again (an upload
+        brings the bytes back, a manifest push relies on the link): one deletion for every
+        repository linking it."""
 
-        if self.dry_run:
-            # Nothing was deleted: what this run would have, or what is missing already.
-            return deleted_now or await self.blobs.stat(digest) is None
-        return await self._doom(digest, unlink) and await self.blobs.stat(digest) is None
+        async def sweep() -> None:
+            if self.dry_run:
+                # Nothing was deleted: what is missing already.
+                if await self.blobs.stat(digest) is None:
+                    for name in names:
+                        self._report(f"layer link {name}/{digest}")
+                        result.layer_links_deleted += 1
+                return
+            unlinked: list[str] = []
+
+            async def unlink() -> None:
+                if await self.blobs.stat(digest) is None:
+                    for name in names:
+                        await self.registry.links.delete_layer(name, digest)
+                        unlinked.append(name)
+
+            if await self._doom(digest, unlink):
+                for name in unlinked:
+                    self._report(f"layer link {name}/{digest}")
+                    result.layer_links_deleted += 1
+
+        return sweep
+
+
+async def _call(work: Callable[[], Awaitable[None]]) -> None:
+    await work()
 
 
 async def collect_forever(
@@ -490,6 +627,7 @@ async def collect_forever(
             delete_untagged=settings.delete_untagged,
             min_age_secs=settings.min_age_secs,
             out=log.debug,
+            concurrency=settings.concurrency,
         )
         try:
             result = await collector.run()

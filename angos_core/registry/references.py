@@ -137,13 +137,18 @@ class References:
         run, which rotates nothing, counts only pending ones), or a ``recent`` stamped after
         ``recent_since``."""
         meta = self.stores.meta
-        for child in await meta.list_children(marks_prefix(digest)):
+        children = await meta.list_children(marks_prefix(digest))
+        for child in children:
             if child.startswith(f"{REF}."):
                 if refs:
                     return True
                 value = await meta.get(f"{marks_prefix(digest)}{child}")
                 if value is not None and value.startswith(_PENDING):
                     return True
+        # The listing is this read of the marks (after the tombstone went up): a ``recent``
+        # it does not show was written after it, by a writer who then sees the tombstone.
+        if RECENT not in children:
+            return False
         return _fresh(await meta.get(mark_key(digest, RECENT)), recent_since)
 
     async def rotate(self, digest: str, recent_since: datetime) -> None:

@@ -59,6 +59,7 @@ async def test_off_by_default(storage: Storage) -> None:
     [
         ("interval_secs = -1", "maintenance.gc.interval_secs"),
         ("min_age_secs = -5", "maintenance.gc.min_age_secs"),
+        ("concurrency = 0", "maintenance.gc.concurrency"),
     ],
 )
 async def test_bad_settings_name_the_key(storage: Storage, table: str, key: str) -> None:

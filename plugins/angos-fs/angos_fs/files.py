@@ -168,6 +168,10 @@ class _DurableDirs:
 DURABLE_DIRS = _DurableDirs()
 
 
+#: Attempts of ``makedirs`` raced by prunes of the directories it makes.
+MAKEDIRS_ATTEMPTS = 5
+
+
 def makedirs(path: str, *, durable: bool, root: str | None = None) -> None:
     """``os.makedirs(path, exist_ok=True)``.
 
@@ -177,8 +181,18 @@ def makedirs(path: str, *, durable: bool, root: str | None = None) -> None:
     created it. Callers then write into ``path`` and fsync ``path`` itself.
     """
     if not durable:
-        if not os.path.isdir(path):
-            os.makedirs(path, exist_ok=True)
+        for attempt in range(MAKEDIRS_ATTEMPTS):
+            if os.path.isdir(path):
+                return
+            try:
+                os.makedirs(path, exist_ok=True)
+                return
+            except FileExistsError:
+                # mkdir found it made by a concurrent writer, and a concurrent prune removed
+                # it (empty still) before makedirs could see it: make it again. A file in
+                # the way fails every attempt.
+                if attempt == MAKEDIRS_ATTEMPTS - 1:
+                    raise
         return
     if path in DURABLE_DIRS and os.path.isdir(path):
         return

@@ -165,6 +165,27 @@ async def test_deleting_prunes_empty_directories(
     assert root.is_dir()
 
 
+async def test_a_put_raced_by_a_prune_of_its_directory_still_lands(
+    meta: FsMetadataStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``os.makedirs(exist_ok=True)`` raises ``FileExistsError`` when its mkdir finds the
+    directory made by another writer and a delete's prune removes it (empty still) before
+    makedirs checks it: the put makes it again (gc deletes tombstones 16 at a time)."""
+    real = os.makedirs
+    raced: list[str] = []
+
+    def makedirs(name: str, *args: Any, **kw: Any) -> None:
+        if not raced:
+            raced.append(name)
+            raise FileExistsError(17, "File exists", name)
+        real(name, *args, **kw)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    await meta.put("v2/_gc/doomed/sha256/ab", b"")
+    assert raced
+    assert (root / "v2/_gc/doomed/sha256/ab").is_file()
+
+
 # ---------------------------------------------------------------------- containment
 
 BAD_KEYS = [
