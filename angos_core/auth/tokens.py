@@ -18,6 +18,23 @@ from angos_core.identity import Access, Identity
 #: Where core serves the token endpoint; a configured realm ends with it.
 TOKEN_PATH = "/token"
 
+#: The asymmetric JWS algorithms a key of another issuer (an OIDC provider's JWKS, an
+#: external token server's certificate) may verify. ``none`` (unsigned) and the HMAC ``HS*``
+#: (a shared secret: with an issuer's public key as the "secret", anyone could sign) are
+#: never accepted from another issuer.
+ASYMMETRIC_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+
 
 @dataclass(frozen=True)
 class IssuedToken:

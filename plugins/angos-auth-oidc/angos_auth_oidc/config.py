@@ -16,21 +16,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-#: The asymmetric JWS algorithms a JWKS key can verify. ``none`` (unsigned) and the HMAC
-#: ``HS*`` (a shared secret: with an issuer's public key as the "secret", anyone could sign)
-#: are never accepted.
-ASYMMETRIC_ALGORITHMS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
+from angos_core.auth.tokens import ASYMMETRIC_ALGORITHMS
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 GITHUB_JWKS_URI = f"{GITHUB_ISSUER}/.well-known/jwks"

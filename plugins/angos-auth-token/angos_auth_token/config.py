@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from angos_core.auth.tokens import TOKEN_PATH
+from angos_core.auth.tokens import ASYMMETRIC_ALGORITHMS, TOKEN_PATH
 from angos_core.errors import ConfigError, ConfigErrors
 
 SERVICE_SECTION = "auth.token_service"
@@ -125,20 +125,6 @@ class TokenServiceConfig:
 
 
 EXTERNAL_SECTION = "auth.token"
-#: Public-key algorithms only: an HMAC algorithm would verify with the public key as the
-#: secret (the classic confusion attack), and ``none`` verifies nothing.
-ASYMMETRIC = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
 
 
 @dataclass
@@ -177,10 +163,11 @@ class ExternalTokenConfig:
                 "set root_certificate_bundle (the PEM certificate of the token server's "
                 "signing key) or jwks (a JWKS file of its keys)"
             )
-        refused = [a for a in self.allowed_algorithms if a not in ASYMMETRIC]
+        refused = [a for a in self.allowed_algorithms if a not in ASYMMETRIC_ALGORITHMS]
         if refused or not self.allowed_algorithms:
             errors.append(
-                f"allowed_algorithms: {refused or 'empty'}: choose among {', '.join(ASYMMETRIC)}"
+                f"allowed_algorithms: {refused or 'empty'}: choose among "
+                + ", ".join(ASYMMETRIC_ALGORITHMS)
             )
         if self.clock_skew_tolerance < 0:
             errors.append(
