@@ -22,6 +22,9 @@ The fixture to override per suite:
 * :class:`BlobPutContract` -- ``blob_store`` again, for a blob store declaring
   ``direct_put``: subclass it beside :class:`BlobStoreContract`.
 * :class:`MetadataStoreContract` -- ``metadata_store``: an opened, empty metadata store.
+* :class:`BlockingListContract` -- ``metadata_store`` again, for a metadata store with
+  ``run_listing`` (:class:`~angos_core.protocols.MetadataBlockingList`): subclass it beside
+  :class:`MetadataStoreContract`.
 * :class:`CacheContract` -- ``cache``: an opened, empty cache.
 * :class:`LockProviderContract` -- ``lock_provider_factory``: an async callable
   ``make(ttl=..., max_retries=..., retry_delay_ms=...)`` returning an opened provider; every
@@ -39,6 +42,7 @@ from angos_core.testing.blob_put import BlobPutContract
 from angos_core.testing.blob_store import BlobStoreContract
 from angos_core.testing.cache import CacheContract
 from angos_core.testing.lock_provider import LockProviderContract, LockProviderFactory
+from angos_core.testing.metadata_pages import BlockingListContract
 from angos_core.testing.metadata_store import MetadataStoreContract
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "AuthenticatorContract",
     "BlobPutContract",
     "BlobStoreContract",
+    "BlockingListContract",
     "CacheContract",
     "LockProviderContract",
     "LockProviderFactory",

@@ -10,7 +10,12 @@ import pytest
 from angos_fs import FsBlobStore, FsConfig, FsMetadataStore
 
 from angos_core.protocols import BlobStore, MetadataStore
-from angos_core.testing import BlobPutContract, BlobStoreContract, MetadataStoreContract
+from angos_core.testing import (
+    BlobPutContract,
+    BlobStoreContract,
+    BlockingListContract,
+    MetadataStoreContract,
+)
 
 
 class TestFsBlobStore(BlobStoreContract, BlobPutContract):
@@ -31,7 +36,7 @@ class TestFsBlobStoreSynced(BlobStoreContract, BlobPutContract):
         await store.aclose()
 
 
-class TestFsMetadataStore(MetadataStoreContract):
+class TestFsMetadataStore(MetadataStoreContract, BlockingListContract):
     @pytest.fixture
     async def metadata_store(self, tmp_path: Path) -> AsyncIterator[MetadataStore]:
         store = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data")))
@@ -40,7 +45,7 @@ class TestFsMetadataStore(MetadataStoreContract):
         await store.aclose()
 
 
-class TestFsMetadataStoreSynced(MetadataStoreContract):
+class TestFsMetadataStoreSynced(MetadataStoreContract, BlockingListContract):
     @pytest.fixture
     async def metadata_store(self, tmp_path: Path) -> AsyncIterator[MetadataStore]:
         store = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data"), sync_to_disk=True))
@@ -49,7 +54,7 @@ class TestFsMetadataStoreSynced(MetadataStoreContract):
         await store.aclose()
 
 
-class TestFsMetadataStoreUncachedListings(MetadataStoreContract):
+class TestFsMetadataStoreUncachedListings(MetadataStoreContract, BlockingListContract):
     @pytest.fixture
     async def metadata_store(self, tmp_path: Path) -> AsyncIterator[MetadataStore]:
         store = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data"), cache_listings=False))
