@@ -84,6 +84,10 @@ PROGRESS_LOG_SECS = 10.0
 
 #: Held for a whole run: two collectors at once would rotate each other's marks.
 COLLECTOR_LOCK_KEY = "gc:collector"
+#: How long a collector waits for that lock before saying another one runs: a run takes
+#: minutes, so waiting out the provider's own retries (a minute with the memory lock) only
+#: delays the answer.
+COLLECTOR_LOCK_WAIT_SECS = 3.0
 
 
 async def _no_checkpoint(point: str, digest: str) -> None:
@@ -303,14 +307,24 @@ class GarbageCollector:
 
     async def run(self) -> GcResult:
         """One collection, safe beside live writers (module docstring)."""
-        try:
-            async with self.registry.stores.locks.acquire([COLLECTOR_LOCK_KEY]) as lease:
-                return await self._run(lease)
-        except LockUnavailable:
-            raise GcError(
-                "another garbage collection is running on these stores (it holds the lock "
-                f"{COLLECTOR_LOCK_KEY!r}); nothing deleted: run one collection at a time"
-            ) from None
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                lease = await asyncio.wait_for(
+                    held.enter_async_context(
+                        self.registry.stores.locks.acquire([COLLECTOR_LOCK_KEY])
+                    ),
+                    COLLECTOR_LOCK_WAIT_SECS,
+                )
+            except (LockUnavailable, TimeoutError):
+                raise self._busy() from None
+            return await self._run(lease)
+
+    @staticmethod
+    def _busy() -> GcError:
+        return GcError(
+            "another garbage collection is running on these stores (it holds the lock "
+            f"{COLLECTOR_LOCK_KEY!r}); nothing deleted: run one collection at a time"
+        )
 
     async def _run(self, lease: Lease) -> GcResult:
         progress = Progress("gc", self._progress_stream, log, interval=PROGRESS_LOG_SECS)
