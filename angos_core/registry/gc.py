@@ -54,7 +54,7 @@ from angos_core.errors import AngosError, LockUnavailable, ManifestUnknown
 from angos_core.oci.digest import is_digest
 from angos_core.oci.manifest import Manifest, parse_stored
 from angos_core.progress import Progress
-from angos_core.protocols import Lease
+from angos_core.protocols import Lease, LockProvider
 from angos_core.registry import Registry
 from angos_core.registry.gc_spill import SHARDS, Spill, SpillDirectory
 
@@ -88,6 +88,22 @@ COLLECTOR_LOCK_KEY = "gc:collector"
 #: minutes, so waiting out the provider's own retries (a minute with the memory lock) only
 #: delays the answer.
 COLLECTOR_LOCK_WAIT_SECS = 3.0
+
+
+@contextlib.asynccontextmanager
+async def collector_lock(locks: LockProvider, busy: AngosError) -> AsyncIterator[Lease]:
+    """Hold :data:`COLLECTOR_LOCK_KEY` for a run (gc, prune), or raise ``busy`` once it
+    could not be had within :data:`COLLECTOR_LOCK_WAIT_SECS`. Only the acquisition is
+    judged: a ``LockUnavailable`` inside the run is the run's own."""
+    async with contextlib.AsyncExitStack() as held:
+        try:
+            lease = await asyncio.wait_for(
+                held.enter_async_context(locks.acquire([COLLECTOR_LOCK_KEY])),
+                COLLECTOR_LOCK_WAIT_SECS,
+            )
+        except (LockUnavailable, TimeoutError):
+            raise busy from None
+        yield lease
 
 
 async def _no_checkpoint(point: str, digest: str) -> None:
@@ -307,24 +323,12 @@ class GarbageCollector:
 
     async def run(self) -> GcResult:
         """One collection, safe beside live writers (module docstring)."""
-        async with contextlib.AsyncExitStack() as held:
-            try:
-                lease = await asyncio.wait_for(
-                    held.enter_async_context(
-                        self.registry.stores.locks.acquire([COLLECTOR_LOCK_KEY])
-                    ),
-                    COLLECTOR_LOCK_WAIT_SECS,
-                )
-            except (LockUnavailable, TimeoutError):
-                raise self._busy() from None
-            return await self._run(lease)
-
-    @staticmethod
-    def _busy() -> GcError:
-        return GcError(
+        busy = GcError(
             "another garbage collection is running on these stores (it holds the lock "
             f"{COLLECTOR_LOCK_KEY!r}); nothing deleted: run one collection at a time"
         )
+        async with collector_lock(self.registry.stores.locks, busy) as lease:
+            return await self._run(lease)
 
     async def _run(self, lease: Lease) -> GcResult:
         progress = Progress("gc", self._progress_stream, log, interval=PROGRESS_LOG_SECS)

@@ -39,12 +39,12 @@ from typing import IO, Any
 
 from angos_core import layout
 from angos_core.config import PruneScheduleConfig
-from angos_core.errors import AngosError, LockUnavailable, ManifestUnknown
+from angos_core.errors import AngosError, ManifestUnknown
 from angos_core.oci.manifest import Manifest, parse_stored
 from angos_core.policy.retention import Image, Rankings, RetentionRules, Rule, judge
 from angos_core.progress import Progress
 from angos_core.registry import Registry
-from angos_core.registry.gc import COLLECTOR_LOCK_KEY, DEFAULT_MIN_AGE_SECS
+from angos_core.registry.gc import COLLECTOR_LOCK_KEY, DEFAULT_MIN_AGE_SECS, collector_lock
 
 log = logging.getLogger("angos.prune")
 
@@ -156,30 +156,28 @@ class Pruner:
         self._parsed: dict[str, Manifest | None] = {}
 
     async def run(self) -> PruneResult:
-        try:
-            async with self.registry.stores.locks.acquire([COLLECTOR_LOCK_KEY]) as lease:
-                self._started = self.now()
-                result = PruneResult()
-                repositories = await self.registry.catalog.repositories()
-                result.repositories = len(repositories)
-                progress = Progress("prune", self.progress_stream, log, interval=PROGRESS_LOG_SECS)
-                progress.phase("repositories", total=len(repositories), unit="repo")
-                try:
-                    for done, name in enumerate(repositories, 1):
-                        lease.check()
-                        rules = self.rules.rules_for(name)
-                        if rules:
-                            result.judged += 1
-                            await self._repository(name, rules, result)
-                        progress.update(1, f"{done}/{len(repositories)} repositories (at {name})")
-                finally:
-                    progress.close()
-                return result
-        except LockUnavailable:
-            raise PruneError(
-                f"a garbage collection or another prune holds the lock {COLLECTOR_LOCK_KEY!r} "
-                "on these stores; nothing pruned: run one at a time"
-            ) from None
+        busy = PruneError(
+            f"a garbage collection or another prune holds the lock {COLLECTOR_LOCK_KEY!r} "
+            "on these stores; nothing pruned: run one at a time"
+        )
+        async with collector_lock(self.registry.stores.locks, busy) as lease:
+            self._started = self.now()
+            result = PruneResult()
+            repositories = await self.registry.catalog.repositories()
+            result.repositories = len(repositories)
+            progress = Progress("prune", self.progress_stream, log, interval=PROGRESS_LOG_SECS)
+            progress.phase("repositories", total=len(repositories), unit="repo")
+            try:
+                for done, name in enumerate(repositories, 1):
+                    lease.check()
+                    rules = self.rules.rules_for(name)
+                    if rules:
+                        result.judged += 1
+                        await self._repository(name, rules, result)
+                    progress.update(1, f"{done}/{len(repositories)} repositories (at {name})")
+            finally:
+                progress.close()
+            return result
 
     # ------------------------------------------------------------------ reading
 

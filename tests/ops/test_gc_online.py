@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -20,7 +21,9 @@ from typing import Any
 import pytest
 
 from angos_core.oci import mediatypes as mt
-from angos_core.registry.gc import GarbageCollector, GcError, GcResult
+from angos_core.policy.retention import RetentionRules
+from angos_core.registry.gc import COLLECTOR_LOCK_WAIT_SECS, GarbageCollector, GcError, GcResult
+from angos_core.registry.prune import PruneError, Pruner
 from angos_core.registry.references import References, mark_key
 from tests.support.api import OCI_CONFIG, OCI_LAYER, Api, descriptor, digest_of
 
@@ -365,8 +368,14 @@ async def test_garbage_is_reclaimed_in_one_run(api: Api) -> None:
 async def test_two_collections_at_once_are_refused(api: Api) -> None:
     await orphan(api, "r/two-gcs", b"two collections")
     async with collecting(api, Hold("marked")):
+        started = time.monotonic()
         with pytest.raises(GcError, match="another garbage collection is running"):
             await collect(api)
+        # Told at once, not after the lock provider's minute of retries.
+        assert time.monotonic() - started < COLLECTOR_LOCK_WAIT_SECS + 2
+        pruner = Pruner(api.registry, RetentionRules(), out=lambda line: None, progress=None)
+        with pytest.raises(PruneError, match="a garbage collection or another prune holds"):
+            await pruner.run()
 
 
 async def test_a_push_during_collections_in_a_loop_loses_nothing(api: Api) -> None:
