@@ -29,7 +29,8 @@ def test_blob_stream_is_repeatable_and_ranges_reassemble() -> None:
 
 
 def test_quick_run_against_angos_produces_a_complete_table(tmp_path: Path) -> None:
-    report, table = run_bench("bench", tmp_path, "--quick", "--registries", "angos")
+    run = run_bench("bench", tmp_path, "--quick", "--registries", "angos")
+    report, table = run.report, run.table
     rows = {r["key"]: r for r in report["rows"]}
     assert list(rows) == ROWS
     for key, row in rows.items():

@@ -23,7 +23,8 @@ ROWS = {
 @pytest.mark.parametrize("module", sorted(ROWS))
 def test_every_row_is_measured_against_the_baseline(module: str, tmp_path: Path) -> None:
     rows = ROWS[module]
-    report, table = run_bench(module, tmp_path, "--seconds", "1", "--connections", "8")
+    run = run_bench(module, tmp_path, "--seconds", "1", "--connections", "8")
+    report, table = run.report, run.table
     assert list(report["samples"]) == rows
     assert all(len(v) == 1 and v[0] > 0 for v in report["samples"].values())
     assert list(report["ratios"]) == rows[1:]
