@@ -157,6 +157,8 @@ class Program:
 
     source: str
     _expression: Any
+    #: The library's error type, looked up once here rather than per evaluation.
+    _error: Any = field(default_factory=lambda: _library().Type.ERROR)
 
     def evaluate(self, variables: Mapping[str, Any]) -> Any:
         """The rule's value (any CEL value as Python), or raise :class:`EvaluationError`."""
@@ -166,7 +168,7 @@ class Program:
         """As :meth:`evaluate` on variables :func:`activation` prepared once for several
         rules."""
         value = self._expression.eval(prepared)
-        if value.type() == _library().Type.ERROR:
+        if value.type() == self._error:
             raise EvaluationError(str(value.value()))
         return value.plain_value()
 

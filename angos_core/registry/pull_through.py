@@ -294,21 +294,7 @@ class PullThrough:
         if flight is not None:
             # Another request of this process fetches it (the fetch counts its one miss):
             # streamed with it if no chunk went out yet, else served once stored; a hit.
-            queue = flight.subscribe()
-            if queue is not None:
-                try:
-                    opened = await asyncio.shield(flight.opened)
-                except BaseException:
-                    flight.unsubscribe(queue)
-                    raise
-                if opened != "stored":
-                    self._observe("hit", ns.label, 1)
-                    return BlobStream(digest, opened, self._listen(flight, queue), flight, queue)
-                flight.unsubscribe(queue)
-            await asyncio.shield(flight.done)
-            found = await self._after_flight(name, digest)
-            self._observe("hit", ns.label, 1)
-            return found
+            return await self._join(ns, name, flight, flight.subscribe(), streamed_hit=True)
         flight = _Flight(
             digest,
             asyncio.get_running_loop().create_future(),
@@ -316,23 +302,40 @@ class PullThrough:
         )
         self._flights[digest] = flight
         queue = flight.subscribe()
-        assert queue is not None
         task = asyncio.create_task(self._fly(ns, name, flight), name=f"angos-pull-{digest}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        try:
-            opened = await asyncio.shield(flight.opened)
-        except BaseException:
+        return await self._join(ns, name, flight, queue, streamed_hit=False)
+
+    async def _join(
+        self,
+        ns: CachedNamespace,
+        name: str,
+        flight: _Flight,
+        queue: asyncio.Queue[object] | None,
+        *,
+        streamed_hit: bool,
+    ) -> BlobInfo | BlobStream:
+        """The fetch's stream through ``queue`` (None: too late to join it), or the blob
+        served from the store once the flight stored it (a replica, or a fetch before the
+        lock, may have: then nothing streams), a hit. ``streamed_hit``: a stream counts as
+        a hit too (a follower's; the leader's fetch counts its miss)."""
+        digest = flight.digest
+        if queue is not None:
+            try:
+                opened = await asyncio.shield(flight.opened)
+            except BaseException:
+                flight.unsubscribe(queue)
+                raise
+            if opened != "stored":
+                if streamed_hit:
+                    self._observe("hit", ns.label, 1)
+                return BlobStream(digest, opened, self._listen(flight, queue), flight, queue)
             flight.unsubscribe(queue)
-            raise
-        if opened == "stored":
-            # A replica (or a fetch before the lock) stored it: served from the store.
-            flight.unsubscribe(queue)
-            await asyncio.shield(flight.done)
-            found = await self._after_flight(name, digest)
-            self._observe("hit", ns.label, 1)
-            return found
-        return BlobStream(digest, opened, self._listen(flight, queue), flight, queue)
+        await asyncio.shield(flight.done)
+        found = await self._after_flight(name, digest)
+        self._observe("hit", ns.label, 1)
+        return found
 
     async def head_blob(self, ns: CachedNamespace, name: str, digest: str) -> BlobInfo:
         """A ``HEAD``: the stored blob, else the upstream's size (nothing is fetched)."""
