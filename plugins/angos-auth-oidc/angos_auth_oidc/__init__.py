@@ -7,10 +7,10 @@ against a JWKS and is usable on its own.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from angos_auth_oidc.config import OidcConfig
+from angos_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from angos_auth_oidc.authenticator import OidcAuthenticator, OidcEntry
@@ -30,19 +30,16 @@ __all__ = [
 ]
 
 # Loaded on first use, so that finding the plugin imports neither PyJWT nor cryptography.
-_LAZY = {
-    "OidcAuthenticator": "angos_auth_oidc.authenticator",
-    "OidcEntry": "angos_auth_oidc.authenticator",
-    "JwksSource": "angos_auth_oidc.jwks",
-    "KeySet": "angos_auth_oidc.jwt_verify",
-    "TokenRejected": "angos_auth_oidc.jwt_verify",
-    "UnverifiedToken": "angos_auth_oidc.jwt_verify",
-    "peek": "angos_auth_oidc.jwt_verify",
-    "verify": "angos_auth_oidc.jwt_verify",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'angos_auth_oidc' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "OidcAuthenticator": "angos_auth_oidc.authenticator",
+        "OidcEntry": "angos_auth_oidc.authenticator",
+        "JwksSource": "angos_auth_oidc.jwks",
+        "KeySet": "angos_auth_oidc.jwt_verify",
+        "TokenRejected": "angos_auth_oidc.jwt_verify",
+        "UnverifiedToken": "angos_auth_oidc.jwt_verify",
+        "peek": "angos_auth_oidc.jwt_verify",
+        "verify": "angos_auth_oidc.jwt_verify",
+    },
+)

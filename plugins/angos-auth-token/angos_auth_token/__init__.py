@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from angos_auth_token.config import ExternalTokenConfig, TokenServiceConfig
+from angos_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from angos_auth_token.external import ExternalTokens
@@ -15,13 +15,10 @@ if TYPE_CHECKING:
 __all__ = ["ExternalTokenConfig", "ExternalTokens", "TokenService", "TokenServiceConfig"]
 
 # Loaded on first use, so that finding the plugin imports neither PyJWT nor cryptography.
-_LAZY = {
-    "ExternalTokens": "angos_auth_token.external",
-    "TokenService": "angos_auth_token.service",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'angos_auth_token' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "ExternalTokens": "angos_auth_token.external",
+        "TokenService": "angos_auth_token.service",
+    },
+)

@@ -7,9 +7,9 @@ write on one replica invalidates what every replica has cached.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from angos_core.lazy import lazy_exports
 from angos_redis.config import RedisCacheConfig, RedisLockConfig
 
 if TYPE_CHECKING:
@@ -25,14 +25,11 @@ __all__ = [
 ]
 
 # Loaded on first use, so that finding the plugin does not import redis-py.
-_LAZY = {
-    "RedisCache": "angos_redis.cache",
-    "RedisLease": "angos_redis.lock",
-    "RedisLockProvider": "angos_redis.lock",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'angos_redis' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "RedisCache": "angos_redis.cache",
+        "RedisLease": "angos_redis.lock",
+        "RedisLockProvider": "angos_redis.lock",
+    },
+)

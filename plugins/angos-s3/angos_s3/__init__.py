@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from angos_core.lazy import lazy_exports
 from angos_s3.config import S3Config
 
 if TYPE_CHECKING:
@@ -14,10 +14,6 @@ if TYPE_CHECKING:
 __all__ = ["S3BlobStore", "S3Config", "S3MetadataStore"]
 
 # Loaded on first use, so that finding the plugin does not import aioboto3.
-_LAZY = {"S3BlobStore": "angos_s3.blobs", "S3MetadataStore": "angos_s3.metadata"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'angos_s3' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__, {"S3BlobStore": "angos_s3.blobs", "S3MetadataStore": "angos_s3.metadata"}
+)
