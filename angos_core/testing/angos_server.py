@@ -236,6 +236,19 @@ class AngosServer:
         except FileNotFoundError:
             return "(no stderr file)"
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """The server's stderr once it holds ``text``. The access log line of a request is
+        written after its response is sent, so a client can finish before the line exists;
+        a test asserting on it right after a client call waits here (bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.stderr_text()
+            if text in log:
+                return log
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{text!r} not in the server's log after {timeout}s:\n{log}")
+            time.sleep(0.05)
+
     def __repr__(self) -> str:
         return f"AngosServer({self.url}, config={self.config_path})"
 

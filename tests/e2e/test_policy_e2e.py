@@ -134,7 +134,7 @@ def test_docker_cells(
         login(docker, tokens.host, "admin", ADMIN_PW)
         docker.run("push", new_public)
         docker.run("logout", tokens.host)
-        assert '"GET /token?' in tokens.stderr_text()
+        tokens.wait_for_log('"GET /token?')
 
         # The read-only user pulls, and its push is refused with the policy's 403.
         login(docker, host, "reader", READER_PW)
@@ -143,7 +143,7 @@ def test_docker_cells(
         pushed = docker.run("push", team, check=False)
         assert pushed.returncode != 0
         assert pushed.stderr.strip() == "denied", pushed.stderr  # the 403's DENIED code
-        assert '"PUT /v2/team/app/manifests/1" 403' in policy_registry.stderr_text()
+        policy_registry.wait_for_log('"PUT /v2/team/app/manifests/1" 403')
         # Anonymous on the authenticated server: docker is told to log in.
         docker.run("logout", host)
         docker.run("image", "rm", team)
