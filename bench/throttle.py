@@ -71,7 +71,10 @@ class Throttle:
         proc = subprocess.run([self._tc, *args], capture_output=True, text=True)
         if proc.returncode != 0:
             cause = (proc.stderr or proc.stdout).strip().splitlines()
-            raise ThrottleError(f"tc {' '.join(args)}: {cause[-1] if cause else proc.returncode}")
+            why = cause[-1] if cause else f"exit status {proc.returncode}"
+            if "not permitted" in why:
+                why += " (changing qdiscs needs CAP_NET_ADMIN: run as root)"
+            raise ThrottleError(f"tc {' '.join(args)}: {why}")
         return proc.stdout
 
     def _root(self) -> str | None:
@@ -116,6 +119,14 @@ class Throttle:
             *("class", "add", "dev", DEV, "parent", HANDLE, "classid", f"{HANDLE}{minor}"),
             *("htb", "rate", rate, "ceil", rate, *sizes),
         )
+
+    def sent_bytes(self) -> int:
+        """Bytes the throttled class has sent so far: what the server sent through it."""
+        out = self._run("-s", "class", "show", "dev", DEV, "classid", f"{HANDLE}2")
+        m = re.search(r"Sent (\d+) bytes", out)
+        if m is None:
+            raise ThrottleError(f"no byte count for class {HANDLE}2 in: {out.strip()[:120]}")
+        return int(m.group(1))
 
     def remove(self) -> None:
         """Delete our root qdisc (and so its classes and filters); a no-op once done."""
