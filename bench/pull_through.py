@@ -152,7 +152,8 @@ async def _round(
         ("cold", cache.url, "docker.io/library/bench"),
         ("warm", cache.url, "docker.io/library/bench"),
     ):
-        cpu_start, sent_start = cache.cpu_seconds(), throttle.sent_bytes() if throttle else 0
+        cpu_start = cache.cpu_seconds()
+        sent_start = throttle.sent_bytes() if throttle is not None else 0
         seconds[pull_name], nbytes = await pull(session, base, name)
         cpu[pull_name] = cache.cpu_seconds() - cpu_start
         if throttle is not None:
@@ -160,7 +161,7 @@ async def _round(
         sizes.append(nbytes)
     assert len(set(sizes)) == 1, sizes
     load = (load_before, os.getloadavg()[0])
-    return Round(link, load, seconds, cpu, sent if throttle else None), sizes[0]
+    return Round(link, load, seconds, cpu, sent if throttle is not None else None), sizes[0]
 
 
 async def run(size: int, layer_count: int, base_dir: str | None, upstream_rate: str | None) -> None:
