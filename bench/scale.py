@@ -1,19 +1,32 @@
 """Listing at scale and the shared cache, Angos beside CNCF Distribution (issue 16).
 
     .venv/bin/python -m bench.scale [--repos 1000,10000,100000] [--tags 10000,50000]
-                                    [--wrk-seconds 10] [--only catalog,tags,cache]
+                                    [--s3-tags 10000] [--wrk-seconds 10]
+                                    [--only catalog,tags,tags-s3,cache]
                                     [--before /work/main/.venv/bin/angos]
 
 Every row runs Angos and Distribution (Debian's ``docker-registry``, its default config:
 :mod:`bench.servers`) as separate processes on **the same store**: a tree of plain
 directories in Distribution's layout built directly on disk (``bench.listing``), which
-both read. Rows:
+both read, or for ``tags-s3`` one bucket. Rows:
 
 * catalog: first page ``n=100`` (median of 5) and the whole walk ``n=1000`` following
   ``Link`` (once), for each repository count;
 * tags: first page ``n=1000`` (median of 5) and the whole walk ``n=1000`` (median of 3), on
   Angos with the fs listing cache on and off (``cache_listings``), and on Distribution
   (which ignores ``n``: one response holds every tag, and the walk is that one response);
+* tags-s3: the same two rows (and the first page's cold first round) on one bucket of a
+  moto server (its own process, over HTTP on 127.0.0.1), which Angos lists through its
+  ``[blob_store.s3]`` store (metadata inherited, ``key_prefix`` ``bench/docker/registry``)
+  and Distribution through its ``s3`` driver (``rootdirectory: /bench``). The tags are put
+  straight into the bucket with boto3 (``SEED_THREADS`` threads), 2 keys a tag (``current``
+  link and index entry) and the one manifest they point at; seeding is timed (a row) and
+  costs about 6.5-8 ms of moto per key, 2-2.5 minutes at 10,000 tags, so ``--s3-tags``
+  defaults to 10,000 alone. Rows also count the S3 requests of each registry's first and
+  last round (moto's request log). Caveat: moto's ``ListObjects`` (v1, which Distribution 2.8 sends)
+  applies ``max-keys`` to keys, not to common prefixes, so Distribution gets every tag in
+  one request where S3 would take one per 1,000; Angos's ``ListObjectsV2`` is capped at
+  1,000 as on S3. ``--before`` does not apply to these rows;
 * cache: ``GET`` a manifest by tag, 64 connections, ``wrk``: Angos with the memory cache
   and with the redis cache (a ``redis-server`` on a free port), on one store.
 
@@ -166,7 +179,7 @@ def _digest(data: bytes) -> str:
 
 
 #: Threads putting the seed keys: moto answers one request at a time under its GIL (about
-#: 5 ms of its CPU per PutObject), so more threads only add contention on 2 cores.
+#: 6 ms of its CPU per PutObject), so more threads only add contention on 2 cores.
 SEED_THREADS = 8
 #: Distribution's ``rootdirectory`` in the bucket; its s3 driver keeps the tree under
 #: ``<rootdirectory>/docker/registry``, which is Angos's ``key_prefix``.
