@@ -121,6 +121,10 @@ class Registry:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        """The server's environment; None: this process's."""
+        return None
+
     def start(self, timeout: float = 30.0) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
@@ -132,6 +136,7 @@ class Registry:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.workdir,
+                env=self.environment(),
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
@@ -188,27 +193,40 @@ class Registry:
 @dataclass
 class Distribution(Registry):
     binary: str = "docker-registry"
+    #: The storage driver's block under ``storage:`` (indented two spaces); empty: the
+    #: filesystem driver on :attr:`store`.
+    storage_yaml: str = ""
 
     def command(self) -> list[str]:
         config = self.workdir / "config.yml"
+        driver = self.storage_yaml or f"  filesystem:\n    rootdirectory: {self.store}\n"
         # Debian's default config, minus the fixed port and path: inmemory blob descriptor
         # cache, info logging to stderr (its access log included), deletes enabled.
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: info\n"
             "storage:\n"
-            f"  filesystem:\n    rootdirectory: {self.store}\n"
+            f"{driver}"
             "  cache:\n    blobdescriptor: inmemory\n"
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n"
         )
         return [self.binary, "serve", str(config)]
 
+    def environment(self) -> dict[str, str] | None:
+        # aws-sdk-go (the s3 driver) panics at start on AWS_CA_BUNDLE ("unable to load
+        # custom CA bundle, HTTPClient's transport unsupported type"); the bench's S3 is
+        # plain HTTP on loopback, so no CA is needed.
+        return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
 
 @dataclass
 class Angos(Registry):
     executable: str = ""
     extra_toml: str = ""
+    #: The store's table(s) (``[blob_store.s3]`` ...); empty: ``[blob_store.fs]`` on
+    #: :attr:`store`.
+    store_toml: str = ""
     #: A profiler's command line to run Angos under, e.g. ["py-spy", "record", ..., "--"].
     wrap: list[str] = field(default_factory=list)
 
@@ -218,15 +236,17 @@ class Angos(Registry):
             "[server]\n"
             'bind_address = "127.0.0.1"\n'
             f"port = {self.port}\n\n"
-            "[blob_store.fs]\n"
-            f'root_dir = "{self.store}"\n' + self.extra_toml
+            + (self.store_toml or f'[blob_store.fs]\nroot_dir = "{self.store}"\n')
+            + self.extra_toml
         )
         return [*self.wrap, self.exe(), "serve", "-c", str(config)]
 
     def exe(self) -> str:
         exe = self.executable or str(REPO_ROOT / ".venv" / "bin" / "angos")
         if not os.access(exe, os.X_OK):
-            exe = shutil.which("angos") or exe
+            # A worktree has no .venv of its own: the angos beside the running Python.
+            beside = str(Path(sys.executable).parent / "angos")
+            exe = beside if os.access(beside, os.X_OK) else shutil.which("angos") or exe
         return exe
 
     def stop_signal(self) -> int:
