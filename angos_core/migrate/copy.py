@@ -412,13 +412,9 @@ class Migration:
             self.report.failed("referrer_link", f"{name}@{digest}: its manifest is missing")
 
     async def _copy_tag(self, name: str, tag: str) -> None:
-        """The tag's index entries, then its ``current`` link: the tag moves last."""
+        """The tag's ``current`` link, then its index entries: the order of a push, so the
+        tag's directory appears at the destination only once it resolves."""
         absent = self._absent(layout.tags_prefix(name), tag)
-        for digest in await walk.linked_digests(self.src_meta, layout.tag_index_prefix(name, tag)):
-            key = layout.tag_index_key(name, tag, digest)
-            content = await self.src_meta.get(key)
-            if content is not None and await self.ensure_revision(name, digest):
-                await self._sync_link("tag_index", key, content, absent=absent)
         key = layout.tag_current_key(name, tag)
         content = await self.src_meta.get(key)
         target = parse_link(content)
@@ -428,6 +424,11 @@ class Migration:
             self.report.failed("tag", f"{name}:{tag}: its manifest {target} is missing")
             return
         await self._sync_link("tag", key, content, absent=absent)
+        for digest in await walk.linked_digests(self.src_meta, layout.tag_index_prefix(name, tag)):
+            key = layout.tag_index_key(name, tag, digest)
+            content = await self.src_meta.get(key)
+            if content is not None and await self.ensure_revision(name, digest):
+                await self._sync_link("tag_index", key, content, absent=absent)
 
     async def _dst_has_directory(self, name: str) -> bool:
         """Whether the destination has a directory for repository ``name``: each parent's

@@ -49,7 +49,7 @@ class Registry:
             stores, self.links, self.references, immutable_tags, self.times, self.writes
         )
         self.referrers = ReferrerService(stores, self.links, self.manifests)
-        self.catalog = CatalogService(stores, self.links)
+        self.catalog = CatalogService(stores)
         self.pull_through = PullThrough(
             stores,
             self.links,

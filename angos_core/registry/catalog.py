@@ -12,7 +12,6 @@ from angos_core import layout
 from angos_core.errors import NameUnknown, PaginationNumberInvalid
 from angos_core.oci.names import NAME_RE, is_tag, validate_name
 from angos_core.protocols import BlockingLister, MetadataBlockingList
-from angos_core.registry.links import Links
 from angos_core.registry.stores import Stores
 
 #: Page size when the client does not ask for one (Distribution's default is 100 for the
@@ -35,29 +34,23 @@ def page_size(value: str | None, default: int | None) -> int | None:
 
 
 class CatalogService:
-    def __init__(self, stores: Stores, links: Links) -> None:
+    def __init__(self, stores: Stores) -> None:
         self.stores = stores
-        self.links = links
 
     async def tags(self, name: str, n: int | None, last: str | None) -> tuple[list[str], bool]:
         """One page of tags, in lexical order, and whether more follow.
 
-        Only tags whose ``current`` link resolves are listed: a directory left by a tag
-        write or delete that was cut short (a crash, a full disk, or Distribution) is not a
-        tag, as ``GET`` and ``DELETE`` agree. Each listed tag costs one cached lookup.
-
-        The store lists exactly the names still wanted and says whether more follow
-        (``list_children_page``), so a page costs one S3 listing when it fits in one, not a
-        second call for the name after the page. "More follow" counts directories: when
-        every one after a full page is such a remnant, the next page is empty.
+        A page is one listing of the tag directories, exactly the names wanted
+        (``list_children_page``: one S3 call when it fits in one), and reads no link: a tag
+        write makes the directory with its ``current`` link and a delete removes it with
+        that link last (:class:`~angos_core.registry.links.Links`), so a directory is a tag
+        that resolves. Only a tag write or delete that an older version or Distribution
+        cut short leaves a directory without ``current``; ``angos scrub`` finds those.
         """
         validate_name(name)
         meta = self.stores.meta
         if n == 0:
             return [], False
-        prefix = layout.tags_prefix(name)
-        tags: list[str] = []
-        more = False
         cursor = last or None
         if last and not is_tag(last):
             # A cursor no tag can equal (a client's own, with control characters, say) never
@@ -65,16 +58,18 @@ class CatalogService:
             # tag-alphabet prefix, and drop below what does not sort after it.
             alphabet_prefix = _TAG_CHARS.match(last)
             cursor = (alphabet_prefix.group(0) if alphabet_prefix else "") or None
+        tags: list[str] = []
         while True:
             names, more = await meta.list_children_page(
-                prefix, start_after=cursor, limit=None if n is None else n - len(tags)
+                layout.tags_prefix(name),
+                start_after=cursor,
+                limit=None if n is None else n - len(tags),
             )
             if names:
                 cursor = names[-1]
-            if last:
-                names = [t for t in names if t > last]
-            tags += await self.links.live_tags(name, names)
-            if not more or (n is not None and len(tags) >= n):
+            tags += [t for t in names if t > last] if last else names
+            # Only a cursor outside the tag alphabet can drop names and need another call.
+            if not more or n is None or len(tags) >= n:
                 break
         if (
             not tags

@@ -16,7 +16,6 @@ reads, a write one cache write.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -30,11 +29,6 @@ CACHE_TTL_SECS = 30.0
 #: A write's stamp must outlive any store read that could have started before it.
 STAMP_TTL_SECS = 2 * CACHE_TTL_SECS
 _PRESENT = b"1"
-#: Tag lookups a listing runs concurrently.
-LIVE_TAG_BATCH = 32
-#: Tag links a listing reads per call from a store with batched reads: a page of the
-#: largest size (``catalog.MAX_PAGE``) in a few calls, none holding the I/O pool long.
-LIVE_TAG_READ_BATCH = 1000
 
 
 def tag_lock_key(name: str, tag: str) -> str:
@@ -146,42 +140,37 @@ class Links:
         value = await self._read_through(cache_key, load)
         return None if value is None else value.decode()
 
-    async def put_tag_index(self, name: str, tag: str, digest: str) -> None:
-        """The tag's index entry for ``digest``: written before the tag moves there."""
-        await self._ensure(layout.tag_index_key(name, tag, digest), digest)
-
     async def move_tag(self, name: str, tag: str, digest: str) -> None:
-        """Point ``tag`` at ``digest`` (after :meth:`put_tag_index`): its ``current`` link.
+        """Point ``tag`` at ``digest``: its ``current`` link, then its index entry.
 
         The ``current`` link is the tag: one atomic replace moves it, so an interruption at
-        any step leaves the old tag or the new one. An index entry written without its
-        ``current`` link (a crash in between, here or in Distribution) is a directory that
-        does not resolve: :meth:`live_tags` does not list it and this write repairs it.
+        any step leaves the old tag or the new one. It is written first, so a tag's
+        directory exists only once it resolves (a store shows a directory only with a key
+        below it): a listing lists names and reads no link. An interruption between the
+        two leaves a tag without the index entry of its current digest, which nothing
+        needs (gc keeps the current digest through ``current``); the next move writes it.
         """
         try:
             await self._put(layout.tag_current_key(name, tag), digest)
         finally:
             # Also when the put failed: it may have landed before the error reached us.
             await self._invalidate(self._tag_cache_key(name, tag))
-
-    async def set_tag(self, name: str, tag: str, digest: str) -> None:
-        await self.put_tag_index(name, tag, digest)
-        await self.move_tag(name, tag, digest)
+        await self._ensure(layout.tag_index_key(name, tag, digest), digest)
 
     async def delete_tag(self, name: str, tag: str) -> bool:
         """Remove the tag, whole or half-written; whether anything of it was there.
 
-        ``current`` goes first: from then on the tag does not resolve, is not listed, and
-        whatever a failure leaves of its directory is removed by the next delete.
+        The index goes first and the directory with its ``current`` link last, in one
+        ``delete_prefix`` (one rename on fs): until then the tag still resolves, so a
+        failure at any step leaves it a tag, listed, and deleted by the next try.
         """
+        prefix = layout.tag_prefix(name, tag)
+        existed = bool(await self.meta.list_children(prefix, limit=1))
         try:
-            existed = await self.meta.delete(layout.tag_current_key(name, tag))
+            await self.meta.delete_prefix(layout.tag_index_prefix(name, tag))
+            await self.meta.delete_prefix(prefix)
         finally:
             await self._invalidate(self._tag_cache_key(name, tag))
-        prefix = layout.tag_prefix(name, tag)
-        if not existed:
-            existed = bool(await self.meta.list_children(prefix, limit=1))
-        await self.meta.delete_prefix(prefix)
         return existed
 
     async def delete_tag_index(self, name: str, tag: str, digest: str) -> None:
@@ -199,31 +188,6 @@ class Links:
         return found
 
     async def tags(self, name: str) -> list[str]:
-        """Every directory under the repository's tags, half-written ones included."""
+        """Every tag of the repository: its directories (one that a tag write or delete of
+        an older version or of Distribution cut short, with no ``current`` link, too)."""
         return await self.meta.list_children(layout.tags_prefix(name))
-
-    async def live_tags(self, name: str, candidates: list[str]) -> list[str]:
-        """The ``candidates`` (tag directory names) whose ``current`` link resolves.
-
-        A store that reads many keys at once (:attr:`WrappedMetadataStore.batched_get`, the
-        ``fs`` store) is read directly, ``LIVE_TAG_READ_BATCH`` links per call: a page of
-        tags costs one store call, not a cached lookup (a task, a cache read and on a miss
-        a store read and three cache calls) per tag. The store is the truth the cache only
-        mirrors, and a listing does not fill the cache. Elsewhere lookups go through the
-        cache, ``LIVE_TAG_BATCH`` at a time, which spares S3 a request per tag on a warm
-        walk.
-        """
-        live: list[str] = []
-        if self.meta.batched_get:
-            for i in range(0, len(candidates), LIVE_TAG_READ_BATCH):
-                batch = candidates[i : i + LIVE_TAG_READ_BATCH]
-                data = await self.meta.get_many([layout.tag_current_key(name, t) for t in batch])
-                live += [
-                    t for t, link in zip(batch, data, strict=True) if parse_link(link) is not None
-                ]
-            return live
-        for i in range(0, len(candidates), LIVE_TAG_BATCH):
-            batch = candidates[i : i + LIVE_TAG_BATCH]
-            found = await asyncio.gather(*(self.tag_digest(name, t) for t in batch))
-            live += [t for t, digest in zip(batch, found, strict=True) if digest is not None]
-        return live

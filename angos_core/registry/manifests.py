@@ -156,7 +156,7 @@ class ManifestService:
                 # name their content, so the manifest lock below covers only the tag moves
                 # (docs/architecture.md, "Locking points").
                 await self.stores.meta.create(layout.blob_data_key(digest), body)
-                await self._link(name, digest, body, manifest, unique_tags)
+                await self._link(name, digest, body, manifest)
                 # Before the answer: what ``angos prune`` judges by (image.pushed_at).
                 await self.times.pushed(name, digest)
             # The blob keys are held only while references are checked and stored: pushes
@@ -185,7 +185,7 @@ class ManifestService:
             async with self.references.referencing([digest]):
                 await self.references.mark_recent(digest)
                 await self.stores.meta.create(layout.blob_data_key(digest), body)
-                await self._link(name, digest, body, manifest, tags)
+                await self._link(name, digest, body, manifest)
                 # A cached manifest's image.pushed_at is when it was fetched (retention).
                 await self.times.pushed(name, digest)
             if await self._move_tags(name, digest, tags):
@@ -235,11 +235,10 @@ class ManifestService:
                 detail={"descriptors": count, "limit": limit},
             )
 
-    async def _link(
-        self, name: str, digest: str, body: bytes, manifest: Manifest, tags: list[str]
-    ) -> None:
-        """The revision, then the referrer and tag index links: the reverse of a delete's
-        order, so a revision found present afterwards means no delete undid the others."""
+    async def _link(self, name: str, digest: str, body: bytes, manifest: Manifest) -> None:
+        """The revision, then the referrer link: the reverse of a delete's order, so a
+        revision found present afterwards means no delete undid the other. (Tag index
+        entries are written with the tags' moves, under their locks.)"""
         await self.links.put_revision(name, digest)
         if manifest.subject is not None:
             # The entry holds the descriptor the referrers API lists: no body read there.
@@ -248,8 +247,6 @@ class ManifestService:
                 layout.referrer_link_key(name, manifest.subject.digest, digest),
                 layout.referrer_entry_content(descriptor),
             )
-        for tag in tags:
-            await self.links.put_tag_index(name, tag, digest)
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
         if manifest.is_index:

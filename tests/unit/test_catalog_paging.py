@@ -24,7 +24,6 @@ from angos_core import layout
 from angos_core.oci.names import NAME_RE
 from angos_core.protocols import BlockingLister, MetadataStore
 from angos_core.registry.catalog import CatalogService
-from angos_core.registry.links import Links
 from angos_core.registry.stores import Stores
 
 # Short components with the separators that sort below "/" ("-", ".") and above it ("_").
@@ -39,8 +38,8 @@ MARKERS = st.one_of(
 
 
 def service(meta: MetadataStore) -> CatalogService:
-    # The repository walk reads the metadata store only (links serve tag listings).
-    return CatalogService(cast(Stores, SimpleNamespace(meta=meta)), cast(Links, None))
+    # Listings read the metadata store only.
+    return CatalogService(cast(Stores, SimpleNamespace(meta=meta)))
 
 
 async def sort_everything(meta: MetadataStore) -> list[str]:

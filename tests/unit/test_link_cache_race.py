@@ -66,12 +66,12 @@ async def race(store: HeldReads, read: Any, write: Any) -> object:
 
 async def test_a_tag_moved_during_a_read_is_not_cached_old(tmp_path: Path) -> None:
     links, store = make_links(tmp_path)
-    await links.set_tag("repo", "latest", D1)
+    await links.move_tag("repo", "latest", D1)
 
     raced = await race(
         store,
         lambda: links.tag_digest("repo", "latest"),
-        lambda: links.set_tag("repo", "latest", D2),
+        lambda: links.move_tag("repo", "latest", D2),
     )
     assert raced == D1  # read before the write: allowed
     assert await links.tag_digest("repo", "latest") == D2
@@ -80,7 +80,7 @@ async def test_a_tag_moved_during_a_read_is_not_cached_old(tmp_path: Path) -> No
 
 async def test_a_tag_deleted_during_a_read_is_not_cached(tmp_path: Path) -> None:
     links, store = make_links(tmp_path)
-    await links.set_tag("repo", "gone", D1)
+    await links.move_tag("repo", "gone", D1)
 
     await race(
         store,
@@ -105,7 +105,7 @@ async def test_a_layer_unlinked_during_a_read_is_not_cached_present(tmp_path: Pa
 
 async def test_without_a_race_a_miss_fills_the_cache(tmp_path: Path) -> None:
     links, store = make_links(tmp_path)
-    await links.set_tag("repo", "latest", D1)
+    await links.move_tag("repo", "latest", D1)
     await links.put_layer("repo", D2)
 
     for _ in range(3):
@@ -113,7 +113,7 @@ async def test_without_a_race_a_miss_fills_the_cache(tmp_path: Path) -> None:
         assert await links.has_layer("repo", D2) is True
     assert store.gets == 2  # one store read each, then hits
 
-    await links.set_tag("repo", "latest", D2)  # a write invalidates ...
+    await links.move_tag("repo", "latest", D2)  # a write invalidates ...
     assert await links.tag_digest("repo", "latest") == D2
     assert await links.tag_digest("repo", "latest") == D2
     assert store.gets == 3  # ... and the next miss fills again

@@ -2,6 +2,13 @@
 
 Writes go to a temporary file beside the target (named ``.tmp-*``, hidden from listings)
 and become visible with one atomic rename (``put``) or hard link (``create``).
+
+Directories are as on S3, where a prefix exists only through its objects: a write whose
+directory is missing builds it, key included, in a hidden temporary directory and renames
+that into place, and ``delete_prefix`` renames the directory away before removing it. So a
+listing never shows a directory that a write or a ``delete_prefix`` cut short (a crash, a
+full disk) left without keys. (``delete`` of a key prunes the directories it empties
+afterwards; a crash in between can leave them.)
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ class FsMetadataStore(FsBackend):
         root = self.paths.root
 
         def put() -> None:
+            if _write_in_new_directory(path, data, sync, root):
+                return
             tmp = _write_temp(path, data, sync, root)
             try:
                 os.replace(tmp, path)
@@ -82,6 +91,9 @@ class FsMetadataStore(FsBackend):
         def create() -> bool:
             if os.path.lexists(path):
                 return existing()
+            # Its directory did not exist, so neither did the key: the create won.
+            if _write_in_new_directory(path, data, sync, root):
+                return True
             tmp = _write_temp(path, data, sync, root)
             try:
                 # link() fails if the target exists: the complete file appears at once, and
@@ -134,13 +146,22 @@ class FsMetadataStore(FsBackend):
         sync = self.sync
 
         def delete_tree() -> None:
+            if not os.path.isdir(path):
+                return
+            parent = os.path.dirname(path)
+            # Renamed away first: every key goes at once, and a removal cut short leaves a
+            # hidden directory, not part of the prefix (a tag's index without its
+            # ``current`` link, say).
+            trash = os.path.join(parent, files.temp_name())
             try:
-                files.remove_tree(path)
+                os.replace(path, trash)
             except (FileNotFoundError, NotADirectoryError):
                 return
             if sync:
-                files.fsync_dir(os.path.dirname(path))
-            files.prune_empty_dirs(os.path.dirname(path), root)
+                files.fsync_dir(parent)
+            files.DURABLE_DIRS.forget(os.path.abspath(path), tree=True)
+            files.remove_tree(trash)
+            files.prune_empty_dirs(parent, root)
 
         try:
             await files.run(delete_tree)
@@ -234,6 +255,57 @@ def _write_temp(path: str, data: bytes, sync: bool, root: str) -> str:
         raise
     os.close(fd)
     return tmp
+
+
+def _write_in_new_directory(path: str, data: bytes, sync: bool, root: str) -> bool:
+    """Write the key at ``path`` if its directory is missing, with the directories: they
+    are made, the key's file in them, under a hidden temporary name beside the topmost
+    missing one, and renamed into place at once. False if the directory exists, or was made
+    by a concurrent writer meanwhile: the caller then writes into it as usual."""
+    directory = os.path.dirname(path)
+    if os.path.isdir(directory):
+        return False
+    top = directory
+    stop = os.path.abspath(root)
+    while not os.path.isdir(os.path.dirname(top)):
+        top = os.path.dirname(top)
+        if not os.path.abspath(top).startswith(stop + os.sep):
+            return False  # the root itself is missing: the usual write reports it
+    staging = os.path.join(os.path.dirname(top), files.temp_name())
+    parts = os.path.relpath(path, top).split(os.sep)
+    try:
+        made = staging
+        os.mkdir(made)
+        for part in parts[:-1]:
+            made = os.path.join(made, part)
+            os.mkdir(made)
+        fd = os.open(os.path.join(made, parts[-1]), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            files.write_all(fd, data)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if sync:
+            while made != staging:
+                files.fsync_dir(made)
+                made = os.path.dirname(made)
+            files.fsync_dir(staging)
+        try:
+            # rename(2) replaces an empty directory: one a concurrent writer has just made
+            # and not yet written into, which then writes into this one instead.
+            os.replace(staging, top)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            files.remove_tree(staging, ignore_errors=True)
+            return False
+    except BaseException:
+        files.remove_tree(staging, ignore_errors=True)
+        raise
+    if sync:
+        files.fsync_dir(os.path.dirname(top))
+    return True
 
 
 def _create_exclusive(path: str, data: bytes, sync: bool) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from angos_fs import FsBlobStore, FsConfig, FsMetadataStore
+from angos_fs import files as fs_files
 
 from angos_core import layout
 from angos_core.config import parse_table
@@ -181,9 +182,33 @@ async def test_a_put_raced_by_a_prune_of_its_directory_still_lands(
         real(name, *args, **kw)
 
     monkeypatch.setattr(os, "makedirs", makedirs)
-    await meta.put("v2/_gc/doomed/sha256/ab", b"")
+    fs_files.makedirs(str(root / "v2/_gc/doomed/sha256"), durable=False)
     assert raced
+    monkeypatch.undo()
+    await meta.put("v2/_gc/doomed/sha256/ab", b"")
     assert (root / "v2/_gc/doomed/sha256/ab").is_file()
+
+
+async def test_a_put_whose_new_directory_loses_its_parent_to_a_prune_still_lands(
+    meta: FsMetadataStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put into a missing directory makes it beside the topmost missing one: a delete's
+    prune may remove that parent (empty) in between, and the put goes round again."""
+    await meta.put("v2/_gc/keep", b"")
+    real = os.mkdir
+    pruned: list[str] = []
+
+    def mkdir(name: str, *args: Any, **kw: Any) -> None:
+        if not pruned:
+            pruned.append(name)
+            raise FileNotFoundError(2, "No such file or directory", name)
+        real(name, *args, **kw)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    await meta.put("v2/_gc/doomed/sha256/ab", b"x")
+    assert pruned
+    assert (root / "v2/_gc/doomed/sha256/ab").read_bytes() == b"x"
+    assert sorted(p.name for p in (root / "v2/_gc").iterdir()) == ["doomed", "keep"]
 
 
 # ---------------------------------------------------------------------- containment

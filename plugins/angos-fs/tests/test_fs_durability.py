@@ -220,9 +220,12 @@ async def test_blob_commit_racing_a_commit_that_has_not_synced_yet(
 async def test_metadata_write_order(
     stores: tuple[FsBlobStore, FsMetadataStore], syscalls: Syscalls, operation: str
 ) -> None:
+    """Into an existing directory: a temporary file, fsynced, published by rename or link,
+    then its directory fsynced."""
     _, meta = stores
     key = "v2/repositories/lib/app/_manifests/tags/v1/current/link"
     target = path_of(meta, key)
+    await meta.put(os.path.dirname(key) + "/placeholder", b"")
     syscalls.clear()
     if operation == "put":
         await meta.put(key, b"sha256:" + b"0" * 64)
@@ -237,9 +240,33 @@ async def test_metadata_write_order(
     ]
     assert temp_fsyncs and temp_fsyncs[0] < published, syscalls.calls()
     syscalls.index("fsync", os.path.dirname(target), published + 1)
-    syscalls.check_dirs_durable_before(target, published)
-    mkdirs = [p for c, p, _ in syscalls.events if c == "mkdir"]
-    assert os.path.dirname(target) in mkdirs
+
+
+@pytest.mark.parametrize("operation", ["put", "create"])
+async def test_metadata_write_into_new_directories_order(
+    stores: tuple[FsBlobStore, FsMetadataStore], syscalls: Syscalls, operation: str
+) -> None:
+    """Into missing directories: they and the file are made under a hidden name, every one
+    fsynced, then renamed into place at once, and the parent fsynced after."""
+    _, meta = stores
+    await meta.put("v2/repositories/lib/app/_layers/placeholder", b"x")
+    key = "v2/repositories/lib/app/_manifests/tags/v1/current/link"
+    top = path_of(meta, "v2/repositories/lib/app/_manifests")
+    syscalls.clear()
+    write = meta.put if operation == "put" else meta.create
+    assert await write(key, b"sha256:" + b"0" * 64) in (None, True)
+    published = syscalls.index("replace", top)
+    made = [p for c, p, _ in syscalls.events[:published] if c == "mkdir"]
+    assert len(made) == 4, syscalls.calls()  # _manifests, tags, v1, current
+    staging = made[0]
+    assert os.path.basename(staging).startswith(".tmp-"), made
+    assert os.path.dirname(staging) == os.path.dirname(top)
+    file_synced = syscalls.index("fsync", os.path.join(made[-1], "link"))
+    for directory in made:
+        assert file_synced < syscalls.index("fsync", directory) < published, syscalls.calls()
+    syscalls.index("fsync", os.path.dirname(top), published + 1)
+    assert await meta.get(key) == b"sha256:" + b"0" * 64
+    assert await meta.list_children("v2/repositories/lib/app/") == ["_layers", "_manifests"]
 
 
 async def test_directory_made_by_a_concurrent_write_is_fsynced_before_use(
@@ -250,7 +277,8 @@ async def test_directory_made_by_a_concurrent_write_is_fsynced_before_use(
     _, meta = stores
     await meta.put("v2/repositories/lib/app/_layers/placeholder", b"x")
     new_dir = path_of(meta, "v2/repositories/lib/app/_manifests")
-    held = Held(syscalls, "mkdir", new_dir)
+    # Held after renaming the new directory into place, before fsyncing its parent.
+    held = Held(syscalls, "replace", new_dir)
     first = asyncio.ensure_future(meta.put("v2/repositories/lib/app/_manifests/a", b"a"))
     try:
         await held.wait_reached()
@@ -277,6 +305,7 @@ async def test_create_of_a_key_a_racing_create_has_not_synced(
     _, meta = stores
     key = "v2/repositories/lib/app/_layers/sha256/" + "1" * 64 + "/link"
     target = path_of(meta, key)
+    await meta.put(os.path.dirname(key) + "/placeholder", b"")
     held = Held(syscalls, "link", target)
     first = asyncio.ensure_future(meta.create(key, b"sha256:" + b"1" * 64))
     try:
@@ -295,42 +324,47 @@ async def test_removed_directory_is_fsynced_again_when_made_again(
     _, meta = stores
     key = "v2/repositories/lib/app/_manifests/tags/v1/current/link"
     await meta.put(key, b"x")
+    await meta.put("v2/repositories/lib/app/_manifests/tags/v2/current/link", b"x")
     await meta.delete_prefix("v2/repositories/lib/app/_manifests/tags/v1/")
     syscalls.clear()
     await meta.put(key, b"y")
-    published = syscalls.index("replace", path_of(meta, key))
     tag_dir = path_of(meta, "v2/repositories/lib/app/_manifests/tags/v1")
-    made = syscalls.index("mkdir", tag_dir)
-    assert made < syscalls.index("fsync", os.path.dirname(tag_dir), made) < published
-    syscalls.check_dirs_durable_before(path_of(meta, key), published)
+    published = syscalls.index("replace", tag_dir)
+    staging = next(p for c, p, _ in syscalls.events if c == "mkdir")
+    assert syscalls.index("fsync", staging) < published, syscalls.calls()
+    syscalls.index("fsync", os.path.dirname(tag_dir), published + 1)
 
 
 # ---------------------------------------------------------------------- delete_prefix
 
 
-async def test_delete_prefix_while_a_file_is_created_in_the_tree(
+async def test_delete_prefix_takes_the_tree_away_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A tag's index entry is created without the tag's lock, so a tag delete's
-    ``delete_prefix`` can find a directory that was emptied gain a file before its rmdir."""
+    """``delete_prefix`` renames the directory to a hidden name, then removes that: while
+    the removal runs (or if it is cut short) no listing shows any of the prefix, and a key
+    written meanwhile (after the delete, so kept) is whole."""
     meta = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data")))
     await meta.open()
-    tag = "v2/repositories/lib/app/_manifests/tags/v1/"
-    await meta.put(tag + "current/link", b"a")
-    await meta.create(tag + "index/sha256/" + "a" * 64 + "/link", b"a")
-    index_dir = path_of(meta, tag + "index/sha256")
+    tags = "v2/repositories/lib/app/_manifests/tags/"
+    await meta.put(tags + "v1/current/link", b"a")
+    await meta.create(tags + "v1/index/sha256/" + "a" * 64 + "/link", b"a")
+    await meta.put(tags + "v2/current/link", b"b")
     real_rmdir = os.rmdir
-    raced: list[bool] = []
+    seen: list[list[str]] = []
 
     def rmdir(path: Any, *args: Any, **kwargs: Any) -> None:
-        if not raced and os.fspath(path) == "sha256":
-            raced.append(True)
-            os.makedirs(os.path.join(index_dir, "b" * 64))
-            with open(os.path.join(index_dir, "b" * 64, "link"), "wb") as f:
-                f.write(b"b")
+        if not seen:
+            root = path_of(meta, tags + "v1/current/link").split("/v2/repositories")[0]
+            seen.append(sorted(os.listdir(root + "/v2/repositories/lib/app/_manifests/tags")))
         real_rmdir(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "rmdir", rmdir)
-    await meta.delete_prefix(tag)
-    assert raced
-    assert await meta.list_children("v2/repositories/lib/app/_manifests/tags/") == []
+    await meta.delete_prefix(tags + "v1/")
+    assert seen and [n for n in seen[0] if not n.startswith(".")] == ["v2"], seen
+    assert await meta.list_children(tags) == ["v2"]
+    monkeypatch.undo()
+    await meta.put(tags + "v1/current/link", b"c")
+    assert await meta.list_children(tags) == ["v1", "v2"]
+    assert await meta.get(tags + "v1/current/link") == b"c"
+    assert await meta.list_children(tags + "v1/") == ["current"]
