@@ -273,25 +273,6 @@ class Lease(Protocol):
         """
 
 
-@runtime_checkable
-class MetadataGetMany(Protocol):
-    """Optional, beside :class:`MetadataStore`: many objects read in one call.
-
-    The tag list checks every listed tag's ``current`` link; one call per page instead of
-    one per tag is what lets a page cost about one listing (on ``fs`` one hop to the I/O
-    pool for the page, not one per tag). A store without it is read key by key through
-    the link cache, as before. Core detects it by the method (``isinstance``), no
-    capability to declare.
-    """
-
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """:meth:`MetadataStore.get` of each key, in order: ``None`` where absent.
-
-        Each read is what ``get`` would return (no atomicity across keys); a failure of any
-        read raises as ``get`` would and returns nothing.
-        """
-
-
 #: The blocking form of :meth:`MetadataStore.list_children`: ``(prefix, start_after, limit)``
 #: to the same names, for use inside :meth:`MetadataBlockingList.run_listing` only.
 BlockingLister = Callable[[str, "str | None", "int | None"], list[str]]

@@ -379,8 +379,8 @@ class ManifestService:
                 name, tag, fresh=True
             ):
                 raise TagImmutable(tag, deleting=True)
-            # A half-written tag (no ``current`` link) is removed too: it is not listed, but
-            # left alone it would keep its directory forever.
+            # A half-written tag (no ``current`` link, left by an older version or by
+            # Distribution) is removed too: left alone it would keep its directory forever.
             if not await self.links.delete_tag(name, tag):
                 raise ManifestUnknown(detail={"name": name, "reference": tag})
 

@@ -32,7 +32,6 @@ from angos_core.protocols import (
     Lease,
     LockProvider,
     MetadataBlockingList,
-    MetadataGetMany,
     MetadataStore,
     UploadRef,
 )
@@ -231,19 +230,6 @@ class WrappedMetadataStore(_Wrapped):
             start_after=start_after,
             limit=limit,
         )
-
-    @property
-    def batched_get(self) -> bool:
-        """Whether the store reads many keys in one call (:class:`MetadataGetMany`)."""
-        return isinstance(self.inner, MetadataGetMany)
-
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """:meth:`MetadataGetMany.get_many`; only for a store whose :attr:`batched_get` is
-        true."""
-        inner = self.inner
-        if not isinstance(inner, MetadataGetMany):
-            raise BackendError(self.name, "get_many: this metadata store has no batched read")
-        return await self._call("get_many", inner.get_many, keys)
 
     @property
     def blocking_listing(self) -> bool:

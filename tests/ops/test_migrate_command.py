@@ -104,7 +104,8 @@ class Recording:
 
 async def test_writes_in_dependency_order(tmp_path: Path) -> None:
     """A tag is written after its revision, which follows its body, its layer links and
-    their blobs: a process killed between any two writes leaves no tag with a missing part."""
+    their blobs, and its index entries after it: a process killed between any two writes
+    leaves no tag with a missing part and no tag directory without ``current``."""
     source = fs_toml(tmp_path / "old")
     async with serve_config(source, root=tmp_path / "old") as api:
         await push_extras(api)
@@ -131,7 +132,9 @@ async def test_writes_in_dependency_order(tmp_path: Path) -> None:
             target_digest = (await dst.meta.get(key) or b"").decode()
             revision = layout.revision_link_key(name, target_digest)
             body = layout.blob_data_key(target_digest)
-            assert meta[layout.tag_index_key(name, tag, target_digest)] < index
+            # The index entry after ``current``, as a push writes them: the tag's
+            # directory appears only with its ``current`` link.
+            assert index < meta[layout.tag_index_key(name, tag, target_digest)]
             assert meta[body] < meta[revision] < index
             body_bytes = await dst.meta.get(body)
             assert body_bytes is not None

@@ -78,7 +78,7 @@ class KeyPaths:
         self.root = os.path.abspath(root_dir)
 
     def path(self, key: str) -> str:
-        # The hot path (the tag list maps a page of keys at once): one match, and the key
+        # The hot path (every link read and write): one match, and the key
         # is already its own relative path once every part is known to be a plain name.
         if _SAFE_KEY.fullmatch(key):
             return f"{self.root}/{key}" if self.root != "/" else f"/{key}"

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 from angos_core.errors import BackendError
@@ -44,14 +44,6 @@ class FsMetadataStore(FsBackend):
             return await files.run(_read, path)
         except OSError as exc:
             raise unavailable(exc, f"cannot read {key}") from exc
-
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        # One hop to the I/O pool for all of them: the tag list reads a page of links.
-        paths = [self.paths.path(key) for key in keys]
-        try:
-            return await files.run(_read_all, paths)
-        except OSError as exc:
-            raise unavailable(exc, f"cannot read {len(paths)} keys") from exc
 
     async def put(self, key: str, data: bytes) -> None:
         path = self.paths.path(key)
@@ -234,10 +226,6 @@ def _read(path: str) -> bytes | None:
 
 
 _READ_SIZE = 1 << 16
-
-
-def _read_all(paths: list[str]) -> list[bytes | None]:
-    return [_read(path) for path in paths]
 
 
 def _write_temp(path: str, data: bytes, sync: bool, root: str) -> str:
