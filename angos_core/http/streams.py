@@ -88,8 +88,8 @@ async def _fill(
 
     At least ``COALESCE_BYTES`` unless the body ended or, when ``bounded``, the client sent
     nothing more for ``HOLD_SECS``. The part that reaches ``COALESCE_BYTES`` is kept whole
-    (at most what the reader buffers, ~100 KiB, over): its tail would otherwise wait for
-    the budget outside it, and splitting copied it.
+    (over by at most what the reader buffers, ~100 KiB on plain TCP): its tail would
+    otherwise wait for the budget outside it, and splitting copied it.
     """
     hold_until = asyncio.get_running_loop().time() + HOLD_SECS if bounded else None
     parts = [first]
