@@ -46,29 +46,31 @@ def _idle_timeout(request: web.Request) -> float | None:
 
 
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The body in chunks of up to ``COALESCE_BYTES``.
+    """The body in chunks of about ``COALESCE_BYTES``.
 
     Each chunk takes ``COALESCE_BYTES`` from the app's :class:`BodyBudget` once its first
-    bytes have arrived (a client that sends nothing holds none) and gives them back when the
+    byte has arrived (a client that sends nothing holds none) and gives them back when the
     next chunk is asked for; waiting for them is backpressure, not a stall. A chunk holding
     them waits at most ``HOLD_SECS`` for more of a slow client's bytes, then goes on short,
     so slow clients cannot sit on the budget other uploads wait for.
     ``ClientGone`` if the body ends early, ``BodyStalled`` if no byte arrives for
     ``[server] read_timeout_secs`` (the clock restarts with every byte received).
+
+    An upload waiting for the budget holds one byte of its body: the rest stays in aiohttp's
+    reader, whose socket is paused at its small high-water mark. Taking a whole socket read
+    (up to 256 KiB) first, or carrying a chunk's overshoot over the wait, cost about 0.25
+    MiB per waiting upload (tracemalloc, 256 concurrent uploads: docs/performance.md).
     """
     content = request.content
     idle = _idle_timeout(request)
     budget = request.app.get(BODY_BUDGET)
-    rest = b""
     while True:
-        if not rest:
-            first = await _read_part(content, idle, None)
-            if not first:
-                return
-            rest = first
+        first = await _read_part(content, idle, None, one_byte=True)
+        if not first:
+            return
         held = await budget.acquire(COALESCE_BYTES) if budget is not None else 0
         try:
-            chunk, rest, ended = await _fill(content, idle, rest, budget is not None)
+            chunk, ended = await _fill(content, idle, first, budget is not None)
             yield chunk
             # Not kept alive by this frame while the next chunk waits for the budget.
             del chunk
@@ -81,11 +83,13 @@ async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
 
 async def _fill(
     content: StreamReader, idle: float | None, first: bytes, bounded: bool
-) -> tuple[bytes, bytes, bool]:
-    """A chunk starting with ``first``, what was read beyond it, and whether the body ended.
+) -> tuple[bytes, bool]:
+    """A chunk starting with ``first``, and whether the body ended.
 
-    Full (``COALESCE_BYTES``) unless the body ended or, when ``bounded``, the client sent
-    nothing more for ``HOLD_SECS``.
+    At least ``COALESCE_BYTES`` unless the body ended or, when ``bounded``, the client sent
+    nothing more for ``HOLD_SECS``. The part that reaches ``COALESCE_BYTES`` is kept whole
+    (over by at most what the reader buffers, ~100 KiB on plain TCP): its tail would
+    otherwise wait for the budget outside it, and splitting copied it.
     """
     hold_until = asyncio.get_running_loop().time() + HOLD_SECS if bounded else None
     parts = [first]
@@ -100,31 +104,25 @@ async def _fill(
             break
         parts.append(part)
         size += len(part)
-    extra = b""
-    if size > COALESCE_BYTES:
-        # Split the last part, not the joined chunk: one copy of the chunk's bytes, not two.
-        last = parts[-1]
-        keep = len(last) - (size - COALESCE_BYTES)
-        parts[-1], extra = last[:keep], last[keep:]
-    return (parts[0] if len(parts) == 1 else b"".join(parts)), extra, ended
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), ended
 
 
 async def _read_part(
-    content: StreamReader, idle: float | None, hold_until: float | None
+    content: StreamReader, idle: float | None, hold_until: float | None, *, one_byte: bool = False
 ) -> bytes | None:
     """What the socket delivered next (empty at the body's end), or None if ``hold_until``
-    (a loop time) came first.
+    (a loop time) came first; ``one_byte``: only its first byte (the rest stays buffered).
 
     ``readany`` does not raise the reader's buffer limit as ``read(n)`` does (to twice the
     largest ``n`` asked: 2 MiB per connection for reads of 1 MiB), so aiohttp pauses each
-    socket at twice ``read_bufsize``.
+    socket at twice ``read_bufsize``; ``read(1)`` is below that limit and leaves it too.
     """
     loop = asyncio.get_running_loop()
     stall_at = None if idle is None else loop.time() + idle
     deadlines = [t for t in (stall_at, hold_until) if t is not None]
     try:
         async with asyncio.timeout_at(min(deadlines) if deadlines else None):
-            return await content.readany()
+            return await (content.read(1) if one_byte else content.readany())
     except TimeoutError:
         if hold_until is not None and (stall_at is None or hold_until < stall_at):
             return None
