@@ -9,9 +9,10 @@ its blob and metadata stores in :class:`LiveBlobStore` and :class:`LiveMetadataS
 * **Reads** go to the new store first. A miss for a registry key (below ``v2/blobs/`` or
   ``v2/repositories/``) that has no tombstone is read from the old store, and the object is
   copied to the new store with ``create``: never over what the new store holds.
-* **Listings** are the union of both stores' children (a name whose object was deleted on
-  the new side may be listed; reading it answers absent, which every listing consumer
-  already handles: a tag without ``current`` is not a tag).
+* **Listings** are the union of both stores' children, less the old side's directories a
+  ``delete_prefix`` on the new side removed (each has a directory tombstone): a deleted
+  tag is not listed (a tag list reads no link). A name whose single object was deleted may
+  still be listed; reading it answers absent.
 * **Writes** go to the new store only. A **delete** first writes a tombstone
   (:func:`angos_core.layout.migration_tombstone_key`) for each key the old store holds, then
   deletes from the new store: no later read-through and no copy pass brings it back.
@@ -61,6 +62,14 @@ class Tombstones:
 
     async def put(self, key: str) -> None:
         await self.new.put(layout.migration_tombstone_key(key), b"deleted\n")
+
+    async def put_directory(self, prefix: str) -> None:
+        """The tombstone of the directory ``prefix`` (``/``-ended), which ``delete_prefix``
+        removed: listings leave it out of the old side's children."""
+        await self.put(_directory_key(prefix))
+
+    async def has_directory(self, prefix: str) -> bool:
+        return await self.has(_directory_key(prefix))
 
     async def create(self, key: str, data: bytes) -> bool:
         """``create`` on the new store unless ``key`` was deleted there; a create that
@@ -155,6 +164,7 @@ class LiveMetadataStore:
         if falls_through(prefix):
             async for key in _keys_under(self.old, prefix):
                 await self.tombstones.put(key)
+            await self.tombstones.put_directory(prefix)
         await self.new.delete_prefix(prefix)
 
     async def list_children(
@@ -164,6 +174,7 @@ class LiveMetadataStore:
         if not falls_through(prefix):
             return new
         old = await self.old.list_children(prefix, start_after=start_after, limit=limit)
+        old = await self._not_deleted(prefix, old, set(new))
         # The first ``limit`` names of the union are among the first ``limit`` of each.
         merged = sorted(set(new) | set(old), key=lambda n: n.encode())
         return merged if limit is None else merged[:limit]
@@ -175,13 +186,24 @@ class LiveMetadataStore:
         if not falls_through(prefix):
             return new
         old = await self.old.list_children_page(prefix, start_after=start_after, limit=limit)
-        merged = sorted(set(new.names) | set(old.names), key=lambda n: n.encode())
+        old_names = await self._not_deleted(prefix, old.names, set(new.names))
+        merged = sorted(set(new.names) | set(old_names), key=lambda n: n.encode())
         if limit is None:
             return Children(merged, False)
         if len(merged) > max(limit, 0):
             return Children(merged[: max(limit, 0)], True)
         # All of both pages returned: more follows exactly when either side has more.
         return Children(merged, new.more or old.more)
+
+    async def _not_deleted(self, prefix: str, old: list[str], new: set[str]) -> list[str]:
+        """The old side's children but those only it has whose directory a
+        ``delete_prefix`` removed (a deleted tag: a listing of names must not show it)."""
+        only_old = [name for name in old if name not in new]
+        deleted = await asyncio.gather(
+            *(self.tombstones.has_directory(f"{prefix}{name}/") for name in only_old)
+        )
+        gone = {name for name, dead in zip(only_old, deleted, strict=True) if dead}
+        return [name for name in old if name not in gone]
 
     async def open(self) -> None:
         await self.new.open()
@@ -191,6 +213,11 @@ class LiveMetadataStore:
 
     async def aclose(self) -> None:
         await self.new.aclose()
+
+
+def _directory_key(prefix: str) -> str:
+    # Beside the directory's own tombstones, under a name no key of the layout has ("@").
+    return f"{prefix[:-1]}@deleted"
 
 
 async def _keys_under(meta: MetadataStore, prefix: str) -> AsyncIterator[str]:
