@@ -33,7 +33,7 @@ RETRY_AFTER_CAP_SECS = 10.0
 #: Connecting, and each read of a response, may take this long.
 CONNECT_TIMEOUT_SECS = 10.0
 READ_TIMEOUT_SECS = 60.0
-#: Blob bytes gathered from the upstream per chunk, at least (the last may be shorter).
+#: Blob bytes read from the upstream per chunk.
 CHUNK_BYTES = 1024 * 1024
 _MANIFEST_ACCEPT = ", ".join(sorted(mt.KNOWN_MANIFESTS))
 
@@ -107,22 +107,9 @@ class UpstreamClient:
             yield UpstreamBlob(resp.content_length, self._chunks(resp))
 
     async def _chunks(self, resp: ClientResponse) -> AsyncIterator[bytes]:
-        # Gathered to CHUNK_BYTES: from an upstream slower than this process, reads come
-        # as the socket delivers (64 KiB or less), and each chunk costs a hash and a store
-        # hop and a write to every client of the flight.
-        parts: list[bytes] = []
-        size = 0
         try:
-            while True:
-                part = await resp.content.readany()
-                if part:
-                    parts.append(part)
-                    size += len(part)
-                if parts and (size >= CHUNK_BYTES or not part):
-                    yield parts[0] if len(parts) == 1 else b"".join(parts)
-                    parts, size = [], 0
-                if not part:
-                    return
+            async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+                yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamFailed(f"upstream {self.url} broke off a blob: {_why(exc)}") from None
 
