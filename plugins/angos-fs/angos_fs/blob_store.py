@@ -241,13 +241,7 @@ class FsBlobStore(FsBackend):
             files.makedirs(os.path.dirname(data), durable=sync, root=root)
             stamp = layout.started_at_content(datetime.now(UTC))
             for path, content in ((data, b""), (started, stamp)):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    files.write_all(fd, content)
-                    if sync:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
+                files.write_file(path, content, sync=sync, flags=os.O_TRUNC)
             if sync:
                 files.fsync_dir(os.path.dirname(data))
 

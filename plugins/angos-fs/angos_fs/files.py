@@ -292,6 +292,18 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[n:]
 
 
+def write_file(path: str, data: bytes, *, sync: bool, flags: int = os.O_EXCL) -> None:
+    """Create the file ``path`` holding ``data`` (``flags``: ``O_EXCL``, or ``O_TRUNC`` to
+    replace one), fsynced with ``sync``. A failure after the create leaves the file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o644)
+    try:
+        write_all(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def check_writable(root: str) -> None:
     probe = os.path.join(root, temp_name())
     try:

@@ -232,16 +232,11 @@ def _write_temp(path: str, data: bytes, sync: bool, root: str) -> str:
     directory = os.path.dirname(path)
     files.makedirs(directory, durable=sync, root=root)
     tmp = os.path.join(directory, files.temp_name())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        files.write_all(fd, data)
-        if sync:
-            os.fsync(fd)
+        files.write_file(tmp, data, sync=sync)
     except BaseException:
-        os.close(fd)
         _unlink_quietly(tmp)
         raise
-    os.close(fd)
     return tmp
 
 
@@ -267,13 +262,7 @@ def _write_in_new_directory(path: str, data: bytes, sync: bool, root: str) -> bo
         for part in parts[:-1]:
             made = os.path.join(made, part)
             os.mkdir(made)
-        fd = os.open(os.path.join(made, parts[-1]), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            files.write_all(fd, data)
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        files.write_file(os.path.join(made, parts[-1]), data, sync=sync)
         if sync:
             while made != staging:
                 files.fsync_dir(made)
@@ -299,15 +288,9 @@ def _write_in_new_directory(path: str, data: bytes, sync: bool, root: str) -> bo
 def _create_exclusive(path: str, data: bytes, sync: bool) -> bool:
     """create() where hard links are unsupported: exclusive, but not atomic for readers."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        files.write_file(path, data, sync=sync)
     except FileExistsError:
         return False
-    try:
-        files.write_all(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
     if sync:
         files.fsync_dir(os.path.dirname(path))
     return True
