@@ -140,11 +140,28 @@ class Links:
         value = await self._read_through(cache_key, load)
         return None if value is None else value.decode()
 
-    async def move_tag(self, name: str, tag: str, digest: str) -> None:
-        """Point ``tag`` at ``digest``: its ``current`` link, then its index entry.
+    async def index_existing_tag(self, name: str, tag: str, digest: str) -> bool:
+        """The index entry for ``digest`` of ``tag`` if the tag exists (whether it did): a
+        push writes it before taking the tag's lock, so the lock is held for one write (the
+        move), as pushes to one tag queue on it. A new tag's entry follows its ``current``
+        link instead (:meth:`move_tag`).
+
+        A delete of the tag between the check and the write leaves the entry without
+        ``current`` until the push's move writes it (the push re-creates the tag, as it
+        would after the delete); only a push that then fails leaves it so: a half-written
+        tag, which ``DELETE`` and ``angos scrub`` remove.
+        """
+        if await self.tag_digest(name, tag) is None:
+            return False
+        await self._ensure(layout.tag_index_key(name, tag, digest), digest)
+        return True
+
+    async def move_tag(self, name: str, tag: str, digest: str, *, indexed: bool = False) -> None:
+        """Point ``tag`` at ``digest``: its ``current`` link, then (unless ``indexed``:
+        :meth:`index_existing_tag` wrote it) its index entry.
 
         The ``current`` link is the tag: one atomic replace moves it, so an interruption at
-        any step leaves the old tag or the new one. It is written first, so a tag's
+        any step leaves the old tag or the new one. A new tag's is written first, so a tag's
         directory exists only once it resolves (a store shows a directory only with a key
         below it): a listing lists names and reads no link. An interruption between the
         two leaves a tag without the index entry of its current digest, which nothing
@@ -155,7 +172,8 @@ class Links:
         finally:
             # Also when the put failed: it may have landed before the error reached us.
             await self._invalidate(self._tag_cache_key(name, tag))
-        await self._ensure(layout.tag_index_key(name, tag, digest), digest)
+        if not indexed:
+            await self._ensure(layout.tag_index_key(name, tag, digest), digest)
 
     async def delete_tag(self, name: str, tag: str) -> bool:
         """Remove the tag, whole or half-written; whether anything of it was there.

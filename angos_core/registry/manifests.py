@@ -156,12 +156,12 @@ class ManifestService:
                 # name their content, so the manifest lock below covers only the tag moves
                 # (docs/architecture.md, "Locking points").
                 await self.stores.meta.create(layout.blob_data_key(digest), body)
-                await self._link(name, digest, body, manifest)
+                indexed = await self._link(name, digest, body, manifest, unique_tags)
                 # Before the answer: what ``angos prune`` judges by (image.pushed_at).
                 await self.times.pushed(name, digest)
             # The blob keys are held only while references are checked and stored: pushes
             # of images sharing a base layer queue on its key, for that step only.
-            if await self._move_tags(name, digest, unique_tags):
+            if await self._move_tags(name, digest, unique_tags, indexed):
                 self._keep(digest, body)
                 return PushResult(
                     digest, manifest.subject.digest if manifest.subject else None, extra
@@ -185,17 +185,19 @@ class ManifestService:
             async with self.references.referencing([digest]):
                 await self.references.mark_recent(digest)
                 await self.stores.meta.create(layout.blob_data_key(digest), body)
-                await self._link(name, digest, body, manifest)
+                indexed = await self._link(name, digest, body, manifest, tags)
                 # A cached manifest's image.pushed_at is when it was fetched (retention).
                 await self.times.pushed(name, digest)
-            if await self._move_tags(name, digest, tags):
+            if await self._move_tags(name, digest, tags, indexed):
                 self._keep(digest, body)
                 return StoredManifest(digest, body, stored_media_type(body))
         raise LockUnavailable(
             self.stores.locks.name, f"{name}@{digest} was deleted on every attempt to cache it"
         )
 
-    async def _move_tags(self, name: str, digest: str, unique_tags: list[str]) -> bool:
+    async def _move_tags(
+        self, name: str, digest: str, unique_tags: list[str], indexed: set[str]
+    ) -> bool:
         """Point the tags at the pushed revision; False if a delete of it ran since it was
         linked (the push links it again, under the blob keys)."""
         locks = self.stores.locks
@@ -212,7 +214,7 @@ class ManifestService:
                     for tag in unique_tags:
                         manifest_lease.check()
                         lease.check()
-                        await self.links.move_tag(name, tag, digest)
+                        await self.links.move_tag(name, tag, digest, indexed=tag in indexed)
         return True
 
     async def _check_immutable(self, name: str, tags: list[str], digest: str) -> None:
@@ -235,10 +237,13 @@ class ManifestService:
                 detail={"descriptors": count, "limit": limit},
             )
 
-    async def _link(self, name: str, digest: str, body: bytes, manifest: Manifest) -> None:
-        """The revision, then the referrer link: the reverse of a delete's order, so a
-        revision found present afterwards means no delete undid the other. (Tag index
-        entries are written with the tags' moves, under their locks.)"""
+    async def _link(
+        self, name: str, digest: str, body: bytes, manifest: Manifest, tags: list[str]
+    ) -> set[str]:
+        """The revision, then the referrer and tag index links: the reverse of a delete's
+        order, so a revision found present afterwards means no delete undid the others.
+        Only tags that exist get their index entry here, outside their locks (a new tag's
+        comes after its ``current`` link: :meth:`Links.move_tag`); the ones that did."""
         await self.links.put_revision(name, digest)
         if manifest.subject is not None:
             # The entry holds the descriptor the referrers API lists: no body read there.
@@ -247,6 +252,7 @@ class ManifestService:
                 layout.referrer_link_key(name, manifest.subject.digest, digest),
                 layout.referrer_entry_content(descriptor),
             )
+        return {tag for tag in tags if await self.links.index_existing_tag(name, tag, digest)}
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
         if manifest.is_index:
