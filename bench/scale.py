@@ -104,6 +104,23 @@ async def _first_page(session: ClientSession, url: str, key: str) -> list[str]:
         return names
 
 
+def _tag_reads(
+    session: ClientSession, s: Registry, tags: list[str]
+) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """The first tag page ``n=1000`` and the whole walk of ``s``, each checked whole."""
+
+    async def first() -> None:
+        got = await _first_page(session, f"{s.url}/v2/lib/app/tags/list?n=1000", "tags")
+        # Distribution ignores n (its first page is every tag) and does not sort.
+        assert sorted(got) in (tags[:1000], tags), s.name
+
+    async def everything() -> None:
+        got = await walk(session, s.url, "/v2/lib/app/tags/list", 1000, "tags")
+        assert sorted(got) == tags, s.name
+
+    return first, everything
+
+
 async def catalog_rows(count: int, work: Path, turn: int) -> list[Row]:
     store = work / "store"
     names = make_repositories(store, count)
@@ -152,17 +169,7 @@ async def tag_rows(count: int, work: Path, turn: int) -> list[Row]:
         order = servers if turn % 2 == 0 else servers[::-1]
         async with ClientSession(timeout=ClientTimeout(total=600)) as session:
             for s in order:
-
-                async def first(s: Registry = s) -> None:
-                    url = f"{s.url}/v2/lib/app/tags/list?n=1000"
-                    got = await _first_page(session, url, "tags")
-                    # Distribution ignores n (its first page is every tag) and does not sort.
-                    assert sorted(got) in (tags[:1000], tags), s.name
-
-                async def everything(s: Registry = s) -> None:
-                    got = await walk(session, s.url, "/v2/lib/app/tags/list", 1000, "tags")
-                    assert sorted(got) == tags, s.name
-
+                first, everything = _tag_reads(session, s, tags)
                 page[s.name] = await _timed(first, 5)
                 whole[s.name] = await _timed(everything, 3)
     finally:
@@ -356,17 +363,7 @@ async def tag_s3_rows(count: int, work: Path, turn: int) -> list[Row]:
             order = servers if turn % 2 == 0 else servers[::-1]
             async with ClientSession(timeout=ClientTimeout(total=600)) as session:
                 for s in order:
-
-                    async def first(s: Registry = s) -> None:
-                        url = f"{s.url}/v2/lib/app/tags/list?n=1000"
-                        got = await _first_page(session, url, "tags")
-                        # Distribution ignores n (its first page is every tag) and does not sort.
-                        assert sorted(got) in (tags[:1000], tags), s.name
-
-                    async def everything(s: Registry = s) -> None:
-                        got = await walk(session, s.url, "/v2/lib/app/tags/list", 1000, "tags")
-                        assert sorted(got) == tags, s.name
-
+                    first, everything = _tag_reads(session, s, tags)
                     page_times, page_counts = await _timed_counted(first, 5, log)
                     walk_times, walk_counts = await _timed_counted(everything, 3, log)
                     cold[s.name] = page_times[0]
