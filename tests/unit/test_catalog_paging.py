@@ -3,18 +3,22 @@
 Checked against the plain implementation (walk everything, sort, slice) on trees whose
 names make tree order and name order disagree ("a/b" vs "a-c": ``-`` sorts below ``/``),
 with the listings answered both ways: in the fs store's pool (``run_listing``) and awaited
-one by one (every store without it).
+one by one (every store without it), and by the fs store's three listing modes: the
+listing cache, the scan snapshots of ``cache_listings = false`` and a scan for every page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, Literal, cast
+from unittest import mock
 
 import pytest
+from angos_fs import metadata_store
 from angos_fs.config import FsConfig
 from angos_fs.metadata_store import FsMetadataStore
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +27,7 @@ from hypothesis import strategies as st
 from angos_core import layout
 from angos_core.oci.names import NAME_RE
 from angos_core.protocols import BlockingLister, MetadataStore
+from angos_core.registry import catalog as catalog_module
 from angos_core.registry.catalog import CatalogService
 from angos_core.registry.stores import Stores
 
@@ -81,11 +86,38 @@ class Awaiting:
         return await self.inner.list_children(prefix, **kw)
 
 
+Listing = Literal["cache", "snapshots", "scans"]
+
+
 async def check(
-    tree: list[tuple[str, str]], n: int, last: str | None, cached: bool, blocking: bool
+    tree: list[tuple[str, str]],
+    n: int,
+    last: str | None,
+    listing: Listing,
+    blocking: bool,
+    chunk: int = catalog_module._CHUNK,
 ) -> None:
-    with tempfile.TemporaryDirectory() as root:
-        meta = FsMetadataStore(FsConfig(root_dir=root, cache_listings=cached))
+    config = {
+        "cache": FsConfig(cache_listings=True),
+        "snapshots": FsConfig(cache_listings=False),
+        "scans": FsConfig(cache_listings=False, listing_snapshot_secs=0),
+    }[listing]
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(tempfile.TemporaryDirectory())
+        # The tree is small and written just now: without these, neither the cache nor a
+        # snapshot would keep a listing, and each walk would be the scans' again.
+        for name, value in [("SETTLED_NS", -(10**12)), ("MIN_NAMES", 0)]:
+            for kind in (metadata_store._Listings, metadata_store._Snapshots):
+                stack.enter_context(mock.patch.object(kind, name, value))
+        # Small chunks: directories of a few names are walked in several listings.
+        stack.enter_context(mock.patch.object(catalog_module, "_CHUNK", chunk))
+        for name, kind in [
+            ("_SNAPSHOTS", metadata_store._Snapshots),
+            ("_LISTINGS", metadata_store._Listings),
+        ]:
+            stack.enter_context(mock.patch.object(metadata_store, name, kind()))
+        config.root_dir = root
+        meta = FsMetadataStore(config)
         await meta.open()
         await fill(meta, tree)
         catalog = service(meta if blocking else cast(MetadataStore, Awaiting(meta)))
@@ -108,18 +140,24 @@ async def check(
         assert walked == expected
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     tree=TREES,
     n=st.integers(min_value=1, max_value=4),
     last=MARKERS,
-    cached=st.booleans(),
+    listing=st.sampled_from(["cache", "snapshots", "scans"]),
     blocking=st.booleans(),
+    chunk=st.sampled_from([2, 3, 999]),
 )
 def test_catalog_pages_match_sorting_everything(
-    tree: list[tuple[str, str]], n: int, last: str | None, cached: bool, blocking: bool
+    tree: list[tuple[str, str]],
+    n: int,
+    last: str | None,
+    listing: Listing,
+    blocking: bool,
+    chunk: int,
 ) -> None:
-    asyncio.run(check(tree, n, last, cached, blocking))
+    asyncio.run(check(tree, n, last, listing, blocking, chunk))
 
 
 class CountingStore(Awaiting):

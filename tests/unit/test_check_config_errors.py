@@ -89,7 +89,8 @@ def test_every_error_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "expected 'debug' or 'info'" in by_key["log.level"]
     assert "must be positive" in by_key["maintenance.upload_purging.age_secs"]
     assert (
-        "unknown key; known keys here: cache_listings, root_dir" in by_key["blob_store.fs.rootdir"]
+        "unknown key; known keys here: cache_listings, listing_snapshot_secs, root_dir"
+        in by_key["blob_store.fs.rootdir"]
     )
     assert "required key is missing" in by_key["metadata_store.s3.bucket"]
     assert "cache 'nope' not found; installed:" in by_key["cache.nope"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from angos_core.config import DEFAULT_ROOT_DIR
+from angos_core.errors import ConfigError
 
 
 @dataclass
@@ -18,3 +19,18 @@ class FsConfig:
     #: so paging through 10,000 tags scans the directory once. Turn off on network
     #: filesystems (NFS) whose attribute cache can report an old mtime.
     cache_listings: bool = True
+    #: With ``cache_listings`` off: how long the rest of a scanned directory is kept for the
+    #: page that continues from the scanned page's last name (the next page of a tag list or
+    #: of a catalog walk), while the directory's (inode, mtime, link count) are unchanged. A
+    #: walk of 50,000 tags then scans the directory once instead of once per page; a
+    #: continuation page may miss a change made less than this long ago that the attribute
+    #: cache hides. 0 scans for every page.
+    listing_snapshot_secs: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.listing_snapshot_secs < 0:
+            raise ConfigError(
+                "listing_snapshot_secs",
+                f"must be 0 or more, got {self.listing_snapshot_secs}: 0 scans the directory "
+                "for every page",
+            )

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from angos_core.errors import BackendError
@@ -173,7 +174,9 @@ class FsMetadataStore(FsBackend):
         try:
             if self.config.cache_listings:
                 return await files.run(_LISTINGS.page, path, start_after, limit)
-            return await files.run(_uncached_page, path, start_after, limit)
+            return await files.run(
+                _uncached_page, path, start_after, limit, self.config.listing_snapshot_secs
+            )
         except OSError as exc:
             raise unavailable(exc, f"cannot list {prefix}") from exc
 
@@ -182,13 +185,14 @@ class FsMetadataStore(FsBackend):
         failed: list[tuple[str, OSError]] = []
         paths = self.paths
         cached = self.config.cache_listings
+        snapshot_secs = self.config.listing_snapshot_secs
 
         def list_children(prefix: str, start_after: str | None, limit: int | None) -> list[str]:
             path = paths.dir_path(prefix)
             try:
                 if cached:
                     return _LISTINGS.page(path, start_after, limit).names
-                return _uncached_page(path, start_after, limit).names
+                return _uncached_page(path, start_after, limit, snapshot_secs).names
             except OSError as exc:
                 failed.append((prefix, exc))
                 raise
@@ -362,8 +366,110 @@ class _Listings:
 _LISTINGS = _Listings()
 
 
-def _uncached_page(path: str, start_after: str | None, limit: int | None) -> Children:
-    # Every uncached page scans the directory; sorting only the page's names (and the one
+class _Snapshots:
+    """Recent scans of uncached listings, for the pages that continue them.
+
+    With ``cache_listings`` off every page would scan its directory, so a walk of 50,000
+    tags in pages of 1,000 would scan it 50 times. A scan that leaves names for a next page
+    keeps what it read (the names after its cursor; one scan per directory, the newest),
+    and a page whose cursor is at or after that scan's cursor is cut from it while the
+    directory's (inode, mtime, link count) are unchanged and the scan is younger than the
+    store's ``listing_snapshot_secs``: the scan's age bounds what a walk can miss. A page
+    without a cursor (a walk's first) always scans. As in the listing cache, a scan of a
+    directory changed in the last ``SETTLED_NS`` is not kept.
+    """
+
+    MAX_ENTRIES = 64
+    SETTLED_NS = _Listings.SETTLED_NS
+    #: Names held across all entries: as many as the listing cache's.
+    MAX_NAMES = _Listings.MAX_NAMES
+    #: A scan that read fewer names costs little more to repeat than to keep.
+    MIN_NAMES = _Listings.MIN_NAMES
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._entries: OrderedDict[str, _Snapshot] = OrderedDict()
+        self._names = 0
+
+    def page(
+        self, path: str, cursor: str, stamp: tuple[int, int, int], limit: int
+    ) -> Children | None:
+        """The page after ``cursor`` from a kept scan, or None (scan the directory)."""
+        with self._mutex:
+            kept = self._entries.get(path)
+            if kept is None:
+                return None
+            if kept.stamp != stamp or time.monotonic() > kept.deadline:
+                self._drop(path)
+                return None
+            if kept.cursor is not None and cursor < kept.cursor:
+                return None
+            self._entries.move_to_end(path)
+        names = kept.ordered()
+        i = bisect.bisect_right(names, cursor)
+        end = i + limit
+        return Children(names[i:end], len(names) > end)
+
+    def keep(self, path: str, snapshot: _Snapshot) -> None:
+        if not self.MIN_NAMES <= len(snapshot.names) <= self.MAX_NAMES:
+            return
+        with self._mutex:
+            self._drop(path)
+            self._entries[path] = snapshot
+            self._names += len(snapshot.names)
+            while len(self._entries) > self.MAX_ENTRIES or self._names > self.MAX_NAMES:
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, path: str) -> None:
+        dropped = self._entries.pop(path, None)
+        if dropped is not None:
+            self._names -= len(dropped.names)
+
+
+@dataclass
+class _Snapshot:
+    stamp: tuple[int, int, int]
+    deadline: float
+    #: The scan's cursor (None: from the start) and the visible names after it, sorted by
+    #: the first page that reads them (only a walk that goes on pays for the sort).
+    cursor: str | None
+    names: list[str]
+    in_order: bool = False
+
+    def ordered(self) -> list[str]:
+        if not self.in_order:
+            # A new list, not an in-place sort: another thread may be reading this one.
+            self.names = sorted(self.names)
+            self.in_order = True
+        return self.names
+
+
+_SNAPSHOTS = _Snapshots()
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_nlink)
+
+
+def _uncached_page(
+    path: str, start_after: str | None, limit: int | None, snapshot_secs: float = 0.0
+) -> Children:
+    stamp = None
+    if snapshot_secs > 0 and limit is not None and limit > 0:
+        # Taken before the scan, so a change during it shows as a new stamp next time.
+        stamp = _stamp(path)
+        if stamp is None:
+            return Children([], False)
+        if start_after is not None:
+            kept = _SNAPSHOTS.page(path, start_after, stamp, limit)
+            if kept is not None:
+                return kept
+        deadline = time.monotonic() + snapshot_secs
+    # An uncached page scans the directory; sorting only the page's names (and the one
     # after it, which says whether more follow), not all of them, keeps a page of 1,000
     # among 50,000 tags from costing a sort of the whole.
     try:
@@ -379,7 +485,10 @@ def _uncached_page(path: str, start_after: str | None, limit: int | None) -> Chi
         return Children(sorted(wanted), False)
     limit = max(limit, 0)
     first = heapq.nsmallest(limit + 1, wanted)
-    return Children(first[:limit], len(first) > limit)
+    page = Children(first[:limit], len(first) > limit)
+    if stamp is not None and page.more and time.time_ns() - stamp[1] > _Snapshots.SETTLED_NS:
+        _SNAPSHOTS.keep(path, _Snapshot(stamp, deadline, start_after, wanted))
+    return page
 
 
 def _page(names: list[str], start_after: str | None, limit: int | None) -> Children:
