@@ -58,6 +58,9 @@ class CatalogService:
             # tag-alphabet prefix, and drop below what does not sort after it.
             alphabet_prefix = _TAG_CHARS.match(last)
             cursor = (alphabet_prefix.group(0) if alphabet_prefix else "") or None
+        # The store lists after the cursor: only a cursor other than ``last`` (above) can
+        # return names at or before it.
+        filtering = bool(last) and cursor != last
         tags: list[str] = []
         while True:
             names, more = await meta.list_children_page(
@@ -67,7 +70,7 @@ class CatalogService:
             )
             if names:
                 cursor = names[-1]
-            tags += [t for t in names if t > last] if last else names
+            tags += [t for t in names if t > last] if filtering and last else names
             # Only a cursor outside the tag alphabet can drop names and need another call.
             if not more or n is None or len(tags) >= n:
                 break
