@@ -86,3 +86,33 @@ async def test_a_tag_page_is_one_list_call(api: Api) -> None:
     tags, link = await page(api, "n=50&last=t0999")
     assert (tags, link) == (TAGS[1000:], None)
     assert calls.count == 1
+
+
+async def test_the_next_page_of_a_walk_starts_from_what_the_last_call_read(api: Api) -> None:
+    calls = await seed(api)
+
+    # The first call read 1,000 keys for a page of 500: the next page is already read.
+    tags, link = await page(api, "n=500")
+    assert (tags, calls.count) == (TAGS[:500], 1)
+    tags, link = await page(api, "n=500&last=t0499")
+    assert (tags, calls.count) == (TAGS[500:1000], 1)
+    assert link == f'</v2/{NAME}/tags/list?n=500&last=t0999>; rel="next"'
+    tags, link = await page(api, "n=500&last=t0999")
+    assert (tags, link, calls.count) == (TAGS[1000:], None, 2)
+
+
+async def test_a_write_under_the_directory_drops_what_was_read_past_a_page(api: Api) -> None:
+    calls = await seed(api)
+    tags, _ = await page(api, "n=500")
+    assert tags == TAGS[:500]
+    await api.push_image(NAME, tag="t0500a")
+    calls.count = 0
+    tags, _ = await page(api, "n=500&last=t0499")
+    assert tags == [*TAGS[500:501], "t0500a", *TAGS[501:999]]
+    assert calls.count == 1
+    # A write elsewhere keeps it.
+    tags, _ = await page(api, "n=10")
+    await api.push_image("lib/other", tag="x")
+    calls.count = 0
+    tags, _ = await page(api, "n=10&last=t0009")
+    assert (tags, calls.count) == (TAGS[10:20], 0)

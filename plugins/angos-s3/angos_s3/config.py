@@ -42,6 +42,9 @@ class S3Config:
     operation_timeout_secs: float = 900.0
     #: Bound on one attempt: the connect and the read timeout of each request.
     operation_attempt_timeout_secs: float = 300.0
+    #: Metadata store: how long the names a page's last list call read past it are kept
+    #: for the next page of the same walk (it then needs one call, not two); 0 keeps none.
+    listing_snapshot_secs: float = 10.0
 
     def __post_init__(self) -> None:
         # ValueError: core's parser reports it with the table's dotted path in front.
@@ -71,6 +74,11 @@ class S3Config:
         if self.operation_timeout_secs <= 0:
             raise ValueError(
                 f"operation_timeout_secs must be positive, got {self.operation_timeout_secs}"
+            )
+        if self.listing_snapshot_secs < 0:
+            raise ValueError(
+                f"listing_snapshot_secs must be 0 or more, got {self.listing_snapshot_secs}: "
+                "0 lists every page afresh"
             )
         if self.operation_attempt_timeout_secs <= 0:
             raise ValueError(

@@ -8,9 +8,17 @@ content (links, manifest bytes), so both write the same bytes and nothing is los
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
 from angos_core.protocols import Children
 from angos_s3.client import Missing, PreconditionFailed, S3Backend
-from angos_s3.listing import list_children, list_page
+from angos_s3.listing import Rest, list_children, read_page
 
 
 class S3MetadataStore(S3Backend):
@@ -24,9 +32,11 @@ class S3MetadataStore(S3Backend):
         return data
 
     async def put(self, key: str, data: bytes) -> None:
+        self._rests.forget(key)
         await self.s3.call("put_object", key, Body=data)
 
     async def create(self, key: str, data: bytes) -> bool:
+        self._rests.forget(key)
         try:
             await self.s3.call("put_object", key, Body=data, IfNoneMatch="*")
         except PreconditionFailed as exc:
@@ -36,6 +46,7 @@ class S3MetadataStore(S3Backend):
         return True
 
     async def delete(self, key: str) -> bool:
+        self._rests.forget(key)
         try:
             await self.s3.call("head_object", key)
         except Missing:
@@ -44,6 +55,7 @@ class S3MetadataStore(S3Backend):
         return True
 
     async def delete_prefix(self, prefix: str) -> None:
+        self._rests.forget(prefix)
         await self.s3.delete_prefix(prefix)
 
     async def list_children(
@@ -59,12 +71,96 @@ class S3MetadataStore(S3Backend):
     async def list_children_page(
         self, prefix: str, *, start_after: str | None = None, limit: int | None = None
     ) -> Children:
-        return await list_page(
-            self.s3.pages(prefix, delimiter="/", start_after=_start_key(prefix, start_after)),
-            self.s3.key(prefix),
-            start_after,
-            limit,
-        )
+        seed = None
+        if start_after is not None and limit is not None:
+            seed = self._rests.take(prefix, start_after)
+        if seed is None:
+            pages = self.s3.pages(
+                prefix, delimiter="/", start_after=_start_key(prefix, start_after)
+            )
+        elif seed.truncated:
+            pages = self.s3.pages(prefix, delimiter="/", start_after=prefix + seed.position)
+        else:
+            pages = _no_pages()
+        with self._rests.listing(prefix) as watch:
+            page, rest = await read_page(pages, self.s3.key(prefix), start_after, limit, seed=seed)
+        # A write under the directory while the calls ran may be missing from them.
+        if rest is not None and page.names and not watch.written:
+            self._rests.keep(prefix, page.names[-1], rest)
+        return page
+
+    @cached_property
+    def _rests(self) -> _Rests:
+        return _Rests(self.config.listing_snapshot_secs)
+
+
+class _Rests:
+    """What the last calls of a tag page or catalog walk read past it, for the next page.
+
+    A page of 1,000 names after a cursor takes two calls: S3 lists the cursor's own
+    ``<cursor>/`` again, so the first call holds 999 names. The second reads up to 1,000
+    more, the next page's names: kept here under (directory, the page's last name), the
+    cursor the next page asks with, for ``listing_snapshot_secs``, that page needs one
+    call. A write through this store forgets what it lists under; nothing tells of
+    another replica's writes (S3 has no directory stamp), so that page may miss one made
+    since the call that read its first names.
+    """
+
+    MAX_ENTRIES = 256
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Rest]] = OrderedDict()
+        self._listings: set[_Watch] = set()
+
+    def take(self, prefix: str, cursor: str) -> Rest | None:
+        kept = self._entries.pop((prefix, cursor), None)
+        if kept is None or time.monotonic() > kept[0]:
+            return None
+        return kept[1]
+
+    def forget(self, key: str) -> None:
+        """Drop what was kept of every directory holding ``key`` (a key, or a prefix: then
+        also of the directories below it)."""
+        for watch in self._listings:
+            if _holds(watch.prefix, key):
+                watch.written = True
+        if self._entries:
+            for kept in [d for d in self._entries if _holds(d[0], key)]:
+                del self._entries[kept]
+
+    @contextlib.contextmanager
+    def listing(self, prefix: str) -> Iterator[_Watch]:
+        """Watch for writes under ``prefix`` while a listing of it runs."""
+        watch = _Watch(prefix)
+        self._listings.add(watch)
+        try:
+            yield watch
+        finally:
+            self._listings.discard(watch)
+
+    def keep(self, prefix: str, cursor: str, rest: Rest) -> None:
+        if self.seconds <= 0:
+            return
+        self._entries[(prefix, cursor)] = (time.monotonic() + self.seconds, rest)
+        while len(self._entries) > self.MAX_ENTRIES:
+            self._entries.popitem(last=False)
+
+
+@dataclass(eq=False)
+class _Watch:
+    prefix: str
+    written: bool = False
+
+
+def _holds(directory: str, key: str) -> bool:
+    """Whether a write of ``key`` (a key, or a prefix deleted whole) changes ``directory``."""
+    return key.startswith(directory) or directory.startswith(key)
+
+
+async def _no_pages() -> AsyncIterator[dict[str, Any]]:
+    return
+    yield
 
 
 def _start_key(prefix: str, start_after: str | None) -> str | None:

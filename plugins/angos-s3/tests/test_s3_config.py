@@ -32,6 +32,7 @@ def test_every_setting_of_the_storage_document_parses_with_its_units() -> None:
                     "max_attempts": 3,
                     "operation_timeout_secs": 900,
                     "operation_attempt_timeout_secs": 300,
+                    "listing_snapshot_secs": 5,
                 }
             }
         }
@@ -44,6 +45,7 @@ def test_every_setting_of_the_storage_document_parses_with_its_units() -> None:
     assert (s.multipart_copy_jobs, s.max_attempts) == (4, 3)
     assert (s.operation_timeout_secs, s.operation_attempt_timeout_secs) == (900.0, 300.0)
     assert s.prefix == "blobs/"
+    assert s.listing_snapshot_secs == 5.0
 
 
 def test_defaults_match_the_storage_document() -> None:
@@ -55,7 +57,13 @@ def test_defaults_match_the_storage_document() -> None:
     assert s.max_attempts == 3
     assert s.operation_timeout_secs == 900
     assert s.operation_attempt_timeout_secs == 300
+    assert s.listing_snapshot_secs == 10
     assert s.prefix == ""
+
+
+def test_negative_listing_snapshot_secs_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"metadata_store\.s3.*listing_snapshot_secs must be 0"):
+        _parse({"metadata_store": {"s3": {"bucket": "b", "listing_snapshot_secs": -1}}})
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from angos_s3.listing import list_page
+from angos_s3.listing import Rest, list_page, read_page
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -95,3 +95,61 @@ async def test_page_and_flag_match_sorting_everything(
     else:
         expected = Children(after[: max(limit, 0)], len(after) > max(limit, 0))
     assert await run(Listing(keys, p, page_size), p, last, limit) == expected
+
+
+async def nothing() -> AsyncIterator[dict[str, Any]]:
+    return
+    yield
+
+
+async def walk(listing: Listing, p: str, limit: int, keep: bool) -> list[str]:
+    """Pages of ``limit`` from the start, each after the last name of the one before, the
+    next starting from the :class:`Rest` its predecessor read past it (as the store does)."""
+    walked: list[str] = []
+    last: str | None = None
+    seed: Rest | None = None
+    while True:
+        if seed is None:
+            pages = listing.pages(None if last is None else p + last)
+        else:
+            pages = listing.pages(p + seed.position) if seed.truncated else nothing()
+        page, rest = await read_page(pages, p, last, limit, seed=seed)
+        walked += page.names
+        if not page.more:
+            return walked
+        assert page.names
+        last = page.names[-1]
+        seed = rest if keep else None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    names=st.lists(st.tuples(NAMES, st.sampled_from(["", "/x", "both"])), max_size=30),
+    page_size=st.integers(min_value=1, max_value=6),
+    limit=st.integers(min_value=1, max_value=6),
+)
+async def test_a_walk_from_what_each_page_read_past_it_lists_everything_once(
+    names: list[tuple[str, str]], page_size: int, limit: int
+) -> None:
+    p = "d/"
+    keys: list[str] = []
+    for name, kind in names:
+        keys += [p + name, p + name + "/x"] if kind == "both" else [p + name + kind]
+    expected = sorted({n for n, _ in names})
+    fresh = Listing(keys, p, page_size)
+    assert await walk(fresh, p, limit, keep=False) == expected
+    kept = Listing(keys, p, page_size)
+    assert await walk(kept, p, limit, keep=True) == expected
+    assert kept.calls <= fresh.calls
+
+
+async def test_a_walk_of_full_pages_is_one_call_a_page() -> None:
+    p = "r/_manifests/tags/"
+    tags = [f"v{i:04d}" for i in range(10_000)]
+    fresh = Listing([f"{p}{t}/current/link" for t in tags], p, 1000)
+    assert await walk(fresh, p, 1000, keep=False) == tags
+    kept = Listing([f"{p}{t}/current/link" for t in tags], p, 1000)
+    assert await walk(kept, p, 1000, keep=True) == tags
+    # Each page after the first lists its cursor again: two calls for 1,000 names, unless
+    # the names the last call read past the page start the next.
+    assert (fresh.calls, kept.calls) == (19, 11)
