@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import sys
 import typing
@@ -13,6 +12,8 @@ from collections.abc import Sequence
 
 from angos_core import __version__
 from angos_core.config import (
+    GC_CONCURRENCY,
+    GC_MIN_AGE_SECS,
     AngosConfig,
     ByteSize,
     load_config,
@@ -24,12 +25,11 @@ from angos_core.logs import setup_logging
 from angos_core.migrate.cli import add_migrate_command
 from angos_core.plugins import install_hint, load_catalogue
 from angos_core.registry import Registry, Stores
-from angos_core.registry.gc import DEFAULT_CONCURRENCY as DEFAULT_GC_CONCURRENCY
-from angos_core.registry.gc import DEFAULT_MIN_AGE_SECS, GarbageCollector
-from angos_core.registry.prune import Pruner
-from angos_core.registry.scrub import Scrubber
 from angos_core.serve import check_shared_backends, describe, serve
 from angos_core.tls import build_context
+
+# Every command's code is imported when it runs (gc, prune, scrub, migrate and getpass
+# below): `angos serve` is the long-lived process, and keeps none of them resident.
 
 #: A usage error: a bad option, or a config that cannot be used (``serve``, ``gc``).
 EXIT_CONFIG = 2
@@ -82,6 +82,8 @@ async def _gc(config: AngosConfig, args: argparse.Namespace) -> int:
             "angos gc refuses a config in a live migration: it would delete what is not "
             "copied yet; finish the migration and remove [migration] first",
         )
+    from angos_core.registry.gc import GarbageCollector
+
     stores = Stores.from_config(config)
     await stores.open()
     try:
@@ -111,6 +113,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 async def _prune(config: AngosConfig, args: argparse.Namespace) -> int:
+    from angos_core.registry.prune import Pruner
+
     stores = Stores.from_config(config)
     await stores.open()
     # With --json, stdout is the report alone; the lines go to stderr.
@@ -207,6 +211,8 @@ def _read_password() -> str:
     """From a prompt, asked twice, on a terminal; else stdin, less one final newline. Never
     from argv: a command line is visible to every user of the machine and kept in history."""
     if sys.stdin.isatty():
+        import getpass
+
         password = getpass.getpass("Password: ")
         if getpass.getpass("Repeat password: ") != password:
             raise ValueError("the passwords differ; nothing was hashed")
@@ -248,6 +254,8 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 async def _scrub(config: AngosConfig, args: argparse.Namespace) -> int:
+    from angos_core.registry.scrub import Scrubber
+
     stores = Stores.from_config(config)
     await stores.open()
     # With --json, stdout is the report alone; the lines go to stderr.
@@ -360,16 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument(
         "--min-age-secs",
         type=int,
-        default=DEFAULT_MIN_AGE_SECS,
-        help=f"keep unreferenced blobs written less than this long ago "
-        f"(default {DEFAULT_MIN_AGE_SECS})",
+        default=GC_MIN_AGE_SECS,
+        help=f"keep unreferenced blobs written less than this long ago (default {GC_MIN_AGE_SECS})",
     )
     gc.add_argument(
         "-j",
         "--jobs",
         type=int,
-        default=DEFAULT_GC_CONCURRENCY,
-        help=f"repositories or objects to work on at once (default {DEFAULT_GC_CONCURRENCY})",
+        default=GC_CONCURRENCY,
+        help=f"repositories or objects to work on at once (default {GC_CONCURRENCY})",
     )
     gc.set_defaults(func=cmd_gc)
 
@@ -384,9 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--min-age-secs",
         type=int,
-        default=DEFAULT_MIN_AGE_SECS,
+        default=GC_MIN_AGE_SECS,
         help="never prune a manifest pushed less than this long before the run "
-        f"(default {DEFAULT_MIN_AGE_SECS})",
+        f"(default {GC_MIN_AGE_SECS})",
     )
     prune.set_defaults(func=cmd_prune)
 

@@ -460,6 +460,16 @@ class UploadPurgingConfig:
                 )
 
 
+#: By default a blob written in the last hour is kept: it may belong to a push whose
+#: manifest has not arrived yet (``angos gc``, ``angos prune``). Here rather than in
+#: angos_core.registry.gc, so that the CLI's options read it without importing the collector.
+GC_MIN_AGE_SECS = 3600
+#: Repositories or objects a run works on at once (``angos gc --jobs``,
+#: ``[maintenance.gc] concurrency``): enough to keep the fs store's 16 I/O threads busy,
+#: or as many S3 requests in flight.
+GC_CONCURRENCY = 16
+
+
 @dataclass
 class GcScheduleConfig:
     """``[maintenance.gc]``: run ``angos gc`` inside the server (one worker), on a schedule.

@@ -13,11 +13,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import IO, Any
-
-from tqdm import tqdm
+from typing import IO, TYPE_CHECKING, Any
 
 from angos_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 #: Overrides every command's interval between two progress lines (seconds, at least 0).
 INTERVAL_ENV = "ANGOS_PROGRESS_INTERVAL_SECS"
@@ -70,6 +71,10 @@ class Progress:
         if not self.tty:
             self.log.info("%s: %s", self.label, text)
             return
+        # Only a terminal gets a bar: a server's scheduled gc and prune (which log) never
+        # import tqdm.
+        from tqdm import tqdm
+
         self.bar = tqdm(
             total=total,
             desc=f"{self.label}: {text}",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -304,6 +303,9 @@ def serve_one(config: AngosConfig, reload_config: ConfigLoader | None = None) ->
 
 def _die_with_parent() -> None:
     """Linux: SIGTERM this worker if the master dies (so a killed master leaves no orphans)."""
+    # Imported here, in a forked worker only: a single-process server never needs ctypes.
+    import ctypes
+
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1

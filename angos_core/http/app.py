@@ -38,8 +38,6 @@ from angos_core.http.routes import add_routes
 from angos_core.http.token_handlers import add_token_routes
 from angos_core.plugins import load_catalogue
 from angos_core.registry import Registry, Stores, UploadSessionLimits
-from angos_core.registry.gc import collect_forever
-from angos_core.registry.prune import prune_forever
 from angos_core.registry.pull_through import CachedNamespace
 from angos_core.registry.wrappers import Observer
 from angos_core.upstream import Upstreams
@@ -224,6 +222,9 @@ def make_app(
         if not (maintenance and settings.interval_secs > 0):
             yield
             return
+        # The collector (and prune's, below) is imported when scheduled, not in every server.
+        from angos_core.registry.gc import collect_forever
+
         collecting = collect_forever(
             app[REGISTRY], settings, metrics.gc_finished, paused=lambda: holder.current.read_only
         )
@@ -237,6 +238,8 @@ def make_app(
         if not (maintenance and settings.interval_secs > 0):
             yield
             return
+        from angos_core.registry.prune import prune_forever
+
         pruning = prune_forever(
             app[REGISTRY], config.retention, settings, paused=lambda: holder.current.read_only
         )

@@ -8,16 +8,16 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from angos_core.config import AngosConfig
 from angos_core.errors import ConfigError
-from angos_core.migrate.copy import DEFAULT_JOBS, Migration
-from angos_core.migrate.live import CopyTarget
-from angos_core.migrate.progress import Progress
-from angos_core.migrate.report import PassReport
-from angos_core.migrate.verify import Verifier
+from angos_core.migrate import DEFAULT_JOBS
 from angos_core.registry import Stores
+
+if TYPE_CHECKING:
+    from angos_core.migrate.progress import Progress
+    from angos_core.migrate.report import PassReport
 
 #: Differences found (``--verify``) or objects that failed to copy.
 EXIT_DIFFERENT = 1
@@ -78,6 +78,10 @@ def _main(args: argparse.Namespace, load: Callable[[str | None], AngosConfig]) -
 
 
 async def _run(source: AngosConfig, target: AngosConfig, args: argparse.Namespace) -> int:
+    # The copy and its progress bar are imported by the command that runs them, not by
+    # every `angos` process (which builds this command's options).
+    from angos_core.migrate.progress import Progress
+
     src = Stores.from_config(source)
     dst = Stores.from_config(target)
     await src.open()
@@ -98,6 +102,9 @@ async def _run(source: AngosConfig, target: AngosConfig, args: argparse.Namespac
 async def _copy(
     src: Stores, dst: Stores, args: argparse.Namespace, progress: Progress, live: bool
 ) -> int:
+    from angos_core.migrate.copy import Migration
+    from angos_core.migrate.live import CopyTarget
+
     # Live (the new config reads through the old stores): the new side serves writes, so
     # the copy never overwrites what it holds nor creates what it deleted.
     meta = CopyTarget(dst.meta) if live else dst.meta
@@ -136,6 +143,8 @@ async def _copy(
 async def _verify(
     src: Stores, dst: Stores, args: argparse.Namespace, progress: Progress, live: bool
 ) -> int:
+    from angos_core.migrate.verify import Verifier
+
     verifier = Verifier(
         src.blobs,
         src.meta,

@@ -39,7 +39,7 @@ from collections.abc import (
 from typing import Any, TypeVar
 
 from angos_core import layout
-from angos_core.migrate import walk
+from angos_core.migrate import DEFAULT_JOBS, walk
 from angos_core.migrate.pace import Pace, paced_writes
 from angos_core.migrate.progress import Progress
 from angos_core.migrate.report import PassReport
@@ -48,8 +48,6 @@ from angos_core.oci.manifest import parse_stored
 from angos_core.protocols import BlobStore, MetadataStore
 from angos_core.registry.links import parse_link
 from angos_core.registry.times import parse_time
-
-DEFAULT_JOBS = 8
 
 T = TypeVar("T")
 

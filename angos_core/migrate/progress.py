@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any, TextIO
 
 from angos_core.migrate.report import human_bytes
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 #: Seconds between two progress lines when stderr is not a terminal.
 LOG_INTERVAL_SECS = 10.0
@@ -48,6 +49,10 @@ class Progress:
         if self.quiet:
             return
         if self.bar:
+            # Here, not at the top: a server in a live migration imports this package (its
+            # stores are angos_core.migrate.live's) and never shows a bar.
+            from tqdm import tqdm
+
             self._tqdm = tqdm(
                 total=total, desc=name, unit="obj", file=self.stream, dynamic_ncols=True
             )

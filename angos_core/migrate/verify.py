@@ -17,8 +17,8 @@ import asyncio
 import hashlib
 
 from angos_core import layout
-from angos_core.migrate import walk
-from angos_core.migrate.copy import DEFAULT_JOBS, bounded
+from angos_core.migrate import DEFAULT_JOBS, walk
+from angos_core.migrate.copy import bounded
 from angos_core.migrate.live import Tombstones
 from angos_core.migrate.progress import Progress
 from angos_core.protocols import BlobStore, MetadataStore

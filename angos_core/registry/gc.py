@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, TypeVar
 
 from angos_core import layout
-from angos_core.config import GcScheduleConfig
+from angos_core.config import GC_CONCURRENCY, GC_MIN_AGE_SECS, GcScheduleConfig
 from angos_core.errors import AngosError, LockUnavailable, ManifestUnknown
 from angos_core.oci.digest import is_digest
 from angos_core.oci.manifest import Manifest, parse_stored
@@ -58,13 +58,9 @@ from angos_core.protocols import Lease, LockProvider
 from angos_core.registry import Registry
 from angos_core.registry.gc_spill import SHARDS, Spill, SpillDirectory
 
-#: By default a blob written in the last hour is kept: it may belong to a push whose
-#: manifest has not arrived yet.
-DEFAULT_MIN_AGE_SECS = 3600
-#: Repositories or objects a run works on at once (``angos gc --jobs``,
-#: ``[maintenance.gc] concurrency``): enough to keep the fs store's 16 I/O threads busy,
-#: or as many S3 requests in flight.
-DEFAULT_CONCURRENCY = 16
+#: The collector's defaults, declared in angos_core.config (see there).
+DEFAULT_MIN_AGE_SECS = GC_MIN_AGE_SECS
+DEFAULT_CONCURRENCY = GC_CONCURRENCY
 #: Marked or tombstoned digests read from the listing at a time at the start of a run.
 _PREPARE_BATCH = 1000
 

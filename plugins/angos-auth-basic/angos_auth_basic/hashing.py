@@ -11,15 +11,21 @@ count), though it costs the same verification, so length is not told apart by ti
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import argon2
-import argon2.exceptions
-import bcrypt
+if TYPE_CHECKING:
+    import argon2
+
+# argon2-cffi and bcrypt (with cffi, about 0.8 MiB resident) are imported where a hash is
+# made, checked or its Argon2id parameters read: every process with this plugin installed
+# imports this module (the config dataclasses validate with hash_problem), most configure
+# no users.
 
 #: bcrypt reads at most this many bytes of a password.
 BCRYPT_MAX_PASSWORD_BYTES = 72
@@ -33,7 +39,13 @@ _ARGON2ID = re.compile(
 )
 # Modular crypt format of bcrypt: cost, then 22 characters of salt and 31 of hash.
 _BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
-_ARGON2_HASHER = argon2.PasswordHasher()
+
+
+@functools.cache
+def _argon2_hasher() -> argon2.PasswordHasher:
+    import argon2
+
+    return argon2.PasswordHasher()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +67,8 @@ def hash_problem(encoded: str) -> str | None:
                 "is not a well-formed Argon2id hash (expected "
                 f"$argon2id$v=19$m=<KiB>,t=<passes>,p=<lanes>$<salt>$<hash>); {HASH_HINT}"
             )
+        import argon2.exceptions
+
         try:
             params = argon2.extract_parameters(encoded)
         except argon2.exceptions.InvalidHashError:
@@ -82,6 +96,8 @@ def hash_problem(encoded: str) -> str | None:
 def cost_of(encoded: str) -> Cost:
     """The cost of an accepted hash (``hash_problem`` returned None for it)."""
     if encoded.startswith("$argon2id$"):
+        import argon2
+
         p = argon2.extract_parameters(encoded)
         return Cost("argon2id", (p.memory_cost, p.time_cost, p.parallelism))
     return Cost("bcrypt", (int(encoded[4:6]),))
@@ -101,7 +117,9 @@ def hash_password(password: str, *, scheme: str = "argon2id", cost: Cost | None 
     if cost is not None:
         scheme = cost.scheme
     if scheme == "argon2id":
-        hasher = _ARGON2_HASHER
+        import argon2
+
+        hasher = _argon2_hasher()
         if cost is not None:
             memory, time_cost, lanes = cost.params
             hasher = argon2.PasswordHasher(
@@ -114,6 +132,8 @@ def hash_password(password: str, *, scheme: str = "argon2id", cost: Cost | None 
                 f"bcrypt reads only the first {BCRYPT_MAX_PASSWORD_BYTES} bytes of a password; "
                 "use a shorter one, or Argon2id (without --bcrypt)"
             )
+        import bcrypt
+
         rounds = cost.params[0] if cost is not None else BCRYPT_DEFAULT_COST
         return bcrypt.hashpw(secret, bcrypt.gensalt(rounds=rounds, prefix=b"2b")).decode()
     raise ValueError(f"unknown hash scheme {scheme!r}: argon2id or bcrypt")
@@ -124,10 +144,14 @@ def verify_password(encoded: str, password: str) -> bool:
     of milliseconds by design): call it in a thread, never on the event loop."""
     secret = _password_bytes(password)
     if encoded.startswith("$argon2id$"):
+        import argon2.exceptions
+
         try:
-            return _ARGON2_HASHER.verify(encoded, secret)
+            return _argon2_hasher().verify(encoded, secret)
         except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
             return False
+    import bcrypt
+
     try:
         matched = bcrypt.checkpw(secret[:BCRYPT_MAX_PASSWORD_BYTES], encoded.encode())
     except ValueError:
