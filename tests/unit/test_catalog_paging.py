@@ -111,11 +111,12 @@ async def check(
                 stack.enter_context(mock.patch.object(kind, name, value))
         # Small chunks: directories of a few names are walked in several listings.
         stack.enter_context(mock.patch.object(catalog_module, "_CHUNK", chunk))
-        for name, kind in [
-            ("_SNAPSHOTS", metadata_store._Snapshots),
-            ("_LISTINGS", metadata_store._Listings),
-        ]:
-            stack.enter_context(mock.patch.object(metadata_store, name, kind()))
+        stack.enter_context(
+            mock.patch.object(metadata_store, "_SNAPSHOTS", metadata_store._Snapshots())
+        )
+        stack.enter_context(
+            mock.patch.object(metadata_store, "_LISTINGS", metadata_store._Listings())
+        )
         config.root_dir = root
         meta = FsMetadataStore(config)
         await meta.open()

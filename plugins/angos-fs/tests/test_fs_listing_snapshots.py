@@ -126,7 +126,7 @@ def test_a_scan_is_not_used_after_its_seconds(
     first = _uncached_page(path, None, 10, SECS)
     second = _uncached_page(path, first.names[-1], 10, SECS)
     now = time.monotonic()
-    monkeypatch.setattr(metadata_store.time, "monotonic", lambda: now + SECS + 1)
+    monkeypatch.setattr(time, "monotonic", lambda: now + SECS + 1)
     third = _uncached_page(path, second.names[-1], 10, SECS)
     assert third.names == NAMES[20:30]
     assert len(scans) == 2
