@@ -12,10 +12,11 @@ both read, or for ``tags-s3`` one bucket. Rows:
 
 * catalog: first page ``n=100`` (median of 5) and the whole walk ``n=1000`` following
   ``Link`` (once), for each repository count;
-* tags: first page ``n=1000`` (median of 5) and the whole walk ``n=1000`` (median of 3), on
+* tags: first page ``n=1000`` (median of 5), the whole walk ``n=1000`` (median of 3) and
+  every tag in one response (no ``n``, median of 3: the like-for-like row), on
   Angos with the fs listing cache on and off (``cache_listings``), and on Distribution
   (which ignores ``n``: one response holds every tag, and the walk is that one response);
-* tags-s3: the same two rows (and the first page's cold first round) on one bucket of a
+* tags-s3: the same three rows (and the first page's cold first round) on one bucket of a
   moto server (its own process, over HTTP on 127.0.0.1), which Angos lists through its
   ``[blob_store.s3]`` store (metadata inherited, ``key_prefix`` ``bench/docker/registry``)
   and Distribution through its ``s3`` driver (``rootdirectory: /bench``). The tags are put
@@ -53,6 +54,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from aiohttp import ClientSession, ClientTimeout
 
@@ -104,21 +106,32 @@ async def _first_page(session: ClientSession, url: str, key: str) -> list[str]:
         return names
 
 
-def _tag_reads(
-    session: ClientSession, s: Registry, tags: list[str]
-) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
-    """The first tag page ``n=1000`` and the whole walk of ``s``, each checked whole."""
+class TagReads(NamedTuple):
+    """The three tag reads of a row, each checked whole."""
 
+    #: The first page ``n=1000``.
+    first: Callable[[], Awaitable[None]]
+    #: The whole walk in pages of ``n=1000``, following ``Link``.
+    walk: Callable[[], Awaitable[None]]
+    #: Every tag in one response (no ``n``): what Distribution answers to the other two.
+    whole: Callable[[], Awaitable[None]]
+
+
+def _tag_reads(session: ClientSession, s: Registry, tags: list[str]) -> TagReads:
     async def first() -> None:
         got = await _first_page(session, f"{s.url}/v2/lib/app/tags/list?n=1000", "tags")
         # Distribution ignores n (its first page is every tag) and does not sort.
         assert sorted(got) in (tags[:1000], tags), s.name
 
-    async def everything() -> None:
+    async def walked() -> None:
         got = await walk(session, s.url, "/v2/lib/app/tags/list", 1000, "tags")
         assert sorted(got) == tags, s.name
 
-    return first, everything
+    async def whole() -> None:
+        got = await _first_page(session, f"{s.url}/v2/lib/app/tags/list", "tags")
+        assert sorted(got) == tags, s.name
+
+    return TagReads(first, walked, whole)
 
 
 async def catalog_rows(count: int, work: Path, turn: int) -> list[Row]:
@@ -163,21 +176,24 @@ async def tag_rows(count: int, work: Path, turn: int) -> list[Row]:
     )
     page: dict[str, float] = {}
     whole: dict[str, float] = {}
+    one: dict[str, float] = {}
     try:
         for s in servers:
             s.start()
         order = servers if turn % 2 == 0 else servers[::-1]
         async with ClientSession(timeout=ClientTimeout(total=600)) as session:
             for s in order:
-                first, everything = _tag_reads(session, s, tags)
-                page[s.name] = await _timed(first, 5)
-                whole[s.name] = await _timed(everything, 3)
+                reads = _tag_reads(session, s, tags)
+                page[s.name] = await _timed(reads.first, 5)
+                whole[s.name] = await _timed(reads.walk, 3)
+                one[s.name] = await _timed(reads.whole, 3)
     finally:
         for s in servers:
             s.stop()
     return [
         (f"tags on fs, {count:,} tags, first page `n=1000`", "s", page),
         (f"tags on fs, {count:,} tags, whole walk `n=1000`", "s", whole),
+        (f"tags on fs, {count:,} tags, every tag in one response (no `n`)", "s", one),
     ]
 
 
@@ -356,6 +372,7 @@ async def tag_s3_rows(count: int, work: Path, turn: int) -> list[Row]:
         cold: dict[str, float] = {}
         page: dict[str, float] = {}
         whole: dict[str, float] = {}
+        one: dict[str, float] = {}
         requests: dict[str, dict[str, float]] = {}
         try:
             for s in servers:
@@ -363,9 +380,11 @@ async def tag_s3_rows(count: int, work: Path, turn: int) -> list[Row]:
             order = servers if turn % 2 == 0 else servers[::-1]
             async with ClientSession(timeout=ClientTimeout(total=600)) as session:
                 for s in order:
-                    first, everything = _tag_reads(session, s, tags)
-                    page_times, page_counts = await _timed_counted(first, 5, log)
-                    walk_times, walk_counts = await _timed_counted(everything, 3, log)
+                    reads = _tag_reads(session, s, tags)
+                    page_times, page_counts = await _timed_counted(reads.first, 5, log)
+                    walk_times, walk_counts = await _timed_counted(reads.walk, 3, log)
+                    one_times, one_counts = await _timed_counted(reads.whole, 3, log)
+                    one[s.name] = _median(one_times)
                     cold[s.name] = page_times[0]
                     page[s.name] = _median(page_times)
                     whole[s.name] = _median(walk_times)
@@ -376,9 +395,10 @@ async def tag_s3_rows(count: int, work: Path, turn: int) -> list[Row]:
                         ("first page, round 5 of 5", page_counts[-1]),
                         ("whole walk, round 1 of 3", walk_counts[0]),
                         ("whole walk, round 3 of 3", walk_counts[-1]),
+                        ("every tag in one response, round 3 of 3", one_counts[-1]),
                     ]:
                         requests.setdefault(label, {})[s.name] = c.total()
-                    by_kind = [dict(c) for c in page_counts + walk_counts]
+                    by_kind = [dict(c) for c in page_counts + walk_counts + one_counts]
                     print(f"{s.name} S3 requests per round: {by_kind}", file=sys.stderr)
         finally:
             for s in servers:
@@ -396,6 +416,7 @@ async def tag_s3_rows(count: int, work: Path, turn: int) -> list[Row]:
         (f"{where}, first page `n=1000`", "s", page),
         (f"{where}, first page `n=1000`, round 1 of 5 (cold)", "s", cold),
         (f"{where}, whole walk `n=1000`", "s", whole),
+        (f"{where}, every tag in one response (no `n`)", "s", one),
     ]
     rows += [(f"{where}, {label}", "S3 requests", v) for label, v in requests.items()]
     return rows
