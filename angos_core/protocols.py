@@ -304,6 +304,30 @@ class MetadataBlockingList(Protocol):
 
 
 @runtime_checkable
+class StoreLeftovers(Protocol):
+    """Optional, beside :class:`BlobStore` or :class:`MetadataStore`: what writes cut short
+    left behind where no listing shows it and nothing else removes it.
+
+    A store that writes under hidden temporary names and renames into place (``fs``: its
+    ``.tmp-*`` files and directories) leaves them behind when a crash or a full disk cuts a
+    write short. ``angos scrub`` reports them and ``--repair`` removes them. A store
+    without such names (S3: an unfinished PutObject leaves nothing) does not implement it.
+    Core detects it by the methods (``isinstance``).
+    """
+
+    async def leftovers(self, min_age_secs: float) -> list[str]:
+        """Every leftover not modified for ``min_age_secs``, each named by a string that
+        is the same from any store holding it (the fs stores: its absolute path), so two
+        stores on one root report one. A write in progress keeps its temporary name fresh:
+        the age is what tells a leftover from it."""
+
+    async def remove_leftover(self, leftover: str, min_age_secs: float) -> bool:
+        """Remove one leftover (a file, or a directory with everything in it) named by
+        :meth:`leftovers`, if it is still one (still there, still that old, still a
+        temporary name under the store's root); False if not, leaving it."""
+
+
+@runtime_checkable
 class LockProvider(Protocol):
     """Mutual exclusion on named keys, across every process sharing the provider."""
 

@@ -9,6 +9,9 @@ Scan (read-only, safe beside a serving registry):
    be stored, intact and linked in the repository, an index's children must be revisions of
    it; each tag directory needs a ``current`` link to a present revision; each referrer link
    needs the referrer's revision.
+3. What writes cut short left in a store where no listing shows it (the fs stores'
+   ``.tmp-*`` files and directories, :class:`~angos_core.protocols.StoreLeftovers`), once
+   ``LEFTOVER_MIN_AGE_SECS`` old.
 
 Only states no writer passes through are findings. A push writes the blob before its link,
 the body before the revision, the revision before the referrer and tag links, and a delete
@@ -45,6 +48,7 @@ from angos_core.oci.manifest import parse_stored
 from angos_core.progress import Progress
 from angos_core.registry import Registry, hashing
 from angos_core.registry.links import manifest_lock_key, tag_lock_key
+from angos_core.registry.wrappers import WrappedBlobStore, WrappedMetadataStore
 
 log = logging.getLogger("angos.scrub")
 
@@ -55,6 +59,9 @@ HALF_WRITTEN_SETTLE_SECS = 10.0
 PROGRESS_LOG_SECS = 30.0
 #: Blob existence answers kept per run (many manifests share their layers).
 STAT_MEMO = 10_000
+#: A temporary file or directory untouched this long is a leftover: a write in progress
+#: keeps its own fresh, and every write gives up long before (a read timeout, a client gone).
+LEFTOVER_MIN_AGE_SECS = 24 * 3600.0
 
 
 class Kind(StrEnum):
@@ -70,6 +77,7 @@ class Kind(StrEnum):
     TAG_MANIFEST_MISSING = "tag_manifest_missing"
     TAG_HALF_WRITTEN = "tag_half_written"
     REFERRER_MISSING = "referrer_missing"
+    LEFTOVER = "leftover"
 
 
 #: What ``--repair`` does for each kind it can repair.
@@ -80,6 +88,7 @@ REPAIRS: dict[Kind, str] = {
     Kind.TAG_MANIFEST_MISSING: "delete the tag",
     Kind.TAG_HALF_WRITTEN: "delete the tag directory",
     Kind.REFERRER_MISSING: "delete the referrer link",
+    Kind.LEFTOVER: "remove it",
 }
 
 
@@ -91,6 +100,8 @@ class Finding:
     tag: str | None = None
     #: The manifest a blob or child belongs to, or a referrer's subject.
     manifest: str | None = None
+    #: Where a leftover is (its store's name for it: the fs stores' absolute path).
+    path: str | None = None
     repaired: bool = False
     #: What the repair did, would do (dry run), or why it was skipped.
     outcome: str = ""
@@ -100,6 +111,9 @@ class Finding:
         return self.kind in REPAIRS
 
     def describe(self) -> str:
+        if self.path is not None:
+            line = f"{self.kind.value}: {self.path}"
+            return f"{line}: {self.outcome}" if self.outcome else line
         where = self.repository or "blob store"
         what = f"{where}:{self.tag}" if self.tag else f"{where}@{self.digest}"
         extra = f" (manifest {self.manifest})" if self.manifest else ""
@@ -115,6 +129,7 @@ class Finding:
             "digest": self.digest or None,
             "tag": self.tag,
             "manifest": self.manifest,
+            "path": self.path,
             "repairable": self.repairable,
             "repaired": self.repaired,
             "outcome": self.outcome,
@@ -223,6 +238,8 @@ class Scrubber:
         self._corrupt: dict[str, _Corrupt] = {}
         self._present: dict[str, bool] = {}
         self._half_written: list[tuple[str, str, float]] = []
+        #: Each leftover found, and the store that holds it.
+        self._leftovers: dict[str, WrappedBlobStore | WrappedMetadataStore] = {}
 
     # ------------------------------------------------------------------ blobs
 
@@ -363,6 +380,16 @@ class Scrubber:
                 continue
             report.findings.append(Finding(Kind.BLOB_CORRUPT, None, digest))
 
+    # ------------------------------------------------------------------ leftovers
+
+    async def _scan_leftovers(self, found: list[Finding]) -> None:
+        # Both stores on one fs root name each leftover alike: reported once.
+        for store in (self.blobs, self.meta):
+            for leftover in await store.leftovers(LEFTOVER_MIN_AGE_SECS):
+                if leftover not in self._leftovers:
+                    self._leftovers[leftover] = store
+                    found.append(Finding(Kind.LEFTOVER, None, "", path=leftover))
+
     # ------------------------------------------------------------------ run
 
     async def scan(self) -> ScrubReport:
@@ -378,6 +405,7 @@ class Scrubber:
                 await self._scan_repository(name, report)
                 progress.update(1, f"{i}/{len(repositories)} repositories checked")
             self._blob_findings(report)
+            await self._scan_leftovers(report.findings)
             await self._settle_half_written(report.findings)
         finally:
             progress.close()
@@ -413,6 +441,7 @@ class Scrubber:
             Kind.TAG_MANIFEST_MISSING: self._repair_tag,
             Kind.TAG_HALF_WRITTEN: self._repair_half_written,
             Kind.REFERRER_MISSING: self._repair_referrer,
+            Kind.LEFTOVER: self._repair_leftover,
         }[finding.kind]
         skipped = await handler(finding)
         finding.repaired = True
@@ -504,6 +533,13 @@ class Scrubber:
             # A push links its revision, then creates this link, without a lock.
             if await self.links.has_revision(name, referrer, fresh=True):
                 await self.meta.create(key, layout.link_content(referrer))
+        return None
+
+    async def _repair_leftover(self, finding: Finding) -> str | None:
+        assert finding.path is not None
+        store = self._leftovers[finding.path]
+        if not await store.remove_leftover(finding.path, LEFTOVER_MIN_AGE_SECS):
+            return "no longer a leftover"
         return None
 
 

@@ -33,6 +33,7 @@ from angos_core.protocols import (
     LockProvider,
     MetadataBlockingList,
     MetadataStore,
+    StoreLeftovers,
     UploadRef,
 )
 
@@ -115,7 +116,23 @@ class _Wrapped:
         await self._call("aclose", self.inner.aclose)
 
 
-class WrappedBlobStore(_Wrapped):
+class _Leftovers(_Wrapped):
+    """:class:`StoreLeftovers` through the wrapper: none for a store without it."""
+
+    async def leftovers(self, min_age_secs: float) -> list[str]:
+        inner = self.inner
+        if not isinstance(inner, StoreLeftovers):
+            return []
+        return await self._call("leftovers", inner.leftovers, min_age_secs)
+
+    async def remove_leftover(self, leftover: str, min_age_secs: float) -> bool:
+        inner = self.inner
+        if not isinstance(inner, StoreLeftovers):
+            return False
+        return await self._call("remove_leftover", inner.remove_leftover, leftover, min_age_secs)
+
+
+class WrappedBlobStore(_Leftovers):
     kind = "blob_store"
     inner: BlobStore
 
@@ -194,7 +211,7 @@ def blob_put_of(store: BlobStore) -> BlobPut | None:
     return store if isinstance(store, BlobPut) else None
 
 
-class WrappedMetadataStore(_Wrapped):
+class WrappedMetadataStore(_Leftovers):
     kind = "metadata_store"
     inner: MetadataStore
 

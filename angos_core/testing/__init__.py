@@ -25,6 +25,9 @@ The fixture to override per suite:
 * :class:`BlockingListContract` -- ``metadata_store`` again, for a metadata store with
   ``run_listing`` (:class:`~angos_core.protocols.MetadataBlockingList`): subclass it beside
   :class:`MetadataStoreContract`.
+* :class:`LeftoversContract` -- ``metadata_store`` again, for a metadata store with
+  ``leftovers`` (:class:`~angos_core.protocols.StoreLeftovers`): beside
+  :class:`MetadataStoreContract`.
 * :class:`CacheContract` -- ``cache``: an opened, empty cache.
 * :class:`LockProviderContract` -- ``lock_provider_factory``: an async callable
   ``make(ttl=..., max_retries=..., retry_delay_ms=...)`` returning an opened provider; every
@@ -42,7 +45,7 @@ from angos_core.testing.blob_put import BlobPutContract
 from angos_core.testing.blob_store import BlobStoreContract
 from angos_core.testing.cache import CacheContract
 from angos_core.testing.lock_provider import LockProviderContract, LockProviderFactory
-from angos_core.testing.metadata_pages import BlockingListContract
+from angos_core.testing.metadata_pages import BlockingListContract, LeftoversContract
 from angos_core.testing.metadata_store import MetadataStoreContract
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "BlobStoreContract",
     "BlockingListContract",
     "CacheContract",
+    "LeftoversContract",
     "LockProviderContract",
     "LockProviderFactory",
     "MetadataStoreContract",

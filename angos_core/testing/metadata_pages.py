@@ -10,7 +10,13 @@ from __future__ import annotations
 import pytest
 
 from angos_core import layout
-from angos_core.protocols import BlockingLister, Children, MetadataBlockingList, MetadataStore
+from angos_core.protocols import (
+    BlockingLister,
+    Children,
+    MetadataBlockingList,
+    MetadataStore,
+    StoreLeftovers,
+)
 
 BASE = "v2/repositories/contract/pages/"
 
@@ -139,3 +145,27 @@ class BlockingListContract:
 
         with pytest.raises(Mine):
             await metadata_store.run_listing(fails)
+
+
+class LeftoversContract:
+    """For a metadata store with :class:`~angos_core.protocols.StoreLeftovers` (fs),
+    beside :class:`MetadataStoreContract`: writes and deletes that complete leave nothing
+    behind, and a name that is not a leftover is never removed. Needs the same
+    ``metadata_store`` fixture."""
+
+    async def test_completed_writes_leave_no_leftovers(self, metadata_store: MetadataStore) -> None:
+        assert isinstance(metadata_store, StoreLeftovers)
+        for name in ("a", "b", "c"):
+            await metadata_store.put(f"{BASE}{name}/current", b"1")
+            await metadata_store.put(f"{BASE}{name}/current", b"2")
+            assert await metadata_store.create(f"{BASE}{name}/index/x", b"")
+        await metadata_store.delete(f"{BASE}a/current")
+        await metadata_store.delete_prefix(f"{BASE}b/")
+        assert await metadata_store.leftovers(0) == []
+
+    async def test_only_a_leftover_is_removed(self, metadata_store: MetadataStore) -> None:
+        assert isinstance(metadata_store, StoreLeftovers)
+        await metadata_store.put(f"{BASE}k", b"kept")
+        for name in ("k", f"{BASE}k", "/", "", "../k", ".tmp-never-there"):
+            assert not await metadata_store.remove_leftover(name, 0), name
+        assert await metadata_store.get(f"{BASE}k") == b"kept"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -416,3 +417,83 @@ async def test_scrub_logs_progress_without_a_terminal(
     messages = [r.getMessage() for r in caplog.records if r.name == "angos.scrub"]
     assert any(m.endswith("bytes) hashed so far") for m in messages), messages
     assert any("1/1 repositories checked" in m for m in messages)
+
+
+# ---------------------------------------------------------------- leftovers
+
+
+def aged(path: Path, secs: float = 2 * 86400) -> Path:
+    old = time.time() - secs
+    os.utime(path, (old, old))
+    return path
+
+
+@pytest.mark.shapes("fs", "s3", "s3-blobs+fs-metadata", "fs-blobs+s3-metadata")
+async def test_scrub_removes_the_leftovers_of_cut_short_writes_and_nothing_else(
+    api: Api, tmp_path: Path, storage: Storage
+) -> None:
+    await push_image(api, "a", "v1", b"one")
+    root = storage.root
+    data = next((p for p in root.rglob("data") if "blobs" in p.parts), None)
+    leftovers: list[Path] = []
+    if data is not None:
+        # A blob's temporary file, a new tag directory's, and a delete_prefix's trash.
+        tmp_file = data.parent / ".tmp-0123"
+        tmp_file.write_bytes(b"half a blob")
+        trash = root / "v2/repositories/a/_manifests/tags/.tmp-4567"
+        (trash / "current").mkdir(parents=True)
+        (trash / "current/link").write_text("sha256:" + "0" * 64)
+        leftovers = [aged(tmp_file), aged(trash)]
+        # A write in progress, and a hidden name no write makes: neither is a leftover.
+        (data.parent / ".tmp-fresh").write_bytes(b"being written")
+        (data.parent / ".keep").write_bytes(b"")
+        aged(data.parent / ".keep")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(storage.toml())
+
+    code, out, _ = await scrub_cli(cfg, "--json")
+    found = json.loads(out)["findings"]
+    # Both fs stores of the fs shape share the root: each leftover is reported once.
+    assert sorted(f["path"] for f in found) == sorted(str(p) for p in leftovers)
+    assert all(f["kind"] == "leftover" and f["repairable"] for f in found)
+    assert code == (1 if leftovers else 0)
+
+    code, out, _ = await scrub_cli(cfg, "--repair", "--dry-run", "--json")
+    assert [f["outcome"] for f in json.loads(out)["findings"]] == ["would remove it"] * len(
+        leftovers
+    )
+    assert all(p.exists() for p in leftovers)
+
+    code, out, _ = await scrub_cli(cfg, "--repair")
+    assert code == 0, out
+    assert out.count("leftover: ") == len(leftovers)
+    assert not any(p.exists() for p in leftovers)
+    if data is not None:
+        assert (data.parent / ".tmp-fresh").exists() and (data.parent / ".keep").exists()
+    assert (await api.get("/v2/a/manifests/v1")).status == 200
+    assert (await scrub_cli(cfg))[0] == 0
+
+
+@pytest.mark.shapes("fs")
+async def test_a_leftover_written_again_before_the_repair_is_left(
+    api: Api, storage: Storage
+) -> None:
+    await push_image(api, "a", "v1", b"one")
+    left = storage.root / ".tmp-89ab"
+    left.write_bytes(b"x")
+    aged(left)
+    scrubber = Scrubber(api.registry, repair=True, progress=None, out=lambda _: None)
+    report = await scrubber.scan()
+    (finding,) = report.findings
+    assert (finding.kind, finding.path) == (Kind.LEFTOVER, str(left))
+    left.write_bytes(b"in use again")
+    await scrubber.repair(finding)
+    assert finding.outcome == "skipped: no longer a leftover"
+    assert left.exists()
+    # Nothing outside the root, and no name but a temporary one, is ever removed.
+    outside = storage.root.parent / ".tmp-outside"
+    outside.write_bytes(b"")
+    aged(outside)
+    assert not await api.registry.stores.meta.remove_leftover(str(outside), 0)
+    assert not await api.registry.stores.meta.remove_leftover(str(storage.root / "v2"), 0)
+    assert outside.exists() and (storage.root / "v2").exists()

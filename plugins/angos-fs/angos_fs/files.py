@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -47,6 +48,50 @@ async def run(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
 
 def temp_name() -> str:
     return f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+
+
+def find_leftovers(root: str, min_age_secs: float) -> list[str]:
+    """The absolute paths of the temporary files and directories under ``root`` (a write
+    or a ``delete_prefix`` cut short) not modified for ``min_age_secs``, in order."""
+    cutoff = time.time() - min_age_secs
+    found = []
+    for top, directories, names in os.walk(root):
+        for name in [d for d in directories if d.startswith(TEMP_PREFIX)]:
+            directories.remove(name)  # one leftover, whatever it holds
+            if _older(os.path.join(top, name), cutoff):
+                found.append(os.path.join(top, name))
+        found += [
+            os.path.join(top, name)
+            for name in names
+            if name.startswith(TEMP_PREFIX) and _older(os.path.join(top, name), cutoff)
+        ]
+    return sorted(found)
+
+
+def remove_leftover(root: str, path: str, min_age_secs: float) -> bool:
+    """Remove ``path`` (from :func:`find_leftovers`) if it still is a leftover that old."""
+    if not (
+        os.path.basename(path).startswith(TEMP_PREFIX)
+        and os.path.isabs(path)
+        and os.path.commonpath([root, path]) == root
+        and _older(path, time.time() - min_age_secs)
+    ):
+        return False
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _older(path: str, cutoff: float) -> bool:
+    try:
+        return os.lstat(path).st_mtime < cutoff
+    except FileNotFoundError:
+        return False
 
 
 def unavailable(exc: OSError, action: str) -> BackendUnavailable:
@@ -354,3 +399,17 @@ class FsBackend:
 
     async def aclose(self) -> None:
         return None
+
+    # StoreLeftovers: the temporary names of writes and deletes cut short.
+
+    async def leftovers(self, min_age_secs: float) -> list[str]:
+        try:
+            return await run(find_leftovers, self.paths.root, min_age_secs)
+        except OSError as exc:
+            raise unavailable(exc, "cannot look for leftover temporary files") from exc
+
+    async def remove_leftover(self, leftover: str, min_age_secs: float) -> bool:
+        try:
+            return await run(remove_leftover, self.paths.root, leftover, min_age_secs)
+        except OSError as exc:
+            raise unavailable(exc, f"cannot remove {leftover}") from exc

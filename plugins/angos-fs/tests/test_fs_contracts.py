@@ -14,6 +14,7 @@ from angos_core.testing import (
     BlobPutContract,
     BlobStoreContract,
     BlockingListContract,
+    LeftoversContract,
     MetadataStoreContract,
 )
 
@@ -36,7 +37,7 @@ class TestFsBlobStoreSynced(BlobStoreContract, BlobPutContract):
         await store.aclose()
 
 
-class TestFsMetadataStore(MetadataStoreContract, BlockingListContract):
+class TestFsMetadataStore(MetadataStoreContract, BlockingListContract, LeftoversContract):
     @pytest.fixture
     async def metadata_store(self, tmp_path: Path) -> AsyncIterator[MetadataStore]:
         store = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data")))
@@ -45,7 +46,7 @@ class TestFsMetadataStore(MetadataStoreContract, BlockingListContract):
         await store.aclose()
 
 
-class TestFsMetadataStoreSynced(MetadataStoreContract, BlockingListContract):
+class TestFsMetadataStoreSynced(MetadataStoreContract, BlockingListContract, LeftoversContract):
     @pytest.fixture
     async def metadata_store(self, tmp_path: Path) -> AsyncIterator[MetadataStore]:
         store = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data"), sync_to_disk=True))
@@ -54,7 +55,9 @@ class TestFsMetadataStoreSynced(MetadataStoreContract, BlockingListContract):
         await store.aclose()
 
 
-class TestFsMetadataStoreUncachedListings(MetadataStoreContract, BlockingListContract):
+class TestFsMetadataStoreUncachedListings(
+    MetadataStoreContract, BlockingListContract, LeftoversContract
+):
     @pytest.fixture
     async def metadata_store(self, tmp_path: Path) -> AsyncIterator[MetadataStore]:
         store = FsMetadataStore(FsConfig(root_dir=str(tmp_path / "data"), cache_listings=False))
