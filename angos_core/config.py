@@ -481,13 +481,13 @@ class GcScheduleConfig:
     #: Seconds between two collections; 0: never (the default).
     interval_secs: float = 0.0
     #: As ``angos gc --min-age-secs``.
-    min_age_secs: float = 3600.0
+    min_age_secs: float = GC_MIN_AGE_SECS
     #: As ``angos gc --delete-untagged``.
     delete_untagged: bool = False
     #: Only log what would be deleted.
     dry_run: bool = False
     #: As ``angos gc --jobs``: repositories or objects a run works on at once.
-    concurrency: int = 16
+    concurrency: int = GC_CONCURRENCY
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -519,7 +519,7 @@ class PruneScheduleConfig:
     #: Seconds between two runs; 0: never (the default).
     interval_secs: float = 0.0
     #: As ``angos prune --min-age-secs``.
-    min_age_secs: float = 3600.0
+    min_age_secs: float = GC_MIN_AGE_SECS
     #: Only log what would be pruned.
     dry_run: bool = False
 

@@ -60,7 +60,7 @@ class CatalogService:
             cursor = (alphabet_prefix.group(0) if alphabet_prefix else "") or None
         # The store lists after the cursor: only a cursor other than ``last`` (above) can
         # return names at or before it.
-        filtering = bool(last) and cursor != last
+        drop_through = last if last and cursor != last else None
         tags: list[str] = []
         while True:
             names, more = await meta.list_children_page(
@@ -70,7 +70,7 @@ class CatalogService:
             )
             if names:
                 cursor = names[-1]
-            tags += [t for t in names if t > last] if filtering and last else names
+            tags += [t for t in names if t > drop_through] if drop_through else names
             # Only a cursor outside the tag alphabet can drop names and need another call.
             if not more or n is None or len(tags) >= n:
                 break

@@ -58,9 +58,6 @@ from angos_core.protocols import Lease, LockProvider
 from angos_core.registry import Registry
 from angos_core.registry.gc_spill import SHARDS, Spill, SpillDirectory
 
-#: The collector's defaults, declared in angos_core.config (see there).
-DEFAULT_MIN_AGE_SECS = GC_MIN_AGE_SECS
-DEFAULT_CONCURRENCY = GC_CONCURRENCY
 #: Marked or tombstoned digests read from the listing at a time at the start of a run.
 _PREPARE_BATCH = 1000
 
@@ -149,12 +146,12 @@ class GarbageCollector:
         *,
         dry_run: bool = False,
         delete_untagged: bool = False,
-        min_age_secs: float = DEFAULT_MIN_AGE_SECS,
+        min_age_secs: float = GC_MIN_AGE_SECS,
         out: Callable[[str], None] = print,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         checkpoint: Callable[[str, str], Awaitable[None]] | None = None,
         progress: IO[str] | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int = GC_CONCURRENCY,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")

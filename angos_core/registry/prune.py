@@ -38,13 +38,13 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from angos_core import layout
-from angos_core.config import PruneScheduleConfig
+from angos_core.config import GC_MIN_AGE_SECS, PruneScheduleConfig
 from angos_core.errors import AngosError, ManifestUnknown
 from angos_core.oci.manifest import Manifest, parse_stored
 from angos_core.policy.retention import Image, Rankings, RetentionRules, Rule, judge
 from angos_core.progress import Progress
 from angos_core.registry import Registry
-from angos_core.registry.gc import COLLECTOR_LOCK_KEY, DEFAULT_MIN_AGE_SECS, collector_lock
+from angos_core.registry.gc import COLLECTOR_LOCK_KEY, collector_lock
 
 log = logging.getLogger("angos.prune")
 
@@ -136,7 +136,7 @@ class Pruner:
         rules: RetentionRules,
         *,
         dry_run: bool = False,
-        min_age_secs: float = DEFAULT_MIN_AGE_SECS,
+        min_age_secs: float = GC_MIN_AGE_SECS,
         out: Callable[[str], None] = print,
         progress: IO[str] | None = sys.stderr,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -496,4 +496,6 @@ async def test_a_leftover_written_again_before_the_repair_is_left(
     aged(outside)
     assert not await api.registry.stores.meta.remove_leftover(str(outside), 0)
     assert not await api.registry.stores.meta.remove_leftover(str(storage.root / "v2"), 0)
+    climbing = f"{storage.root}/../{outside.name}"
+    assert not await api.registry.stores.meta.remove_leftover(climbing, 0)
     assert outside.exists() and (storage.root / "v2").exists()

@@ -56,14 +56,11 @@ def find_leftovers(root: str, min_age_secs: float) -> list[str]:
     cutoff = time.time() - min_age_secs
     found = []
     for top, directories, names in os.walk(root):
-        for name in [d for d in directories if d.startswith(TEMP_PREFIX)]:
-            directories.remove(name)  # one leftover, whatever it holds
-            if _older(os.path.join(top, name), cutoff):
-                found.append(os.path.join(top, name))
+        temporary = [name for name in directories + names if name.startswith(TEMP_PREFIX)]
+        # A temporary directory is one leftover, whatever it holds: not walked into.
+        directories[:] = [name for name in directories if not name.startswith(TEMP_PREFIX)]
         found += [
-            os.path.join(top, name)
-            for name in names
-            if name.startswith(TEMP_PREFIX) and _older(os.path.join(top, name), cutoff)
+            path for path in (os.path.join(top, name) for name in temporary) if _older(path, cutoff)
         ]
     return sorted(found)
 
@@ -73,6 +70,7 @@ def remove_leftover(root: str, path: str, min_age_secs: float) -> bool:
     if not (
         os.path.basename(path).startswith(TEMP_PREFIX)
         and os.path.isabs(path)
+        and os.path.normpath(path) == path  # no "..": commonpath does not resolve it
         and os.path.commonpath([root, path]) == root
         and _older(path, time.time() - min_age_secs)
     ):

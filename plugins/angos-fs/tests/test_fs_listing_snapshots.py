@@ -104,7 +104,7 @@ def test_a_change_between_pages_is_seen(tmp_path: Path, scans: list[str]) -> Non
     assert len(scans) == 2
 
 
-def test_a_replaced_name_with_the_same_mtime_and_link_count_is_seen(
+def test_a_change_the_stamp_cannot_show_is_missed_until_the_scan_is_old(
     tmp_path: Path, scans: list[str]
 ) -> None:
     tags = tmp_path / "tags"
